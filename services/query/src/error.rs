@@ -1,0 +1,125 @@
+//! The one error type of the query language.
+
+/// How an error is reported to a caller: the gRPC code it maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed (`INVALID_ARGUMENT`).
+    InvalidArgument,
+    /// The dataset does not exist (`NOT_FOUND`).
+    NotFound,
+    /// A configured limit was exceeded (`RESOURCE_EXHAUSTED`).
+    ResourceExhausted,
+}
+
+/// A problem with a query. Each names the request parameter at fault
+/// (`filter`, `order_by`, `page_size`, ...) so it can be reported as a
+/// `google.rpc.BadRequest` field violation.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QueryError {
+    /// The text does not parse.
+    #[error("{param}: syntax error at character {position}: {message}")]
+    Syntax {
+        /// The parameter.
+        param: &'static str,
+        /// 1-based character position of the problem.
+        position: usize,
+        /// What was wrong.
+        message: String,
+    },
+    /// The dataset does not exist.
+    #[error("dataset {dataset:?} does not exist")]
+    UnknownDataset {
+        /// The requested id.
+        dataset: String,
+    },
+    /// A field name is not in the dataset.
+    #[error("{param}: dataset {dataset} has no field {field:?}")]
+    UnknownField {
+        /// The parameter.
+        param: &'static str,
+        /// The dataset.
+        dataset: String,
+        /// The field named.
+        field: String,
+    },
+    /// A field may not be used this way.
+    #[error("{param}: field {field} {reason}")]
+    FieldNotAllowed {
+        /// The parameter.
+        param: &'static str,
+        /// The field.
+        field: String,
+        /// Why, such as "may not be filtered".
+        reason: String,
+    },
+    /// A literal does not fit the field's type.
+    #[error("{param}: field {field} is a {expected}, but the value {found} is not")]
+    TypeMismatch {
+        /// The parameter.
+        param: &'static str,
+        /// The field.
+        field: String,
+        /// The field's type name.
+        expected: &'static str,
+        /// The offending literal, as written.
+        found: String,
+    },
+    /// A configured limit was exceeded.
+    #[error("{param}: {actual} exceeds the limit {limit} = {max}")]
+    Limit {
+        /// The parameter.
+        param: &'static str,
+        /// The limit's configuration name, such as `max_filter_length`.
+        limit: &'static str,
+        /// The configured maximum.
+        max: u64,
+        /// The value found.
+        actual: u64,
+    },
+    /// The page token is not valid for this query.
+    #[error("page_token: {reason}")]
+    PageToken {
+        /// Why (expired, tampered with, for another query, ...).
+        reason: String,
+    },
+    /// Another malformed parameter.
+    #[error("{param}: {message}")]
+    Invalid {
+        /// The parameter.
+        param: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl QueryError {
+    /// The request parameter at fault (`dataset` for an unknown dataset).
+    pub fn param(&self) -> &'static str {
+        match self {
+            Self::Syntax { param, .. }
+            | Self::UnknownField { param, .. }
+            | Self::FieldNotAllowed { param, .. }
+            | Self::TypeMismatch { param, .. }
+            | Self::Limit { param, .. }
+            | Self::Invalid { param, .. } => param,
+            Self::UnknownDataset { .. } => "dataset",
+            Self::PageToken { .. } => "page_token",
+        }
+    }
+
+    /// The gRPC code family of the error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::UnknownDataset { .. } => ErrorKind::NotFound,
+            Self::Limit { .. } => ErrorKind::ResourceExhausted,
+            _ => ErrorKind::InvalidArgument,
+        }
+    }
+
+    /// The message without the leading parameter name, for a field violation.
+    pub fn description(&self) -> String {
+        let text = self.to_string();
+        let prefix = format!("{}: ", self.param());
+        text.strip_prefix(&prefix).map(str::to_owned).unwrap_or(text)
+    }
+}
