@@ -1,0 +1,7 @@
+//! The standard datasets' rules and demo data.
+
+#![forbid(unsafe_code)]
+
+pub mod record;
+
+pub use record::{Cell, NamedRow};
