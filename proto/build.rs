@@ -14,12 +14,15 @@ const PROTOS: &[&str] = &[
     "yrd/datasets/environment/v1/water_quality.proto",
     "yrd/datasets/waste/v1/transfer_manifest.proto",
     "yrd/datasets/property/v1/deal.proto",
+    // Only for the descriptor set (reflection); its Rust types come from tonic-types.
+    "google/rpc/error_details.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     println!("cargo:rerun-if-changed=yrd");
+    println!("cargo:rerun-if-changed=google");
 
     let mut compiler = protox::Compiler::new([&root])?;
     compiler.include_imports(true).include_source_info(true);

@@ -185,17 +185,28 @@ impl DatasetSchema {
         }
     }
 
-    fn from_descriptor(message: &MessageDescriptor, options: DatasetOptions, field_ext: &prost_reflect::ExtensionDescriptor) -> Result<Self, SchemaError> {
-        let invalid = |reason: String| SchemaError::Invalid { message: message.full_name().to_owned(), reason };
+    fn from_descriptor(
+        message: &MessageDescriptor,
+        options: DatasetOptions,
+        field_ext: &prost_reflect::ExtensionDescriptor,
+    ) -> Result<Self, SchemaError> {
+        let invalid = |reason: String| SchemaError::Invalid {
+            message: message.full_name().to_owned(),
+            reason,
+        };
         if options.id.is_empty() {
             return Err(invalid("dataset option has no id".into()));
         }
         let mut fields = Vec::new();
         for field in message.fields() {
             if field.is_list() || field.is_map() {
-                return Err(invalid(format!("field {} is repeated; datasets are flat", field.name())));
+                return Err(invalid(format!(
+                    "field {} is repeated; datasets are flat",
+                    field.name()
+                )));
             }
-            let fopts: FieldOptions = read_extension(&field.options(), field_ext).map_err(|e| invalid(format!("field {}: {e}", field.name())))?;
+            let fopts: FieldOptions = read_extension(&field.options(), field_ext)
+                .map_err(|e| invalid(format!("field {}: {e}", field.name())))?;
             let format = ValueFormat::try_from(fopts.format).unwrap_or(ValueFormat::Unspecified);
             let ty = match field.kind() {
                 Kind::String if format == ValueFormat::Date => FieldType::Date,
@@ -204,7 +215,12 @@ impl DatasetSchema {
                 Kind::Double | Kind::Float => FieldType::Double,
                 Kind::Bool => FieldType::Bool,
                 Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => FieldType::Timestamp,
-                other => return Err(invalid(format!("field {} has unsupported type {other:?}", field.name()))),
+                other => {
+                    return Err(invalid(format!(
+                        "field {} has unsupported type {other:?}",
+                        field.name()
+                    )));
+                }
             };
             let sensitivity = Sensitivity::try_from(fopts.sensitivity).unwrap_or(Sensitivity::Unspecified);
             if sensitivity == Sensitivity::Unspecified {
@@ -215,10 +231,18 @@ impl DatasetSchema {
                 return Err(invalid(format!("field {} has no sharing class", field.name())));
             }
             if fopts.sortable && !fopts.required {
-                return Err(invalid(format!("field {} is sortable but not required; sort keys never hold nulls", field.name())));
+                return Err(invalid(format!(
+                    "field {} is sortable but not required; sort keys never hold nulls",
+                    field.name()
+                )));
             }
-            if matches!(sensitivity, Sensitivity::Personal | Sensitivity::Secret) && (fopts.filterable || fopts.sortable) {
-                return Err(invalid(format!("field {} is personal or secret and may not be filtered or sorted", field.name())));
+            if matches!(sensitivity, Sensitivity::Personal | Sensitivity::Secret)
+                && (fopts.filterable || fopts.sortable)
+            {
+                return Err(invalid(format!(
+                    "field {} is personal or secret and may not be filtered or sorted",
+                    field.name()
+                )));
             }
             fields.push(FieldSchema {
                 name: field.name().to_owned(),
@@ -242,13 +266,17 @@ impl DatasetSchema {
         }
         let mut primary_key = Vec::new();
         for name in &options.primary_key {
-            let &i = by_name.get(name).ok_or_else(|| invalid(format!("primary key field {name} does not exist")))?;
+            let &i = by_name
+                .get(name)
+                .ok_or_else(|| invalid(format!("primary key field {name} does not exist")))?;
             if !fields[i].sortable {
                 return Err(invalid(format!("primary key field {name} must be sortable")));
             }
             primary_key.push(i);
         }
-        let &region_field = by_name.get(REGION_FIELD).ok_or_else(|| invalid(format!("dataset has no {REGION_FIELD} field")))?;
+        let &region_field = by_name
+            .get(REGION_FIELD)
+            .ok_or_else(|| invalid(format!("dataset has no {REGION_FIELD} field")))?;
         if fields[region_field].ty != FieldType::String || !fields[region_field].filterable {
             return Err(invalid(format!("field {REGION_FIELD} must be a filterable string")));
         }
@@ -275,18 +303,28 @@ impl Registry {
     /// Every message of `pool` annotated as a dataset, checked against the
     /// mesh's rules.
     pub fn from_pool(pool: &DescriptorPool) -> Result<Self, SchemaError> {
-        let dataset_ext = pool.get_extension_by_name(DATASET_OPTION).ok_or(SchemaError::MissingOption(DATASET_OPTION))?;
-        let field_ext = pool.get_extension_by_name(FIELD_OPTION).ok_or(SchemaError::MissingOption(FIELD_OPTION))?;
+        let dataset_ext = pool
+            .get_extension_by_name(DATASET_OPTION)
+            .ok_or(SchemaError::MissingOption(DATASET_OPTION))?;
+        let field_ext = pool
+            .get_extension_by_name(FIELD_OPTION)
+            .ok_or(SchemaError::MissingOption(FIELD_OPTION))?;
         let mut datasets: Vec<Arc<DatasetSchema>> = Vec::new();
         for message in pool.all_messages() {
             let opts = message.options();
             if !opts.has_extension(&dataset_ext) {
                 continue;
             }
-            let dopts: DatasetOptions = read_extension(&opts, &dataset_ext).map_err(|reason| SchemaError::Invalid { message: message.full_name().to_owned(), reason })?;
+            let dopts: DatasetOptions = read_extension(&opts, &dataset_ext).map_err(|reason| SchemaError::Invalid {
+                message: message.full_name().to_owned(),
+                reason,
+            })?;
             let schema = DatasetSchema::from_descriptor(&message, dopts, &field_ext)?;
             if datasets.iter().any(|d| d.id == schema.id) {
-                return Err(SchemaError::Invalid { message: schema.message_name, reason: format!("dataset id {} is used twice", schema.id) });
+                return Err(SchemaError::Invalid {
+                    message: schema.message_name,
+                    reason: format!("dataset id {} is used twice", schema.id),
+                });
             }
             datasets.push(Arc::new(schema));
         }
@@ -298,7 +336,11 @@ impl Registry {
     pub fn standard() -> Result<&'static Registry, &'static SchemaError> {
         static STANDARD: OnceLock<Result<Registry, SchemaError>> = OnceLock::new();
         STANDARD
-            .get_or_init(|| crate::descriptor_pool().map_err(SchemaError::from).and_then(|pool| Registry::from_pool(&pool)))
+            .get_or_init(|| {
+                crate::descriptor_pool()
+                    .map_err(SchemaError::from)
+                    .and_then(|pool| Registry::from_pool(&pool))
+            })
             .as_ref()
     }
 
@@ -313,12 +355,17 @@ impl Registry {
     }
 }
 
-fn read_extension<T: prost::Message + Default>(options: &DynamicMessage, ext: &prost_reflect::ExtensionDescriptor) -> Result<T, String> {
+fn read_extension<T: prost::Message + Default>(
+    options: &DynamicMessage,
+    ext: &prost_reflect::ExtensionDescriptor,
+) -> Result<T, String> {
     if !options.has_extension(ext) {
         return Err(format!("option {} is missing", ext.full_name()));
     }
     match options.get_extension(ext).as_ref() {
-        ReflectValue::Message(m) => m.transcode_to::<T>().map_err(|e| format!("option {} does not decode: {e}", ext.full_name())),
+        ReflectValue::Message(m) => m
+            .transcode_to::<T>()
+            .map_err(|e| format!("option {} does not decode: {e}", ext.full_name())),
         _ => Err(format!("option {} is not a message", ext.full_name())),
     }
 }
@@ -331,7 +378,16 @@ mod tests {
     fn standard_datasets_load() {
         let registry = Registry::standard().unwrap();
         let ids: Vec<&str> = registry.datasets().iter().map(|d| d.id.as_str()).collect();
-        assert_eq!(ids, ["air_quality", "enterprise", "hazardous_waste", "property_rights", "water_quality"]);
+        assert_eq!(
+            ids,
+            [
+                "air_quality",
+                "enterprise",
+                "hazardous_waste",
+                "property_rights",
+                "water_quality"
+            ]
+        );
         let ent = registry.get("enterprise").unwrap();
         let (_, id) = ent.field("representative_id_number").unwrap();
         assert_eq!(id.sensitivity, Sensitivity::Secret);
@@ -341,6 +397,9 @@ mod tests {
         assert_eq!(ent.primary_key, vec![ent.field("credit_code").unwrap().0]);
         let air = registry.get("air_quality").unwrap();
         assert_eq!(air.field("observed_at").unwrap().1.ty, FieldType::Timestamp);
-        assert_eq!(air.type_url, "type.googleapis.com/yrd.datasets.environment.v1.AirQualityHourly");
+        assert_eq!(
+            air.type_url,
+            "type.googleapis.com/yrd.datasets.environment.v1.AirQualityHourly"
+        );
     }
 }

@@ -1,1 +1,8 @@
-fn main(){}
+//! End-to-end tests: region nodes started in-process on port 0, loaded with
+//! generated data, queried over real gRPC on real sockets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod harness;
+mod node_import;
+mod node_query;

@@ -1,4 +1,14 @@
-//! The one error type of the query language.
+//! The one error type of the query language, and the one place it becomes
+//! a gRPC status (`google.rpc.BadRequest` naming the parameter, `ErrorInfo`
+//! naming the limit).
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Domain of the `google.rpc.ErrorInfo` details the mesh sends.
+pub const ERROR_DOMAIN: &str = "mesh.yrd";
 
 /// How an error is reported to a caller: the gRPC code it maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,5 +131,31 @@ impl QueryError {
         let text = self.to_string();
         let prefix = format!("{}: ", self.param());
         text.strip_prefix(&prefix).map(str::to_owned).unwrap_or(text)
+    }
+}
+
+impl From<QueryError> for Status {
+    fn from(q: QueryError) -> Self {
+        let code = match q.kind() {
+            ErrorKind::InvalidArgument => Code::InvalidArgument,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        };
+        let mut details = ErrorDetails::with_bad_request_violation(q.param(), q.description());
+        let (reason, mut metadata) = match &q {
+            QueryError::Limit { limit, max, .. } => (
+                "LIMIT_EXCEEDED",
+                HashMap::from([
+                    ("limit".to_owned(), (*limit).to_owned()),
+                    ("max".to_owned(), max.to_string()),
+                ]),
+            ),
+            QueryError::UnknownDataset { .. } => ("UNKNOWN_DATASET", HashMap::new()),
+            QueryError::PageToken { .. } => ("INVALID_PAGE_TOKEN", HashMap::new()),
+            _ => ("INVALID_QUERY", HashMap::new()),
+        };
+        metadata.insert("param".to_owned(), q.param().to_owned());
+        details.set_error_info(reason, ERROR_DOMAIN, metadata);
+        Status::with_error_details(code, q.to_string(), details)
     }
 }

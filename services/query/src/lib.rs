@@ -8,11 +8,13 @@
 //!   can be merged without decoding them;
 //! - [`token`]: signed, expiring page tokens bound to their query;
 //! - [`aggregate`]: merging partial aggregates;
-//! - [`time`]: dates and RFC 3339 timestamps.
+//! - [`time`]: dates and RFC 3339 timestamps;
+//! - [`deadline`]: the caller's deadline from gRPC metadata.
 
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
+pub mod deadline;
 pub mod error;
 pub mod filter;
 pub mod limits;

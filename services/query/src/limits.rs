@@ -52,7 +52,12 @@ impl Limits {
     /// Checks `actual <= max`, naming the limit otherwise.
     pub fn check(param: &'static str, limit: &'static str, max: usize, actual: usize) -> Result<(), QueryError> {
         if actual > max {
-            return Err(QueryError::Limit { param, limit, max: max as u64, actual: actual as u64 });
+            return Err(QueryError::Limit {
+                param,
+                limit,
+                max: max as u64,
+                actual: actual as u64,
+            });
         }
         Ok(())
     }
@@ -62,7 +67,10 @@ impl Limits {
     pub fn page_size(&self, requested: i32) -> Result<u32, QueryError> {
         match requested {
             0 => Ok(self.default_page_size.min(self.max_page_size)),
-            n if n < 0 => Err(QueryError::Invalid { param: "page_size", message: format!("must not be negative, got {n}") }),
+            n if n < 0 => Err(QueryError::Invalid {
+                param: "page_size",
+                message: format!("must not be negative, got {n}"),
+            }),
             n => {
                 let n = n.unsigned_abs();
                 Self::check("page_size", "max_page_size", self.max_page_size as usize, n as usize)?;

@@ -50,7 +50,8 @@ fn digits(s: &[u8]) -> Option<u32> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    s.iter().try_fold(0u32, |acc, &b| acc.checked_mul(10)?.checked_add(u32::from(b - b'0')))
+    s.iter()
+        .try_fold(0u32, |acc, &b| acc.checked_mul(10)?.checked_add(u32::from(b - b'0')))
 }
 
 /// Parses `YYYY-MM-DD` into days since the epoch.
@@ -108,7 +109,13 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 pub fn format_timestamp(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    format!("{}T{:02}:{:02}:{:02}Z", format_date(days), rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        format_date(days),
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -131,8 +138,14 @@ mod tests {
     #[test]
     fn timestamps_parse_with_offsets() {
         assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_timestamp("2025-03-01T16:00:00+08:00"), parse_timestamp("2025-03-01T08:00:00Z"));
-        assert_eq!(parse_timestamp("2025-03-01T08:00:00.123Z"), parse_timestamp("2025-03-01T08:00:00Z"));
+        assert_eq!(
+            parse_timestamp("2025-03-01T16:00:00+08:00"),
+            parse_timestamp("2025-03-01T08:00:00Z")
+        );
+        assert_eq!(
+            parse_timestamp("2025-03-01T08:00:00.123Z"),
+            parse_timestamp("2025-03-01T08:00:00Z")
+        );
         assert_eq!(format_timestamp(1_740_816_000), "2025-03-01T08:00:00Z");
         assert_eq!(parse_timestamp("2025-03-01"), None);
         assert_eq!(parse_timestamp("2025-03-01T25:00:00Z"), None);

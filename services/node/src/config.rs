@@ -1,0 +1,272 @@
+//! The node's configuration: one TOML file, `YRD_*` environment overrides,
+//! validated at start. Relative paths are relative to the file's folder.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use yrd_query::Limits;
+
+/// A configuration that cannot be used, naming the file, the key and why.
+#[derive(Debug, thiserror::Error)]
+#[error("config {path}: {key}: {reason}")]
+pub struct ConfigError {
+    /// The file.
+    pub path: String,
+    /// The key at fault (`-` when the whole file is).
+    pub key: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A region node's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's region: its GB/T 2260 province-level code, such as `320000`.
+    pub region: String,
+    /// Display name of the region.
+    #[serde(default)]
+    pub region_name: String,
+    /// Address the gRPC listener binds (`127.0.0.1:0` picks a free port).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Demo data for `yrd-node generate`.
+    #[serde(default)]
+    pub demo: DemoConfig,
+    /// Query limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Query execution.
+    #[serde(default)]
+    pub query: QueryConfig,
+}
+
+/// Where and how the node keeps its data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// SQLite database file.
+    pub path: PathBuf,
+    /// Read connections kept open for reuse.
+    pub max_idle_connections: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("node.sqlite"),
+            max_idle_connections: 8,
+        }
+    }
+}
+
+/// Seed and scale of the demo data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Seed shared by every region of a mesh, so cross-region references match.
+    pub seed: u64,
+    /// 1.0 gives at least 20,000 enterprises and a year of hourly readings.
+    pub scale: f64,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self { seed: 2026, scale: 1.0 }
+    }
+}
+
+/// How queries run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Rows per streamed batch.
+    pub batch_rows: usize,
+    /// Longest a query may run, whatever deadline the caller sets (seconds).
+    pub max_query_seconds: u64,
+    /// Queries running at once; more wait for a slot.
+    pub max_concurrent: usize,
+    /// Secret that signs page tokens. Replicas of a region share it. When
+    /// empty, a random one is made at start and tokens do not survive a restart.
+    pub page_token_secret: String,
+    /// How long a page token stays valid (seconds).
+    pub page_token_ttl_seconds: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            batch_rows: 500,
+            max_query_seconds: 60,
+            max_concurrent: 16,
+            page_token_secret: String::new(),
+            page_token_ttl_seconds: 3600,
+        }
+    }
+}
+
+impl QueryConfig {
+    /// The longest a query may run.
+    pub fn max_query_time(&self) -> Duration {
+        Duration::from_secs(self.max_query_seconds)
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+
+impl NodeConfig {
+    /// Reads, overrides from the environment, resolves paths and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: shown.clone(),
+            key: "-".into(),
+            reason: e.to_string(),
+        })?;
+        let mut config = Self::parse(&text, &shown)?;
+        config.apply_env(&shown, |k| std::env::var(k).ok())?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        if config.store.path.is_relative() {
+            config.store.path = base.join(&config.store.path);
+        }
+        config.validate(&shown)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let key = e
+                .span()
+                .map(|s| text.get(s).unwrap_or("-").trim().to_owned())
+                .unwrap_or_else(|| "-".into());
+            ConfigError {
+                path: origin.to_owned(),
+                key,
+                reason: e.message().to_owned(),
+            }
+        })
+    }
+
+    /// Applies `YRD_REGION`, `YRD_LISTEN`, `YRD_STORE_PATH` and
+    /// `YRD_PAGE_TOKEN_SECRET`.
+    pub fn apply_env(&mut self, origin: &str, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("YRD_REGION") {
+            self.region = v;
+        }
+        if let Some(v) = get("YRD_LISTEN") {
+            self.listen = v.parse().map_err(|e| ConfigError {
+                path: origin.to_owned(),
+                key: "YRD_LISTEN".into(),
+                reason: format!("not a socket address: {e}"),
+            })?;
+        }
+        if let Some(v) = get("YRD_STORE_PATH") {
+            self.store.path = PathBuf::from(v);
+        }
+        if let Some(v) = get("YRD_PAGE_TOKEN_SECRET") {
+            self.query.page_token_secret = v;
+        }
+        Ok(())
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, reason: String| ConfigError {
+            path: origin.to_owned(),
+            key: key.to_owned(),
+            reason,
+        };
+        let r = self.region.as_bytes();
+        if r.len() != 6 || !r.iter().all(u8::is_ascii_digit) || !self.region.ends_with("0000") {
+            return Err(err(
+                "region",
+                format!(
+                    "{:?} is not a GB/T 2260 province-level code such as 320000",
+                    self.region
+                ),
+            ));
+        }
+        if !(self.demo.scale > 0.0 && self.demo.scale <= 100.0) {
+            return Err(err("demo.scale", format!("{} is not in (0, 100]", self.demo.scale)));
+        }
+        if self.query.batch_rows == 0 || self.query.batch_rows > 10_000 {
+            return Err(err(
+                "query.batch_rows",
+                format!("{} is not in 1..=10000", self.query.batch_rows),
+            ));
+        }
+        if self.query.max_concurrent == 0 {
+            return Err(err("query.max_concurrent", "must be at least 1".into()));
+        }
+        if self.query.max_query_seconds == 0 {
+            return Err(err("query.max_query_seconds", "must be at least 1".into()));
+        }
+        if !self.query.page_token_secret.is_empty() && self.query.page_token_secret.len() < 16 {
+            return Err(err("query.page_token_secret", "must be at least 16 bytes long".into()));
+        }
+        let l = &self.limits;
+        if l.default_page_size == 0 || l.default_page_size > l.max_page_size {
+            return Err(err(
+                "limits.default_page_size",
+                format!("must be in 1..=max_page_size ({})", l.max_page_size),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The region's display name, or its code.
+    pub fn region_label(&self) -> &str {
+        if self.region_name.is_empty() {
+            &self.region
+        } else {
+            &self.region_name
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = NodeConfig::parse("region = \"320000\"\n", "t.toml").unwrap();
+        assert_eq!(c.listen.port(), 50051);
+        assert_eq!(c.limits, Limits::default());
+        c.validate("t.toml").unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = NodeConfig::parse("region = \"320000\"\n[query]\nbatch_size = 3\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("batch_size"), "{e}");
+        assert!(e.to_string().starts_with("config t.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_region_is_refused() {
+        let c = NodeConfig::parse("region = \"32\"\n", "t.toml").unwrap();
+        let e = c.validate("t.toml").unwrap_err();
+        assert_eq!(e.key, "region");
+    }
+
+    #[test]
+    fn env_overrides_apply() {
+        let mut c = NodeConfig::parse("region = \"320000\"\n", "t.toml").unwrap();
+        c.apply_env("t.toml", |k| (k == "YRD_LISTEN").then(|| "127.0.0.1:7000".to_owned()))
+            .unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        let e = c
+            .apply_env("t.toml", |k| (k == "YRD_LISTEN").then(|| "nope".to_owned()))
+            .unwrap_err();
+        assert_eq!(e.key, "YRD_LISTEN");
+    }
+}

@@ -1,0 +1,62 @@
+//! The node's one error type, and the one place it becomes a gRPC status.
+
+use tonic::Status;
+use yrd_query::QueryError;
+
+/// Anything that can go wrong in the node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The request is invalid; reported to the caller with the field at fault.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// The store holds data for another schema or region.
+    #[error("store {path}: {reason}")]
+    StoreMismatch {
+        /// The database file.
+        path: String,
+        /// What does not match.
+        reason: String,
+    },
+    /// The query ran past its deadline.
+    #[error("deadline exceeded after {0} ms")]
+    DeadlineExceeded(u128),
+    /// The caller went away; nothing to report.
+    #[error("cancelled by the caller")]
+    Cancelled,
+    /// A blocking task failed to run to completion.
+    #[error("worker task failed: {0}")]
+    Task(String),
+    /// The descriptors are unusable (a build problem).
+    #[error("dataset schemas: {0}")]
+    Schema(String),
+    /// Demo data could not be made.
+    #[error("demo data: {0}")]
+    Demo(String),
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl From<NodeError> for Status {
+    fn from(err: NodeError) -> Self {
+        match err {
+            NodeError::Query(q) => q.into(),
+            NodeError::DeadlineExceeded(_) => Status::deadline_exceeded(err.to_string()),
+            NodeError::Cancelled => Status::cancelled(err.to_string()),
+            // Internal detail stays in this region's logs; the caller gets a
+            // generic message (DESIGN: internal text never crosses a region).
+            other => {
+                tracing::error!(error = %other, "internal error");
+                Status::internal("internal error in the region node; see its logs")
+            }
+        }
+    }
+}

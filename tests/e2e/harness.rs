@@ -1,0 +1,146 @@
+//! Starts region nodes in-process and connects clients to them.
+
+use std::path::PathBuf;
+
+use futures::StreamExt;
+use tonic::transport::Channel;
+use yrd_datasets::demo::DemoSpec;
+use yrd_node::{NodeConfig, RunningNode, Store};
+use yrd_proto::mesh::data_node_client::DataNodeClient;
+use yrd_proto::mesh::{QueryRequest, QuerySummary, RowBatch, query_response};
+
+/// Demo data scale for tests: a few hundred enterprises per region.
+pub const SCALE: f64 = 0.02;
+/// Demo seed for tests.
+pub const SEED: u64 = 7;
+
+/// A node serving generated data from a temporary folder.
+pub struct TestNode {
+    pub node: Option<RunningNode>,
+    pub db: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    /// Generates `region`'s demo data and starts a node for it on port 0.
+    pub async fn start(region: &str) -> anyhow::Result<Self> {
+        Self::start_with(region, |_| {}).await
+    }
+
+    /// As [`start`](Self::start), with the config adjusted first.
+    pub async fn start_with(region: &str, adjust: impl FnOnce(&mut NodeConfig)) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("node.sqlite");
+        let mut config = NodeConfig::parse(
+            &format!(
+                "region = \"{region}\"\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n",
+                db.display()
+            ),
+            "test",
+        )?;
+        adjust(&mut config);
+        config.validate("test")?;
+        let (path, r) = (db.clone(), region.to_owned());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let store = Store::open(&path, &r, 2)?;
+            yrd_node::import::generate(
+                &store,
+                &r,
+                &DemoSpec {
+                    seed: SEED,
+                    scale: SCALE,
+                },
+            )?;
+            Ok(())
+        })
+        .await??;
+        let node = yrd_node::start(config).await?;
+        Ok(Self {
+            node: Some(node),
+            db,
+            _dir: dir,
+        })
+    }
+
+    /// The node's address.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.node.as_ref().map(|n| n.addr).expect("node running"))
+    }
+
+    /// A client connected over a real socket.
+    pub async fn client(&self) -> anyhow::Result<DataNodeClient<Channel>> {
+        Ok(DataNodeClient::connect(self.url()).await?)
+    }
+
+    /// A direct SQLite connection to the node's store, for checking answers.
+    pub fn sql(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.db).expect("open store")
+    }
+}
+
+/// Everything one Query stream returned.
+pub struct Page {
+    pub batches: Vec<RowBatch>,
+    pub summary: QuerySummary,
+}
+
+impl Page {
+    /// The rows' payloads, in order.
+    pub fn rows(&self) -> impl Iterator<Item = &prost_types::Any> {
+        self.batches.iter().flat_map(|b| b.rows.iter())
+    }
+
+    /// The rows decoded as `M`.
+    pub fn decode<M: prost::Message + Default>(&self) -> Vec<M> {
+        self.rows()
+            .map(|a| M::decode(a.value.as_slice()).expect("row decodes"))
+            .collect()
+    }
+}
+
+/// Runs one Query to its end; checks that the summary comes last.
+pub async fn query(client: &mut DataNodeClient<Channel>, req: QueryRequest) -> Result<Page, tonic::Status> {
+    let mut stream = client.query(req).await?.into_inner();
+    let mut batches = Vec::new();
+    let mut summary = None;
+    while let Some(msg) = stream.next().await {
+        match msg?.kind {
+            Some(query_response::Kind::Batch(b)) => {
+                assert!(summary.is_none(), "a batch came after the summary");
+                assert_eq!(b.rows.len(), b.sort_keys.len(), "one sort key per row");
+                batches.push(b);
+            }
+            Some(query_response::Kind::Summary(s)) => summary = Some(s),
+            None => panic!("empty QueryResponse"),
+        }
+    }
+    Ok(Page {
+        batches,
+        summary: summary.expect("stream ends with a summary"),
+    })
+}
+
+/// A query request for a dataset with a filter and order_by.
+pub fn request(dataset: &str, filter: &str, order_by: &str, page_size: i32) -> QueryRequest {
+    QueryRequest {
+        dataset: dataset.into(),
+        filter: filter.into(),
+        order_by: order_by.into(),
+        page_size,
+        ..Default::default()
+    }
+}
+
+/// The field violations of a status's BadRequest details: (field, description).
+pub fn violations(status: &tonic::Status) -> Vec<(String, String)> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| {
+            b.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default()
+}
