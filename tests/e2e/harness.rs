@@ -33,7 +33,7 @@ impl TestNode {
         let db = dir.path().join("node.sqlite");
         let mut config = NodeConfig::parse(
             &format!(
-                "region = \"{region}\"\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n",
+                "region = \"{region}\"\nlisten = \"127.0.0.1:0\"\ninsecure = true\n[store]\npath = \"{}\"\n",
                 db.display()
             ),
             "test",

@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod deploy;
+mod gateway;
 mod harness;
+mod mesh;
 mod node_import;
 mod node_query;

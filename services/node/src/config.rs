@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use yrd_identity::TlsPaths;
 use yrd_query::Limits;
 
 /// A configuration that cannot be used, naming the file, the key and why.
@@ -44,6 +45,19 @@ pub struct NodeConfig {
     /// Query execution.
     #[serde(default)]
     pub query: QueryConfig,
+    /// Plaintext without client certificates, for development only: a
+    /// warning is logged at start. No shipped config sets it.
+    #[serde(default)]
+    pub insecure: bool,
+    /// This node's certificate, key and the mesh CA; required unless `insecure`.
+    #[serde(default)]
+    pub tls: Option<TlsPaths>,
+    /// Trust domain of the mesh's SPIFFE identities.
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    /// Identities that may call this node (`gateway`, `gateway/<name>`, ...).
+    #[serde(default = "default_allow")]
+    pub allow: Vec<String>,
 }
 
 /// Where and how the node keeps its data.
@@ -117,6 +131,14 @@ impl QueryConfig {
     }
 }
 
+fn default_trust_domain() -> String {
+    yrd_identity::DEFAULT_TRUST_DOMAIN.to_owned()
+}
+
+fn default_allow() -> Vec<String> {
+    vec!["gateway".to_owned()]
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 50051))
 }
@@ -135,6 +157,9 @@ impl NodeConfig {
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         if config.store.path.is_relative() {
             config.store.path = base.join(&config.store.path);
+        }
+        if let Some(tls) = config.tls.as_mut() {
+            tls.resolve(base);
         }
         config.validate(&shown)?;
         Ok(config)
@@ -212,6 +237,12 @@ impl NodeConfig {
         if !self.query.page_token_secret.is_empty() && self.query.page_token_secret.len() < 16 {
             return Err(err("query.page_token_secret", "must be at least 16 bytes long".into()));
         }
+        if !self.insecure && self.tls.is_none() {
+            return Err(err("tls", "required unless insecure = true (development only)".into()));
+        }
+        if let Err(e) = yrd_identity::Authorizer::from_rules(&self.trust_domain, &self.allow) {
+            return Err(err("allow", e.to_string()));
+        }
         let l = &self.limits;
         if l.default_page_size == 0 || l.default_page_size > l.max_page_size {
             return Err(err(
@@ -238,8 +269,9 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = NodeConfig::parse("region = \"320000\"\n", "t.toml").unwrap();
+        let c = NodeConfig::parse("region = \"320000\"\ninsecure = true\n", "t.toml").unwrap();
         assert_eq!(c.listen.port(), 50051);
+        assert_eq!(c.allow, vec!["gateway".to_owned()]);
         assert_eq!(c.limits, Limits::default());
         c.validate("t.toml").unwrap();
     }
@@ -249,6 +281,14 @@ mod tests {
         let e = NodeConfig::parse("region = \"320000\"\n[query]\nbatch_size = 3\n", "t.toml").unwrap_err();
         assert!(e.to_string().contains("batch_size"), "{e}");
         assert!(e.to_string().starts_with("config t.toml"), "{e}");
+    }
+
+    #[test]
+    fn tls_is_required_unless_insecure() {
+        let c = NodeConfig::parse("region = \"320000\"\n", "t.toml").unwrap();
+        assert_eq!(c.validate("t.toml").unwrap_err().key, "tls");
+        let c = NodeConfig::parse("region = \"320000\"\ninsecure = true\nallow = [\"robot\"]\n", "t.toml").unwrap();
+        assert_eq!(c.validate("t.toml").unwrap_err().key, "allow");
     }
 
     #[test]

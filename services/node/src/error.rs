@@ -35,6 +35,9 @@ pub enum NodeError {
     /// Demo data could not be made.
     #[error("demo data: {0}")]
     Demo(String),
+    /// Certificates could not be loaded or rules parsed.
+    #[error(transparent)]
+    Identity(#[from] yrd_identity::IdentityError),
     /// A file could not be read.
     #[error("{path}: {source}")]
     Io {

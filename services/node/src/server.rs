@@ -1,15 +1,14 @@
-//! The node's gRPC server: DataNode, the standard health service and server
-//! reflection (v1 and v1alpha) on one listener. The listener is built in
-//! one place, [`bind`], so transport security slots in there.
+//! The node's gRPC server: DataNode (for the identities the config
+//! allows, gateways by default), the standard health service and server
+//! reflection (v1 and v1alpha), over mutual TLS. Connections are accepted
+//! in one place, [`yrd_identity::serve`].
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tonic::service::Routes;
+use yrd_identity::{Authorizer, ServerTask};
 use yrd_proto::mesh::data_node_server::DataNodeServer;
 
 use crate::config::NodeConfig;
@@ -17,16 +16,13 @@ use crate::error::NodeError;
 use crate::service::NodeService;
 use crate::store::Store;
 
-/// How often HTTP/2 pings keep idle connections alive.
-const KEEPALIVE: Duration = Duration::from_secs(30);
-
 /// A node serving in the background.
 #[derive(Debug)]
 pub struct RunningNode {
     /// The bound address (the real port when the config asked for port 0).
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    task: ServerTask,
 }
 
 impl RunningNode {
@@ -60,27 +56,9 @@ pub async fn open_store(config: &NodeConfig) -> Result<Store, NodeError> {
         .map_err(|e| NodeError::Task(e.to_string()))?
 }
 
-/// Binds the listener: the one place where connections are accepted.
-/// `TCP_NODELAY` is set: small answers must not wait on Nagle's algorithm.
-pub async fn bind(addr: SocketAddr) -> Result<(TcpIncoming, SocketAddr), NodeError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| NodeError::Io {
-        path: addr.to_string(),
-        source,
-    })?;
-    let local = listener.local_addr().map_err(|source| NodeError::Io {
-        path: addr.to_string(),
-        source,
-    })?;
-    Ok((TcpIncoming::from(listener).with_nodelay(Some(true)), local))
-}
-
-/// Opens the store, binds the listener and serves until shut down.
-pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
-    let store = open_store(&config).await?;
-    let (incoming, addr) = bind(config.listen).await?;
-    let region = config.region.clone();
-    let service = NodeService::new(config, store);
-
+/// The health, reflection and DataNode services, DataNode behind the
+/// authorizer (none in insecure mode).
+pub async fn routes(service: NodeService, authorizer: Option<Arc<Authorizer>>) -> Result<Routes, NodeError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<DataNodeServer<NodeService>>().await;
     let reflection = |b: tonic_reflection::server::Builder<'static>| {
@@ -93,17 +71,46 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
         .build_v1alpha()
         .map_err(|e| NodeError::Schema(e.to_string()))?;
-
-    let (tx, rx) = oneshot::channel::<()>();
-    let router = Server::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE))
-        .add_service(health)
+    let routes = Routes::new(health)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(DataNodeServer::new(service));
-    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        .add_service(reflection_v1alpha);
+    Ok(match authorizer {
+        Some(a) => routes.add_service(DataNodeServer::with_interceptor(service, a.interceptor())),
+        None => routes.add_service(DataNodeServer::new(service)),
+    })
+}
+
+/// Opens the store, loads the certificates, binds the listener and serves
+/// until shut down.
+pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    let (tls, authorizer) = if config.insecure {
+        tracing::warn!("insecure = true: plaintext, no client certificates, no caller checks; for development only");
+        (None, None)
+    } else {
+        let paths = config
+            .tls
+            .as_ref()
+            .ok_or_else(|| NodeError::Schema("tls is required unless insecure".into()))?;
+        let material = paths.load()?;
+        let server = yrd_identity::server_config(&material)?;
+        (
+            Some(server),
+            Some(Arc::new(Authorizer::from_rules(&config.trust_domain, &config.allow)?)),
+        )
+    };
+    let store = open_store(&config).await?;
+    let (listen, region) = (config.listen, config.region.clone());
+    let service = NodeService::new(config, store);
+    let routes = routes(service, authorizer).await?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let (addr, task) = yrd_identity::serve(routes, listen, tls, async {
         let _ = rx.await;
-    }));
+    })
+    .await
+    .map_err(|source| NodeError::Io {
+        path: listen.to_string(),
+        source,
+    })?;
     tracing::info!(%addr, region = %region, "region node serving");
     Ok(RunningNode {
         addr,

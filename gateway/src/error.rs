@@ -1,0 +1,56 @@
+//! The gateway's one error type, and the one place it becomes a status.
+
+use tonic::Status;
+use yrd_query::QueryError;
+
+/// Anything that can go wrong in the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The request is invalid.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// ALL_REGIONS was asked and some regions failed.
+    #[error("regions unavailable under ALL_REGIONS: {}", .0.iter().map(|(r, why)| format!("{r} ({why})")).collect::<Vec<_>>().join(", "))]
+    RegionsFailed(Vec<(String, String)>),
+    /// A region named in the request is not part of the federation.
+    #[error("regions: {0} is not a region of this federation")]
+    UnknownRegion(String),
+    /// The configuration cannot be used.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Certificates could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] yrd_identity::IdentityError),
+    /// A socket could not be bound.
+    #[error("{addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A background task failed.
+    #[error("task failed: {0}")]
+    Task(String),
+}
+
+impl From<GatewayError> for Status {
+    fn from(err: GatewayError) -> Self {
+        match err {
+            GatewayError::Query(q) => q.into(),
+            GatewayError::UnknownRegion(_) => {
+                let details = tonic_types::ErrorDetails::with_bad_request_violation("regions", err.to_string());
+                <Status as tonic_types::StatusExt>::with_error_details(
+                    tonic::Code::InvalidArgument,
+                    err.to_string(),
+                    details,
+                )
+            }
+            GatewayError::RegionsFailed(_) => Status::unavailable(err.to_string()),
+            other => {
+                tracing::error!(error = %other, "internal error");
+                Status::internal("internal error in the gateway; see its logs")
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The gateway's gRPC server: Federation (applications only), health and
+//! reflection, over mutual TLS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use yrd_identity::{Authorizer, ServerTask};
+use yrd_proto::mesh::federation_server::FederationServer;
+use yrd_proto::schema::Registry as Schemas;
+use yrd_query::token::PageTokens;
+
+use crate::config::GatewayConfig;
+use crate::error::GatewayError;
+use crate::registry::Registry;
+use crate::service::GatewayService;
+
+/// A gateway serving in the background.
+#[derive(Debug)]
+pub struct RunningGateway {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The regions, with their health.
+    pub registry: Registry,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: ServerTask,
+}
+
+impl RunningGateway {
+    /// Stops accepting, lets open calls finish, and waits.
+    pub async fn shutdown(mut self) -> Result<(), GatewayError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(GatewayError::Task(e.to_string())),
+            Err(e) => Err(GatewayError::Task(e.to_string())),
+        }
+    }
+}
+
+/// Loads certificates, starts health checks of every region and serves.
+pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
+    let schemas = Schemas::standard().map_err(|e| GatewayError::Config(e.to_string()))?;
+    let tls = match (&config.tls, config.insecure) {
+        (_, true) => {
+            tracing::warn!("insecure = true: plaintext without client certificates; for development only");
+            None
+        }
+        (Some(paths), false) => Some(paths.load()?),
+        (None, false) => return Err(GatewayError::Config("tls is required unless insecure = true".into())),
+    };
+    let registry = Registry::start(&config, tls.as_ref())?;
+    let secret = if config.query.page_token_secret.is_empty() {
+        tracing::warn!(
+            "query.page_token_secret is not set: page tokens work on this replica only and not after a restart"
+        );
+        random_secret()
+    } else {
+        config.query.page_token_secret.as_bytes().to_vec()
+    };
+    let tokens = PageTokens::new(&secret, Duration::from_secs(config.query.page_token_ttl_seconds));
+    let authorizer = Arc::new(Authorizer::from_rules(&config.trust_domain, &config.allow)?);
+    let service = GatewayService::new(config.clone(), registry.clone(), schemas, tokens);
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<FederationServer<GatewayService>>().await;
+    let reflection = |b: tonic_reflection::server::Builder<'static>| {
+        b.register_encoded_file_descriptor_set(yrd_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .map_err(|e| GatewayError::Config(e.to_string()))?;
+    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .map_err(|e| GatewayError::Config(e.to_string()))?;
+    let federation = FederationServer::new(service).max_encoding_message_size(64 * 1024 * 1024);
+
+    let routes = Routes::new(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    // In insecure mode there are no certificates to authorize by.
+    let routes = if tls.is_some() {
+        routes.add_service(InterceptedService::new(federation, authorizer.interceptor()))
+    } else {
+        routes.add_service(federation)
+    };
+    let server_tls = tls.as_ref().map(yrd_identity::server_config).transpose()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let (addr, task) = yrd_identity::serve(routes, config.listen, server_tls, async {
+        let _ = rx.await;
+    })
+    .await
+    .map_err(|source| GatewayError::Bind {
+        addr: config.listen.to_string(),
+        source,
+    })?;
+    tracing::info!(%addr, regions = registry.regions().len(), "gateway serving");
+    Ok(RunningGateway {
+        addr,
+        registry,
+        shutdown: Some(tx),
+        task,
+    })
+}
+
+fn random_secret() -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut s = vec![0u8; 32];
+    rand::rngs::StdRng::from_os_rng().fill_bytes(&mut s);
+    s
+}

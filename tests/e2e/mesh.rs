@@ -1,0 +1,301 @@
+//! A whole mesh in-process: four region nodes and a gateway, each with its
+//! own certificate from a CA made at test time, all over mutual TLS on
+//! real sockets.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use yrd_datasets::demo::DemoSpec;
+use yrd_gateway::{GatewayConfig, RunningGateway};
+use yrd_identity::{IssueRequest, PeerId, TlsMaterial, TlsPaths};
+use yrd_node::{NodeConfig, RunningNode, Store};
+use yrd_proto::mesh::federation_client::FederationClient;
+
+use crate::harness::{SCALE, SEED};
+
+/// The four demo regions.
+pub const REGIONS: [&str; 4] = ["310000", "320000", "330000", "340000"];
+/// Trust domain of the test mesh.
+pub const TD: &str = "yrd.mesh";
+
+/// A running mesh.
+pub struct Mesh {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Option<RunningNode>>,
+    pub node_configs: Vec<NodeConfig>,
+    pub gateway: RunningGateway,
+    pub gateway_config: GatewayConfig,
+    /// The second replica, when asked for.
+    pub replica: Option<RunningNode>,
+}
+
+/// Options for a test mesh.
+#[derive(Clone)]
+pub struct MeshOptions {
+    /// Health check interval of the gateway (ms).
+    pub health_interval_ms: u64,
+    /// A proxy in front of this region's node (index into REGIONS).
+    pub proxied: Option<usize>,
+    /// A second replica (its own store with the same data) for this region.
+    pub replicated: Option<usize>,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        Self {
+            health_interval_ms: 100,
+            proxied: None,
+            replicated: None,
+        }
+    }
+}
+
+/// Issues `id`'s certificate into `dir` and returns its paths.
+pub fn issue(dir: &Path, id: &PeerId, server: bool) -> TlsPaths {
+    let req = if server {
+        IssueRequest::local_server(id.clone())
+    } else {
+        IssueRequest::new(id.clone())
+    };
+    let files = yrd_identity::issue(dir, &req).unwrap();
+    TlsPaths {
+        ca: dir.join(yrd_identity::CA_CERT_FILE),
+        cert: files.cert,
+        key: files.key,
+    }
+}
+
+impl Mesh {
+    /// Starts a mesh with default options.
+    pub async fn start() -> Self {
+        Self::start_with(MeshOptions::default()).await.0
+    }
+
+    /// Starts a mesh; returns the stall proxy when one was asked for.
+    pub async fn start_with(opts: MeshOptions) -> (Self, Option<StallProxy>) {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        yrd_identity::init_ca(&pki, TD).unwrap();
+        let mut generate = Vec::new();
+        let mut node_configs = Vec::new();
+        for region in REGIONS {
+            let tls = issue(&pki, &PeerId::node(TD, region, "n1").unwrap(), true);
+            let db = dir.path().join(format!("{region}.sqlite"));
+            let mut config = NodeConfig::parse(
+                &format!(
+                    "region = \"{region}\"\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n",
+                    db.display()
+                ),
+                "test",
+            )
+            .unwrap();
+            config.tls = Some(tls);
+            config.validate("test").unwrap();
+            let r = region.to_owned();
+            generate.push(tokio::task::spawn_blocking(move || {
+                let store = Store::open(&db, &r, 2).unwrap();
+                yrd_node::import::generate(
+                    &store,
+                    &r,
+                    &DemoSpec {
+                        seed: SEED,
+                        scale: SCALE,
+                    },
+                )
+                .unwrap();
+            }));
+            node_configs.push(config);
+        }
+        for g in generate {
+            g.await.unwrap();
+        }
+        let mut nodes = Vec::new();
+        for c in &node_configs {
+            nodes.push(Some(yrd_node::start(c.clone()).await.unwrap()));
+        }
+        let mut replica = None;
+        if let Some(i) = opts.replicated {
+            let mut c = node_configs[i].clone();
+            c.store.path = dir.path().join(format!("{}-replica.sqlite", REGIONS[i]));
+            let (db, r) = (c.store.path.clone(), REGIONS[i].to_owned());
+            tokio::task::spawn_blocking(move || {
+                let store = Store::open(&db, &r, 2).unwrap();
+                yrd_node::import::generate(
+                    &store,
+                    &r,
+                    &DemoSpec {
+                        seed: SEED,
+                        scale: SCALE,
+                    },
+                )
+                .unwrap();
+            })
+            .await
+            .unwrap();
+            replica = Some(yrd_node::start(c).await.unwrap());
+        }
+        let mut proxy = None;
+        let mut regions_toml = String::new();
+        for (i, (region, node)) in REGIONS.iter().zip(&nodes).enumerate() {
+            let mut addr = node.as_ref().unwrap().addr;
+            if opts.proxied == Some(i) {
+                let p = StallProxy::start(addr).await;
+                addr = p.addr;
+                proxy = Some(p);
+            }
+            let mut endpoints = format!("\"https://{addr}\"");
+            if let (Some(r), Some(rep)) = (opts.replicated, &replica)
+                && r == i
+            {
+                endpoints.push_str(&format!(", \"https://{}\"", rep.addr));
+            }
+            regions_toml.push_str(&format!(
+                "[[regions]]\nid = \"{region}\"\nendpoints = [{endpoints}]\ntls_server_name = \"localhost\"\n"
+            ));
+        }
+        let gw_tls = issue(&pki, &PeerId::gateway(TD, "gw").unwrap(), true);
+        let mut gateway_config = GatewayConfig::parse(
+            &format!(
+                "listen = \"127.0.0.1:0\"\n[query]\npage_token_secret = \"test-secret-0123456789\"\n[health]\ninterval_ms = {}\ntimeout_ms = 500\n{regions_toml}",
+                opts.health_interval_ms
+            ),
+            "test",
+        )
+        .unwrap();
+        gateway_config.tls = Some(gw_tls);
+        gateway_config.validate("test").unwrap();
+        let gateway = yrd_gateway::start(gateway_config.clone()).await.unwrap();
+        assert!(
+            gateway.registry.wait_healthy(Duration::from_secs(20)).await,
+            "regions became healthy"
+        );
+        (
+            Self {
+                dir,
+                nodes,
+                node_configs,
+                gateway,
+                gateway_config,
+                replica,
+            },
+            proxy,
+        )
+    }
+
+    /// The PKI folder.
+    pub fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// The gateway's URL.
+    pub fn gateway_url(&self) -> String {
+        format!("https://{}", self.gateway.addr)
+    }
+
+    /// A channel to `addr` presenting `paths`' certificate.
+    pub async fn channel(addr: &str, tls: ClientTlsConfig) -> Result<Channel, tonic::transport::Error> {
+        Endpoint::from_shared(addr.to_owned())?.tls_config(tls)?.connect().await
+    }
+
+    /// A Federation client for application `name`.
+    pub async fn app(&self, name: &str) -> FederationClient<Channel> {
+        let paths = issue(&self.pki(), &PeerId::app(TD, name).unwrap(), false);
+        let m = TlsMaterial::load(&paths.ca, &paths.cert, &paths.key).unwrap();
+        let ch = Self::channel(&self.gateway_url(), yrd_identity::tonic_client_tls(&m, "localhost"))
+            .await
+            .unwrap();
+        FederationClient::new(ch)
+    }
+
+    /// A direct SQLite connection to a region's store.
+    pub fn sql(&self, region: usize) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.node_configs[region].store.path).unwrap()
+    }
+
+    /// Stops a region's node (as if it crashed).
+    pub async fn stop_node(&mut self, region: usize) {
+        if let Some(n) = self.nodes[region].take() {
+            n.shutdown().await.unwrap();
+        }
+    }
+
+    /// Starts a stopped region's node again on the same address.
+    pub async fn restart_node(&mut self, region: usize, addr: SocketAddr) {
+        let mut c = self.node_configs[region].clone();
+        c.listen = addr;
+        self.nodes[region] = Some(yrd_node::start(c).await.unwrap());
+    }
+
+    /// Waits until the gateway sees `region` as healthy (or not).
+    pub async fn wait_region(&self, region: &str, healthy: bool) {
+        let r = self.gateway.registry.get(region).unwrap().clone();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while r.healthy() != healthy {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("region {region} never became healthy={healthy}"));
+    }
+}
+
+/// A TCP proxy that can be told to stop forwarding: a region that hangs
+/// (a network partition, a frozen host) while its connections stay open.
+pub struct StallProxy {
+    pub addr: SocketAddr,
+    stalled: Arc<AtomicBool>,
+}
+
+impl StallProxy {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stalled = Arc::new(AtomicBool::new(false));
+        let s = stalled.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    tokio::join!(pipe(ri, wo, s.clone()), pipe(ro, wi, s));
+                });
+            }
+        });
+        Self { addr, stalled }
+    }
+
+    /// From now on, no byte passes in either direction.
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
