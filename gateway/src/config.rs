@@ -39,6 +39,13 @@ pub struct GatewayConfig {
     /// Trust domain of the mesh's SPIFFE identities.
     #[serde(default = "default_trust_domain")]
     pub trust_domain: String,
+    /// Address of the admin HTTP listener (`/metrics`, `/healthz`,
+    /// `/readyz`, `/traces`); none when unset.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Logs, traces and their export.
+    #[serde(default)]
+    pub telemetry: yrd_telemetry::TelemetryConfig,
     /// Identities that may call the gateway (`app`, `app/<name>`, ...).
     #[serde(default = "default_allow")]
     pub allow: Vec<String>,

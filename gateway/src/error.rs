@@ -21,6 +21,9 @@ pub enum GatewayError {
     /// Certificates could not be loaded.
     #[error(transparent)]
     Identity(#[from] yrd_identity::IdentityError),
+    /// Telemetry could not be set up.
+    #[error(transparent)]
+    Telemetry(#[from] yrd_telemetry::TelemetryError),
     /// A socket could not be bound.
     #[error("{addr}: {source}")]
     Bind {
@@ -39,7 +42,10 @@ impl From<GatewayError> for Status {
         match err {
             GatewayError::Query(q) => q.into(),
             GatewayError::UnknownRegion(_) => {
-                let details = tonic_types::ErrorDetails::with_bad_request_violation("regions", err.to_string());
+                let details = tonic_types::ErrorDetails::with_bad_request_violation(
+                    "regions",
+                    err.to_string().trim_start_matches("regions: ").to_owned(),
+                );
                 <Status as tonic_types::StatusExt>::with_error_details(
                     tonic::Code::InvalidArgument,
                     err.to_string(),

@@ -14,7 +14,7 @@ use prost_types::Any;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
-use yrd_proto::mesh::data_node_client::DataNodeClient;
+use tracing::Instrument;
 use yrd_proto::mesh::{
     Consistency, QueryRequest, QueryResponse, QuerySummary, RegionState, RegionStatus, RowBatch, query_response,
 };
@@ -23,6 +23,19 @@ use yrd_query::token::{Cursor, PageTokens};
 use crate::error::GatewayError;
 use crate::plan::QueryPlan;
 use crate::registry::{Region, Registry};
+
+/// The service name in metrics.
+const FEDERATION: &str = "yrd.mesh.v1.Federation";
+
+/// Span of one federated query's fan-out: the parent of the region calls.
+pub const SPAN_FANOUT: &str = "gateway.fanout";
+/// Span of one region's call, a client span.
+pub const SPAN_REGION_CALL: &str = "gateway.region";
+/// Span of the merge (or forwarding) of the regions' rows.
+pub const SPAN_MERGE: &str = "gateway.merge";
+
+/// Pause before the one retry of a region that could not be reached.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// What a region task reports.
 #[derive(Debug)]
@@ -146,8 +159,23 @@ impl Federator {
         self: Arc<Self>,
         plan: QueryPlan,
         deadline: Instant,
+        trace_id: String,
         out: mpsc::Sender<Result<QueryResponse, Status>>,
     ) {
+        let started = Instant::now();
+        let _open = yrd_telemetry::OpenStreamGuard::open();
+        let code = self.page(plan, deadline, trace_id, out).await;
+        yrd_telemetry::request_done(FEDERATION, "Query", code, started.elapsed());
+    }
+
+    /// One page; returns the gRPC code the application saw.
+    async fn page(
+        &self,
+        plan: QueryPlan,
+        deadline: Instant,
+        trace_id: String,
+        out: mpsc::Sender<Result<QueryResponse, Status>>,
+    ) -> Code {
         let mut runs = Vec::new();
         let mut skipped = Vec::new();
         for choice in &plan.regions {
@@ -170,7 +198,22 @@ impl Federator {
                 ..Default::default()
             };
             let (tx, rx) = mpsc::channel(self.region_buffer);
-            tokio::spawn(region_task(region.clone(), req, deadline, tx));
+            let span = tracing::info_span!(
+                SPAN_REGION_CALL,
+                "otel.kind" = "client",
+                "rpc.system" = "grpc",
+                "rpc.service" = "yrd.mesh.v1.DataNode",
+                "rpc.method" = "Query",
+                "server.address" = region.addresses().as_str(),
+                "yrd.region" = region.id.as_str(),
+                "yrd.dataset" = plan.schema.id.as_str(),
+                "yrd.rows" = tracing::field::Empty,
+                "yrd.region.state" = tracing::field::Empty,
+                "rpc.grpc.status_code" = tracing::field::Empty,
+                "otel.status_code" = tracing::field::Empty,
+                "otel.status_description" = tracing::field::Empty,
+            );
+            tokio::spawn(region_task(region.clone(), req, deadline, tx).instrument(span));
             runs.push(RegionRun {
                 region: choice.region.clone(),
                 rx,
@@ -186,13 +229,23 @@ impl Federator {
             });
         }
         let merge = plan.ordered || plan.consistency == Consistency::AllRegions;
+        let merge_span = tracing::info_span!(
+            SPAN_MERGE,
+            "yrd.merge" = if merge { "k-way" } else { "forward" },
+            "yrd.rows" = tracing::field::Empty
+        );
         let sent = if merge {
-            self.merge(&plan, &mut runs, &out).await
+            self.merge(&plan, &mut runs, &out).instrument(merge_span.clone()).await
         } else {
-            self.forward(&plan, &mut runs, &out).await
+            self.forward(&plan, &mut runs, &out)
+                .instrument(merge_span.clone())
+                .await
         };
+        if let Ok(n) = &sent {
+            merge_span.record("yrd.rows", n);
+        }
         let Ok(emitted) = sent else {
-            return; // the application went away
+            return Code::Cancelled; // the application went away
         };
         let failed: Vec<(String, String)> = runs
             .iter()
@@ -200,7 +253,7 @@ impl Federator {
             .collect();
         if plan.consistency == Consistency::AllRegions && !failed.is_empty() {
             let _ = out.send(Err(GatewayError::RegionsFailed(failed).into())).await;
-            return;
+            return Code::Unavailable;
         }
         let page_full = emitted >= u64::from(plan.page_size);
         let cursors: Vec<Cursor> = runs
@@ -223,14 +276,19 @@ impl Federator {
         let summary = QuerySummary {
             regions,
             next_page_token,
-            trace_id: String::new(),
+            trace_id,
             rows: emitted,
         };
-        let _ = out
+        yrd_telemetry::rows_streamed(&plan.schema.id, emitted, 0);
+        match out
             .send(Ok(QueryResponse {
                 kind: Some(query_response::Kind::Summary(summary)),
             }))
-            .await;
+            .await
+        {
+            Ok(()) => Code::Ok,
+            Err(_) => Code::Cancelled,
+        }
     }
 
     /// No order asked: forwards each region's batches as they arrive, cut
@@ -370,6 +428,9 @@ impl Federator {
 /// Streams one region's answer into `tx`; ends at the summary, an error,
 /// the deadline, or when the receiver is dropped (which cancels the call).
 async fn region_task(region: Arc<Region>, req: QueryRequest, deadline: Instant, tx: mpsc::Sender<RegionEvent>) {
+    let span = tracing::Span::current();
+    let started = Instant::now();
+    let mut rows = 0u64;
     let event = match open_stream(&region, req, deadline).await {
         Err(status) => RegionEvent::Failed(status),
         Ok(mut stream) => loop {
@@ -385,8 +446,13 @@ async fn region_task(region: Arc<Region>, req: QueryRequest, deadline: Instant, 
                 }
                 Ok(Ok(Some(msg))) => match msg.kind {
                     Some(query_response::Kind::Batch(b)) => {
+                        rows += b.rows.len() as u64;
                         if tx.send(RegionEvent::Batch(b)).await.is_err() {
-                            return; // the page is complete or the application left
+                            // The page is complete or the application left.
+                            span.record("yrd.rows", rows);
+                            span.record("yrd.region.state", "cut");
+                            yrd_telemetry::region_call_done(&region.id, "cut", started.elapsed());
+                            return;
                         }
                     }
                     Some(query_response::Kind::Summary(s)) => break RegionEvent::Done(s),
@@ -395,6 +461,17 @@ async fn region_task(region: Arc<Region>, req: QueryRequest, deadline: Instant, 
             }
         },
     };
+    span.record("yrd.rows", rows);
+    let (state, code) = match &event {
+        RegionEvent::Failed(status) => {
+            span.record("otel.status_description", status.message());
+            (region_state(status.code()), status.code())
+        }
+        _ => (RegionState::Ok, Code::Ok),
+    };
+    span.record("yrd.region.state", state.as_str_name());
+    yrd_telemetry::record_status(&span, code);
+    yrd_telemetry::region_call_done(&region.id, state.as_str_name(), started.elapsed());
     let _ = tx.send(event).await;
 }
 
@@ -406,18 +483,31 @@ async fn open_stream(
     if !region.healthy() {
         return Err(Status::unavailable(region.unhealthy_reason()));
     }
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    if remaining.is_zero() {
-        return Err(Status::deadline_exceeded("no time left before the deadline"));
-    }
-    let mut request = tonic::Request::new(req);
-    request.set_timeout(remaining);
-    let mut client = DataNodeClient::new(region.channel()).max_decoding_message_size(64 * 1024 * 1024);
-    match tokio::time::timeout_at(deadline.into(), client.query(request)).await {
-        Err(_) => Err(Status::deadline_exceeded(
-            "the region did not answer before the deadline",
-        )),
-        Ok(Err(status)) => Err(call_status(status)),
-        Ok(Ok(resp)) => Ok(resp.into_inner()),
+    let mut client = region.client();
+    // Retrying is safe only before the first row: one retry, after a short
+    // pause, when the region could not be reached at all (another replica
+    // may take it).
+    let mut retried = false;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(Status::deadline_exceeded("no time left before the deadline"));
+        }
+        let mut request = tonic::Request::new(req.clone());
+        request.set_timeout(remaining);
+        match tokio::time::timeout_at(deadline.into(), client.query(request)).await {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(
+                    "the region did not answer before the deadline",
+                ));
+            }
+            Ok(Ok(resp)) => return Ok(resp.into_inner()),
+            Ok(Err(status)) if status.code() == Code::Unavailable && !retried && remaining > 2 * RETRY_PAUSE => {
+                tracing::debug!(region = %region.id, error = %status.message(), "retrying a region once");
+                retried = true;
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Ok(Err(status)) => return Err(call_status(status)),
+        }
     }
 }

@@ -16,9 +16,9 @@ struct Cli {
     /// The gateway's TOML configuration file.
     #[arg(long, env = "YRD_GATEWAY_CONFIG")]
     config: PathBuf,
-    /// Log format.
-    #[arg(long, value_enum, default_value = "text", env = "YRD_LOG_FORMAT")]
-    log_format: LogFormat,
+    /// Log format (default: the config's telemetry.log_format, text).
+    #[arg(long, value_enum, env = "YRD_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -29,14 +29,6 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -48,15 +40,30 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = GatewayConfig::load(&cli.config)?;
+    let mut t = config.telemetry.clone();
+    if t.service_name == yrd_telemetry::TelemetryConfig::default().service_name {
+        t.service_name = "yrd-gateway".into();
+    }
+    match cli.log_format {
+        Some(LogFormat::Json) => t.log_format = yrd_telemetry::LogFormat::Json,
+        Some(LogFormat::Text) => t.log_format = yrd_telemetry::LogFormat::Text,
+        None => {}
+    }
+    let telemetry = yrd_telemetry::init(&t)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async {
+    let served: anyhow::Result<()> = runtime.block_on(async {
         let gateway = yrd_gateway::start(config).await?;
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         tracing::info!("shutting down");
         gateway.shutdown().await?;
         Ok(())
-    })
+    });
+    // Flush the spans still queued for export (bounded wait).
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("yrd-gateway: {e}");
+    }
+    served
 }

@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use yrd_proto::mesh::data_node_client::DataNodeClient;
 
 use crate::config::{GatewayConfig, HealthConfig, RegionConfig};
 use crate::error::GatewayError;
@@ -60,10 +62,31 @@ pub struct Region {
     channel: Channel,
 }
 
+/// A DataNode client whose calls carry the current trace context.
+pub type NodeClient = DataNodeClient<InterceptedService<Channel, yrd_telemetry::TraceInjector>>;
+
+/// Largest message accepted from a node.
+const MAX_NODE_MESSAGE: usize = 64 * 1024 * 1024;
+
 impl Region {
     /// A channel balanced across the region's healthy endpoints.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// A client of the region, balanced across its healthy endpoints.
+    pub fn client(&self) -> NodeClient {
+        DataNodeClient::with_interceptor(self.channel.clone(), yrd_telemetry::injector())
+            .max_decoding_message_size(MAX_NODE_MESSAGE)
+    }
+
+    /// The region's endpoints, comma-separated (for spans and logs).
+    pub fn addresses(&self) -> String {
+        self.endpoints
+            .iter()
+            .map(|e| e.address.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Whether at least one endpoint passed its last check.

@@ -25,6 +25,8 @@ pub struct RunningGateway {
     pub addr: SocketAddr,
     /// The regions, with their health.
     pub registry: Registry,
+    /// The admin HTTP listener, when configured.
+    pub admin: Option<yrd_telemetry::AdminHandle>,
     shutdown: Option<oneshot::Sender<()>>,
     task: ServerTask,
 }
@@ -34,6 +36,9 @@ impl RunningGateway {
     pub async fn shutdown(mut self) -> Result<(), GatewayError> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
         }
         match self.task.await {
             Ok(Ok(())) => Ok(()),
@@ -54,6 +59,15 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         (Some(paths), false) => Some(paths.load()?),
         (None, false) => return Err(GatewayError::Config("tls is required unless insecure = true".into())),
     };
+    if let Some(m) = &tls
+        && let (Ok(not_after), Ok(id)) = (yrd_identity::cert_not_after(&m.cert_pem), m.peer_id())
+    {
+        let secs = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        yrd_telemetry::certificate_expiry(&id.uri(), i64::try_from(secs).unwrap_or(i64::MAX));
+    }
     let registry = Registry::start(&config, tls.as_ref())?;
     let secret = if config.query.page_token_secret.is_empty() {
         tracing::warn!(
@@ -92,7 +106,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     };
     let server_tls = tls.as_ref().map(yrd_identity::server_config).transpose()?;
     let (tx, rx) = oneshot::channel::<()>();
-    let (addr, task) = yrd_identity::serve(routes, config.listen, server_tls, async {
+    let (addr, task) = yrd_identity::serve(routes, config.listen, server_tls, yrd_telemetry::server_span, async {
         let _ = rx.await;
     })
     .await
@@ -100,10 +114,20 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         addr: config.listen.to_string(),
         source,
     })?;
-    tracing::info!(%addr, regions = registry.regions().len(), "gateway serving");
+    let admin = match config.admin_listen {
+        Some(at) => {
+            // Ready when the config is loaded (it is) and a region answers.
+            let regions = registry.clone();
+            let ready = Arc::new(move || regions.regions().iter().any(|r| r.healthy()));
+            Some(yrd_telemetry::start_admin(at, ready).await?)
+        }
+        None => None,
+    };
+    tracing::info!(%addr, regions = registry.regions().len(), admin = ?admin.as_ref().map(|a| a.addr), "gateway serving");
     Ok(RunningGateway {
         addr,
         registry,
+        admin,
         shutdown: Some(tx),
         task,
     })

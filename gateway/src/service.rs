@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use yrd_proto::mesh::data_node_client::DataNodeClient;
+use tracing::Instrument;
 use yrd_proto::mesh::federation_server::Federation;
 use yrd_proto::mesh::{
     AggregateFunction, AggregateRequest, AggregateResponse, Catalog, Consistency, DatasetInfo, EndpointInfo,
@@ -19,9 +19,17 @@ use yrd_query::{Limits, aggregate, filter, order};
 
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
-use crate::federate::{Federator, call_status, region_state};
+use crate::federate::{Federator, SPAN_FANOUT, SPAN_REGION_CALL, call_status, region_state};
 use crate::plan::{self, QueryPlan};
-use crate::registry::{Region, Registry};
+use crate::registry::{NodeClient, Region, Registry};
+
+/// Most of the caller's deadline kept back for merging and answering.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
+
+/// Span of planning a federated query.
+pub const SPAN_PLAN: &str = "gateway.plan";
+/// Response metadata carrying the query's trace id.
+pub const TRACE_ID_HEADER: &str = "x-trace-id";
 
 /// Messages buffered towards the application: a slow reader slows the
 /// merge, which slows the regions.
@@ -78,7 +86,9 @@ impl GatewayService {
         let d = asked
             .unwrap_or(Duration::from_millis(q.default_deadline_ms))
             .min(Duration::from_millis(q.max_deadline_ms));
-        Instant::now() + d
+        // Regions get a little less than the caller, so that the partial
+        // answer and its summary reach the caller before its own timer fires.
+        Instant::now() + d - (d / 10).min(DEADLINE_MARGIN)
     }
 
     fn plan(&self, req: QueryRequest) -> Result<QueryPlan, GatewayError> {
@@ -99,6 +109,7 @@ impl GatewayService {
                 let started = Instant::now();
                 let result = call_region(
                     &region,
+                    "GetCatalog",
                     deadline,
                     |mut c, req| async move { c.get_catalog(req).await },
                     GetCatalogRequest {},
@@ -146,27 +157,61 @@ impl GatewayService {
     }
 }
 
-/// Calls one region with the remaining deadline; a region without a
-/// healthy endpoint fails at once instead of waiting.
-async fn call_region<Req, Resp, F, Fut>(region: &Region, deadline: Instant, call: F, req: Req) -> Result<Resp, Status>
+/// Calls one region with the remaining deadline, in a client span; a
+/// region without a healthy endpoint fails at once instead of waiting.
+async fn call_region<Req, Resp, F, Fut>(
+    region: &Region,
+    method: &'static str,
+    deadline: Instant,
+    call: F,
+    req: Req,
+) -> Result<Resp, Status>
 where
-    F: FnOnce(DataNodeClient<tonic::transport::Channel>, Request<Req>) -> Fut,
+    F: FnOnce(NodeClient, Request<Req>) -> Fut,
     Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
 {
-    if !region.healthy() {
-        return Err(Status::unavailable(region.unhealthy_reason()));
+    let span = tracing::info_span!(
+        SPAN_REGION_CALL,
+        "otel.kind" = "client",
+        "rpc.system" = "grpc",
+        "rpc.service" = "yrd.mesh.v1.DataNode",
+        "rpc.method" = method,
+        "server.address" = region.addresses().as_str(),
+        "yrd.region" = region.id.as_str(),
+        "yrd.region.state" = tracing::field::Empty,
+        "rpc.grpc.status_code" = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty,
+        "otel.status_description" = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let result = async {
+        if !region.healthy() {
+            return Err(Status::unavailable(region.unhealthy_reason()));
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let mut request = Request::new(req);
+        request.set_timeout(remaining);
+        match tokio::time::timeout_at(deadline.into(), call(region.client(), request)).await {
+            Err(_) => Err(Status::deadline_exceeded(
+                "the region did not answer before the deadline",
+            )),
+            Ok(Err(s)) => Err(call_status(s)),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+        }
     }
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let mut request = Request::new(req);
-    request.set_timeout(remaining);
-    let client = DataNodeClient::new(region.channel());
-    match tokio::time::timeout_at(deadline.into(), call(client, request)).await {
-        Err(_) => Err(Status::deadline_exceeded(
-            "the region did not answer before the deadline",
-        )),
-        Ok(Err(s)) => Err(call_status(s)),
-        Ok(Ok(r)) => Ok(r.into_inner()),
-    }
+    .instrument(span.clone())
+    .await;
+    let (state, code) = match &result {
+        Ok(_) => (RegionState::Ok, tonic::Code::Ok),
+        Err(s) => {
+            span.record("otel.status_description", s.message());
+            (region_state(s.code()), s.code())
+        }
+    };
+    span.record("yrd.region.state", state.as_str_name());
+    yrd_telemetry::record_status(&span, code);
+    yrd_telemetry::region_call_done(&region.id, state.as_str_name(), started.elapsed());
+    result
 }
 
 #[tonic::async_trait]
@@ -198,11 +243,41 @@ impl Federation for GatewayService {
 
     async fn query(&self, req: Request<QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
         let deadline = self.deadline(&req);
-        let plan = self.plan(req.into_inner())?;
+        let req = req.into_inner();
+        let plan_span = tracing::info_span!(
+            SPAN_PLAN,
+            "yrd.component" = "gateway",
+            "yrd.dataset" = req.dataset.as_str(),
+            "yrd.regions" = tracing::field::Empty,
+            "otel.status_code" = tracing::field::Empty,
+            "otel.status_description" = tracing::field::Empty,
+        );
+        let plan = plan_span.in_scope(|| self.plan(req)).inspect_err(|e| {
+            plan_span.record("otel.status_code", "ERROR");
+            plan_span.record("otel.status_description", e.to_string().as_str());
+        })?;
+        let asked: Vec<&str> = plan
+            .regions
+            .iter()
+            .filter(|r| r.cursor.is_some())
+            .map(|r| r.region.as_str())
+            .collect();
+        plan_span.record("yrd.regions", asked.join(",").as_str());
+        drop(plan_span);
+        let fanout = tracing::info_span!(
+            SPAN_FANOUT,
+            "yrd.dataset" = plan.schema.id.as_str(),
+            "yrd.page_size" = plan.page_size
+        );
+        let trace_id = yrd_telemetry::current_trace_id();
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let federator = self.inner.federator.clone();
-        tokio::spawn(federator.run(plan, deadline, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        tokio::spawn(federator.run(plan, deadline, trace_id.clone(), tx).instrument(fanout));
+        let mut response = Response::new(ReceiverStream::new(rx));
+        if let Ok(v) = trace_id.parse() {
+            response.metadata_mut().insert(TRACE_ID_HEADER, v);
+        }
+        Ok(response)
     }
 
     async fn aggregate(&self, req: Request<AggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
@@ -245,6 +320,7 @@ impl Federation for GatewayService {
                     (None, Some(region)) => {
                         call_region(
                             &region,
+                            "Aggregate",
                             deadline,
                             |mut c, r| async move { c.aggregate(r).await },
                             node_req,

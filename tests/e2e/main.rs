@@ -9,3 +9,6 @@ mod harness;
 mod mesh;
 mod node_import;
 mod node_query;
+#[path = "../../services/telemetry/tests/common/mod.rs"]
+mod otlp;
+mod telemetry;

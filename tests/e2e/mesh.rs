@@ -44,6 +44,8 @@ pub struct MeshOptions {
     pub proxied: Option<usize>,
     /// A second replica (its own store with the same data) for this region.
     pub replicated: Option<usize>,
+    /// Admin listeners (metrics, health, traces) on the gateway and nodes.
+    pub admin: bool,
 }
 
 impl Default for MeshOptions {
@@ -52,6 +54,7 @@ impl Default for MeshOptions {
             health_interval_ms: 100,
             proxied: None,
             replicated: None,
+            admin: false,
         }
     }
 }
@@ -96,6 +99,9 @@ impl Mesh {
             )
             .unwrap();
             config.tls = Some(tls);
+            if opts.admin {
+                config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+            }
             config.validate("test").unwrap();
             let r = region.to_owned();
             generate.push(tokio::task::spawn_blocking(move || {
@@ -169,6 +175,9 @@ impl Mesh {
         )
         .unwrap();
         gateway_config.tls = Some(gw_tls);
+        if opts.admin {
+            gateway_config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        }
         gateway_config.validate("test").unwrap();
         let gateway = yrd_gateway::start(gateway_config.clone()).await.unwrap();
         assert!(

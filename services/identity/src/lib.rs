@@ -49,5 +49,5 @@ pub use pki::{
     CA_CERT_FILE, CA_KEY_FILE, CA_VALIDITY, Ca, CaFiles, CertFiles, DEFAULT_CERT_VALIDITY, IssueRequest,
     cert_not_after, ensure_ca, init_ca, issue, issue_in_memory, peer_id_from_der,
 };
-pub use serve::{ServerTask, TlsPaths, serve};
+pub use serve::{RequestSpan, ServerTask, TlsPaths, serve};
 pub use tls::{TlsMaterial, client_config, crypto_provider, server_config, tonic_client_tls};

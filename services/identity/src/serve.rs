@@ -51,19 +51,26 @@ impl TlsPaths {
 /// A server task: resolves when the server stops.
 pub type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
+/// Makes the span of one incoming request (trace context extraction lives
+/// there, e.g. `yrd_telemetry::server_span`).
+pub type RequestSpan = fn(&http::Request<()>) -> tracing::Span;
+
 /// Binds `addr` and serves `routes` until `signal` resolves: over mutual
-/// TLS when `tls` is given, in plaintext otherwise. Returns the bound
-/// address (the real port when `addr` has port 0) and the server task.
+/// TLS when `tls` is given, in plaintext otherwise, each request inside the
+/// span `trace` makes. Returns the bound address (the real port when `addr`
+/// has port 0) and the server task.
 pub async fn serve(
     routes: Routes,
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
+    trace: RequestSpan,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, ServerTask)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let router = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE))
+        .trace_fn(trace)
         .add_routes(routes);
     let task = match tls {
         Some(config) => tokio::spawn(router.serve_with_incoming_shutdown(tls_incoming(listener, config), signal)),

@@ -38,6 +38,9 @@ pub enum NodeError {
     /// Certificates could not be loaded or rules parsed.
     #[error(transparent)]
     Identity(#[from] yrd_identity::IdentityError),
+    /// Telemetry could not be set up.
+    #[error(transparent)]
+    Telemetry(#[from] yrd_telemetry::TelemetryError),
     /// A file could not be read.
     #[error("{path}: {source}")]
     Io {

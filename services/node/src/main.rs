@@ -18,9 +18,9 @@ struct Cli {
     /// The node's TOML configuration file.
     #[arg(long, global = true, env = "YRD_NODE_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "YRD_LOG_FORMAT")]
-    log_format: LogFormat,
+    /// Log format (default: the config's telemetry.log_format, text).
+    #[arg(long, global = true, value_enum, env = "YRD_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -65,7 +65,6 @@ enum FileFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -75,25 +74,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// Installs logs and traces for this process: service `yrd-node`, the
+/// node's region on every span's resource.
+fn init_telemetry(config: &NodeConfig, format: Option<LogFormat>) -> anyhow::Result<yrd_telemetry::Telemetry> {
+    let mut t = config.telemetry.clone();
+    if t.service_name.is_empty() || t.service_name == yrd_telemetry::TelemetryConfig::default().service_name {
+        t.service_name = "yrd-node".into();
     }
+    t.region.get_or_insert_with(|| config.region.clone());
+    match format {
+        Some(LogFormat::Json) => t.log_format = yrd_telemetry::LogFormat::Json,
+        Some(LogFormat::Text) => t.log_format = yrd_telemetry::LogFormat::Text,
+        None => {}
+    }
+    Ok(yrd_telemetry::init(&t)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let path = cli.config.context("--config is required (or set YRD_NODE_CONFIG)")?;
     let config = NodeConfig::load(&path)?;
+    let telemetry = init_telemetry(&config, cli.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    match cli.command.unwrap_or(Command::Serve) {
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(async {
             let node = server::start(config).await?;
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
@@ -143,5 +148,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    };
+    // Flush the spans still queued for export (bounded wait).
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("yrd-node: {e}");
     }
+    outcome
 }

@@ -21,6 +21,8 @@ use crate::store::Store;
 pub struct RunningNode {
     /// The bound address (the real port when the config asked for port 0).
     pub addr: SocketAddr,
+    /// The admin HTTP listener, when configured.
+    pub admin: Option<yrd_telemetry::AdminHandle>,
     shutdown: Option<oneshot::Sender<()>>,
     task: ServerTask,
 }
@@ -30,6 +32,9 @@ impl RunningNode {
     pub async fn shutdown(mut self) -> Result<(), NodeError> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
         }
         match self.task.await {
             Ok(Ok(())) => Ok(()),
@@ -93,17 +98,24 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             .ok_or_else(|| NodeError::Schema("tls is required unless insecure".into()))?;
         let material = paths.load()?;
         let server = yrd_identity::server_config(&material)?;
+        if let (Ok(not_after), Ok(id)) = (yrd_identity::cert_not_after(&material.cert_pem), material.peer_id()) {
+            let secs = not_after
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            yrd_telemetry::certificate_expiry(&id.uri(), i64::try_from(secs).unwrap_or(i64::MAX));
+        }
         (
             Some(server),
             Some(Arc::new(Authorizer::from_rules(&config.trust_domain, &config.allow)?)),
         )
     };
     let store = open_store(&config).await?;
-    let (listen, region) = (config.listen, config.region.clone());
+    let (listen, region, admin_listen) = (config.listen, config.region.clone(), config.admin_listen);
     let service = NodeService::new(config, store);
     let routes = routes(service, authorizer).await?;
     let (tx, rx) = oneshot::channel::<()>();
-    let (addr, task) = yrd_identity::serve(routes, listen, tls, async {
+    let (addr, task) = yrd_identity::serve(routes, listen, tls, yrd_telemetry::server_span, async {
         let _ = rx.await;
     })
     .await
@@ -111,9 +123,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         path: listen.to_string(),
         source,
     })?;
-    tracing::info!(%addr, region = %region, "region node serving");
+    let admin = match admin_listen {
+        // The node is ready once its store is open and it serves.
+        Some(at) => Some(yrd_telemetry::start_admin(at, Arc::new(|| true)).await?),
+        None => None,
+    };
+    tracing::info!(%addr, region = %region, admin = ?admin.as_ref().map(|a| a.addr), "region node serving");
     Ok(RunningNode {
         addr,
+        admin,
         shutdown: Some(tx),
         task,
     })

@@ -9,6 +9,7 @@ use prost_types::Any;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use yrd_proto::mesh::data_node_server::DataNode;
 use yrd_proto::mesh::{
     AggregateFunction, AggregateGroup, AggregateRequest, AggregateResponse, Catalog, FilterExpr, GetCatalogRequest,
@@ -25,6 +26,14 @@ use crate::error::NodeError;
 use crate::store::encode::{encode_field, sort_key};
 use crate::store::sql::{self, SortColumn, Statement};
 use crate::store::{DatasetStats, Store};
+
+/// The service name in metrics.
+const DATA_NODE: &str = "yrd.mesh.v1.DataNode";
+
+/// Span of a node's Query or Aggregate handling.
+pub const SPAN_NODE_QUERY: &str = "node.query";
+/// Span of the store work of a query, on its blocking thread.
+pub const SPAN_STORE_QUERY: &str = "store.query";
 
 /// Messages buffered between the store thread and the response stream: a
 /// slow client slows the store reader, it does not grow memory.
@@ -314,8 +323,17 @@ impl DataNode for NodeService {
     async fn query(&self, req: Request<QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
         let started = Instant::now();
         let deadline = self.deadline(&req);
-        let plan = self.plan_query(req.into_inner()).map_err(NodeError::from)?;
-        let permit = self.permit(deadline).await?;
+        let req = req.into_inner();
+        let span = request_span("Query", &self.inner.config.region, &req.dataset);
+        let plan = span
+            .in_scope(|| self.plan_query(req))
+            .map_err(|e| failed(&span, e.into()))?;
+        let permit = self
+            .permit(deadline)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| failed(&span, e))?;
+        let store_span = store_span(&span, &plan.statement.sql);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let state = self.inner.clone();
         let handle = tokio::runtime::Handle::current();
@@ -326,10 +344,30 @@ impl DataNode for NodeService {
                 handle,
                 deadline,
             };
-            if let Err(err) = run_query(&state, &plan, &sender, started)
-                && !matches!(err, NodeError::Cancelled)
-            {
-                let _ = sender.send(Err(Status::from(err)));
+            let _entered = store_span.enter();
+            let _open = yrd_telemetry::OpenStreamGuard::open();
+            let outcome = run_query(&state, &plan, &sender, started);
+            let code = match &outcome {
+                Ok(_) => tonic::Code::Ok,
+                Err(NodeError::Cancelled) => tonic::Code::Cancelled,
+                Err(NodeError::DeadlineExceeded(_)) => tonic::Code::DeadlineExceeded,
+                Err(_) => tonic::Code::Internal,
+            };
+            yrd_telemetry::request_done(DATA_NODE, "Query", code, started.elapsed());
+            match outcome {
+                Ok(rows) => {
+                    store_span.record("yrd.rows", rows);
+                    span.record("yrd.rows", rows);
+                }
+                Err(NodeError::Cancelled) => {
+                    store_span.record("otel.status_code", "ERROR");
+                    store_span.record("otel.status_description", "cancelled by the caller");
+                }
+                Err(err) => {
+                    let status = Status::from(failed(&store_span, err));
+                    span.record("otel.status_code", "ERROR");
+                    let _ = sender.send(Err(status));
+                }
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -338,15 +376,32 @@ impl DataNode for NodeService {
     async fn aggregate(&self, req: Request<AggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
         let started = Instant::now();
         let deadline = self.deadline(&req);
-        let plan = self.plan_aggregate(req.into_inner()).map_err(NodeError::from)?;
-        let permit = self.permit(deadline).await?;
+        let req = req.into_inner();
+        let span = request_span("Aggregate", &self.inner.config.region, &req.dataset);
+        let plan = span
+            .in_scope(|| self.plan_aggregate(req))
+            .map_err(|e| failed(&span, e.into()))?;
+        let permit = self
+            .permit(deadline)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| failed(&span, e))?;
+        let store_span = store_span(&span, &plan.statement.sql);
         let state = self.inner.clone();
         let response = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            run_aggregate(&state, &plan, deadline, started)
+            let _entered = store_span.enter();
+            let result = run_aggregate(&state, &plan, deadline, started).map_err(|e| failed(&store_span, e));
+            if let Ok(r) = &result {
+                store_span.record("yrd.rows", r.groups.len());
+            }
+            result
         })
         .await
-        .map_err(|e| NodeError::Task(e.to_string()))??;
+        .map_err(|e| NodeError::Task(e.to_string()))?
+        .map_err(|e| failed(&span, e))?;
+        span.record("yrd.rows", response.groups.len());
+        yrd_telemetry::request_done(DATA_NODE, "Aggregate", tonic::Code::Ok, started.elapsed());
         Ok(Response::new(response))
     }
 }
@@ -391,7 +446,46 @@ fn interrupted(err: rusqlite::Error, sender: &Sender, started: Instant) -> NodeE
     }
 }
 
-fn run_query(state: &State, plan: &PagePlan, sender: &Sender, started: Instant) -> Result<(), NodeError> {
+/// The span of one Query or Aggregate at this node. Attributes name the
+/// dataset and region, never a row's values.
+fn request_span(method: &str, region: &str, dataset: &str) -> tracing::Span {
+    tracing::info_span!(
+        SPAN_NODE_QUERY,
+        "yrd.component" = "node",
+        "rpc.method" = method,
+        "yrd.region" = region,
+        "yrd.dataset" = dataset,
+        "yrd.rows" = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty,
+        "otel.status_description" = tracing::field::Empty,
+    )
+}
+
+/// The span of the store work: the SQL shape with its placeholders, never
+/// the bound values.
+fn store_span(parent: &tracing::Span, sql: &str) -> tracing::Span {
+    tracing::info_span!(
+        parent: parent,
+        SPAN_STORE_QUERY,
+        "otel.kind" = "client",
+        "db.system" = "sqlite",
+        "db.operation" = "SELECT",
+        "db.statement" = sql,
+        "yrd.rows" = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty,
+        "otel.status_description" = tracing::field::Empty,
+    )
+}
+
+/// Marks `span` as failed with a safe description of `err`, and returns it.
+fn failed(span: &tracing::Span, err: NodeError) -> NodeError {
+    span.record("otel.status_code", "ERROR");
+    // Errors name parameters, limits and store failures, never bound values.
+    span.record("otel.status_description", err.to_string().as_str());
+    err
+}
+
+fn run_query(state: &State, plan: &PagePlan, sender: &Sender, started: Instant) -> Result<u64, NodeError> {
     let region = &state.config.region;
     let stats = state
         .store
@@ -416,7 +510,7 @@ fn run_query(state: &State, plan: &PagePlan, sender: &Sender, started: Instant) 
     let mut batch = new_batch();
     let mut key = KeyWriter::new();
     let mut last_key = Vec::new();
-    let (mut count, mut has_more) = (0u64, false);
+    let (mut count, mut bytes, mut has_more) = (0u64, 0u64, false);
     let offset = plan.order.len();
     loop {
         let row = match rows.next() {
@@ -433,6 +527,7 @@ fn run_query(state: &State, plan: &PagePlan, sender: &Sender, started: Instant) 
         for (j, &f) in plan.projection.iter().enumerate() {
             encode_field(&plan.schema.fields[f], row.get_ref(offset + j)?, &mut buf);
         }
+        bytes += buf.len() as u64;
         batch.rows.push(Any {
             type_url: plan.schema.type_url.clone(),
             value: buf,
@@ -462,15 +557,17 @@ fn run_query(state: &State, plan: &PagePlan, sender: &Sender, started: Instant) 
     } else {
         String::new()
     };
+    yrd_telemetry::rows_streamed(&plan.schema.id, count, bytes);
     let summary = QuerySummary {
         regions: vec![region_status(region, &stats, RegionState::Ok, count, started.elapsed())],
         next_page_token,
-        trace_id: String::new(),
+        trace_id: yrd_telemetry::current_trace_id(),
         rows: count,
     };
     sender.send(Ok(QueryResponse {
         kind: Some(query_response::Kind::Summary(summary)),
-    }))
+    }))?;
+    Ok(count)
 }
 
 fn run_aggregate(

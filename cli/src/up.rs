@@ -1,0 +1,675 @@
+//! `yrdctl up`: a local mesh in one process. Four region nodes (Shanghai,
+//! Jiangsu, Zhejiang, Anhui) with demo data and a gateway, all over mutual
+//! TLS with a mesh CA of their own, plus a client profile for `yrdctl`.
+//!
+//! Everything lives in the data directory and is reused on restart:
+//!
+//! ```text
+//! pki/                 the mesh CA and the certificates (issued when missing)
+//! secrets.toml         page-token secrets (0600), made once so tokens survive restarts
+//! up.toml              seed and scale of the demo data in the stores
+//! <region>.sqlite      each region's store (demo data generated when empty)
+//! node-<region>.toml   each node's config, rewritten at every start
+//! gateway.toml         the gateway's config, rewritten at every start
+//! profile.toml         the client profile (YRD_PROFILE)
+//! ```
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+use yrd_datasets::codes::regions::{PROVINCES, Province};
+use yrd_datasets::demo::DemoSpec;
+use yrd_gateway::{GatewayConfig, RunningGateway};
+use yrd_identity::{CaFiles, CertFiles, DEFAULT_TRUST_DOMAIN, IssueRequest, PeerId};
+use yrd_node::{NodeConfig, RunningNode, Store};
+
+use crate::cli::UpArgs;
+
+/// Name of every region's node in the local mesh.
+const NODE_NAME: &str = "node-1";
+/// Name of the gateway.
+const GATEWAY_NAME: &str = "gateway";
+/// Name of the application certificate the profile uses.
+const APP_NAME: &str = "yrdctl";
+/// The host everything listens on and dials: the mesh is local.
+const HOST: &str = "127.0.0.1";
+/// The name clients verify in the servers' certificates.
+const SERVER_NAME: &str = "localhost";
+/// How long to wait for every region to pass a health check.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long open calls get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// A certificate closer to expiry than this is renewed at start.
+const RENEW_BEFORE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The dataset whose row count tells whether a store holds demo data.
+const PROBE_DATASET: &str = "enterprise";
+/// Environment variables that node configs honour and that would give all
+/// four nodes the same region, listener or store.
+const CONFLICTING_ENV: [&str; 3] = ["YRD_REGION", "YRD_LISTEN", "YRD_STORE_PATH"];
+
+/// What `up.toml` records: the demo data the stores hold.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataRecord {
+    /// The demo scale.
+    scale: f64,
+    /// The demo seed.
+    seed: u64,
+}
+
+/// `secrets.toml`: made once, so that page tokens survive restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Secrets {
+    /// Signs the gateway's page tokens.
+    gateway_page_token_secret: String,
+    /// Signs the nodes' page tokens.
+    node_page_token_secret: String,
+}
+
+/// The processes of a running mesh.
+#[derive(Default)]
+struct Mesh {
+    /// The nodes started, with their regions.
+    nodes: Vec<(&'static Province, RunningNode)>,
+    /// The gateway, once started.
+    gateway: Option<RunningGateway>,
+}
+
+impl Mesh {
+    /// Stops the gateway first (no new client calls), then the nodes.
+    async fn shutdown(self) {
+        if let Some(gateway) = self.gateway
+            && let Err(e) = gateway.shutdown().await
+        {
+            tracing::warn!(error = %e, "the gateway did not stop cleanly");
+        }
+        let nodes = self.nodes.into_iter().map(|(p, node)| async move {
+            if let Err(e) = node.shutdown().await {
+                tracing::warn!(region = p.code, error = %e, "a node did not stop cleanly");
+            }
+        });
+        futures::future::join_all(nodes).await;
+    }
+}
+
+/// Runs `yrdctl up` until Ctrl-C (or SIGTERM).
+pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
+    if let Some(var) = CONFLICTING_ENV.iter().find(|v| std::env::var_os(v).is_some()) {
+        bail!("{var} is set; it would apply to all four nodes of the local mesh. Unset it to run `yrdctl up`");
+    }
+    let node_ports = node_ports(args.port)?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let dir =
+        std::fs::canonicalize(&args.data_dir).with_context(|| format!("resolving {}", args.data_dir.display()))?;
+    let pki = dir.join("pki");
+    ensure_pki(&pki)?;
+    let secrets = load_or_create_secrets(&dir.join("secrets.toml"))?;
+
+    let asked = DemoSpec {
+        seed: args.seed,
+        scale: args.scale,
+    };
+    let mut configs = write_node_configs(&dir, &node_ports, &asked, &secrets)?;
+    let spec = prepare_data(&dir, &configs, asked).await?;
+    if spec != asked {
+        // Record in the node configs what their stores really hold.
+        configs = write_node_configs(&dir, &node_ports, &spec, &secrets)?;
+    }
+
+    let mut mesh = Mesh::default();
+    let gateway_port = args.port;
+    if let Err(e) = start(&dir, gateway_port, configs, &secrets, &mut mesh).await {
+        mesh.shutdown().await;
+        return Err(e);
+    }
+    if let Err(e) = write_profile(&dir, &mesh) {
+        mesh.shutdown().await;
+        return Err(e);
+    }
+    print_usage(&dir, &mesh);
+
+    let signal = shutdown_signal().await;
+    println!("\n{}: shutting down", signal.unwrap_or("signal"));
+    tokio::select! {
+        result = tokio::time::timeout(SHUTDOWN_GRACE, mesh.shutdown()) => {
+            if result.is_err() {
+                tracing::warn!("open calls did not finish within {SHUTDOWN_GRACE:?}; stopping anyway");
+            }
+        }
+        // A second Ctrl-C means now.
+        _ = tokio::signal::ctrl_c() => tracing::warn!("stopping without waiting for open calls"),
+    }
+    Ok(())
+}
+
+/// The nodes' ports: the four after the gateway's, or any free ports when
+/// the gateway's is 0.
+fn node_ports(gateway: u16) -> anyhow::Result<Vec<u16>> {
+    if gateway == 0 {
+        return Ok(vec![0; PROVINCES.len()]);
+    }
+    (1..=PROVINCES.len())
+        .map(|i| {
+            u16::try_from(i)
+                .ok()
+                .and_then(|i| gateway.checked_add(i))
+                .with_context(|| {
+                    format!(
+                        "--port {gateway}: the nodes need the {} ports after it",
+                        PROVINCES.len()
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Creates the CA if there is none, and issues each certificate whose files
+/// are missing, unusable or close to expiry (all of them after a new CA).
+fn ensure_pki(pki: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(pki).with_context(|| format!("creating {}", pki.display()))?;
+    let ca = CaFiles::in_dir(pki);
+    let had_ca = ca.cert.exists();
+    yrd_identity::ensure_ca(pki, DEFAULT_TRUST_DOMAIN)?;
+    if !had_ca {
+        println!("created the mesh CA in {}", pki.display());
+    }
+    let mut requests = Vec::new();
+    for p in PROVINCES {
+        requests.push(IssueRequest::local_server(PeerId::node(
+            DEFAULT_TRUST_DOMAIN,
+            p.code,
+            NODE_NAME,
+        )?));
+    }
+    requests.push(IssueRequest::local_server(PeerId::gateway(
+        DEFAULT_TRUST_DOMAIN,
+        GATEWAY_NAME,
+    )?));
+    requests.push(IssueRequest::new(PeerId::app(DEFAULT_TRUST_DOMAIN, APP_NAME)?));
+    let mut reused = 0;
+    for req in &requests {
+        let files = CertFiles::for_id(pki, &req.id);
+        if had_ca && usable(&ca.cert, &files) {
+            reused += 1;
+            continue;
+        }
+        yrd_identity::issue(pki, req)?;
+        println!("issued {} ({})", req.id, files.cert.display());
+    }
+    if reused > 0 {
+        println!("reusing the mesh CA and {reused} certificates in {}", pki.display());
+    }
+    Ok(())
+}
+
+/// Whether a certificate and key on disk can be used as they are.
+fn usable(ca: &Path, files: &CertFiles) -> bool {
+    if yrd_identity::TlsMaterial::load(ca, &files.cert, &files.key).is_err() {
+        return false;
+    }
+    let Ok(pem) = std::fs::read(&files.cert) else {
+        return false;
+    };
+    yrd_identity::cert_not_after(&pem).is_ok_and(|t| t > SystemTime::now() + RENEW_BEFORE)
+}
+
+/// The page-token secrets of `path`, made (32 random hex characters each)
+/// and written with mode 0600 the first time.
+fn load_or_create_secrets(path: &Path) -> anyhow::Result<Secrets> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return toml::from_str(&text).with_context(|| format!("{}: not a secrets file of yrdctl up", path.display()));
+    }
+    let secrets = Secrets {
+        gateway_page_token_secret: random_hex()?,
+        node_page_token_secret: random_hex()?,
+    };
+    let text = format!(
+        "# Made once by `yrdctl up`: page tokens stay valid across restarts.\n{}",
+        toml::to_string(&secrets)?
+    );
+    write_private(path, &text)?;
+    Ok(secrets)
+}
+
+/// 16 random bytes from the OS, as 32 hex characters.
+fn random_hex() -> anyhow::Result<String> {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::try_from_os_rng().context("reading random bytes from the OS")?;
+    let mut bytes = [0u8; 16];
+    rng.fill_bytes(&mut bytes);
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes a file only its owner may read: configs here hold secrets.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// A TOML table from key-value pairs.
+fn table<const N: usize>(entries: [(&str, Value); N]) -> Table {
+    entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// A TOML string.
+fn string(s: impl Into<String>) -> Value {
+    Value::String(s.into())
+}
+
+/// A `[tls]` table with paths relative to the data directory.
+fn tls_table(id: &PeerId) -> Table {
+    let files = CertFiles::for_id(Path::new("pki"), id);
+    table([
+        (
+            "ca",
+            string(CaFiles::in_dir(Path::new("pki")).cert.display().to_string()),
+        ),
+        ("cert", string(files.cert.display().to_string())),
+        ("key", string(files.key.display().to_string())),
+    ])
+}
+
+/// The config file of one region's node.
+fn node_config_text(p: &Province, port: u16, spec: &DemoSpec, secrets: &Secrets) -> anyhow::Result<String> {
+    let id = PeerId::node(DEFAULT_TRUST_DOMAIN, p.code, NODE_NAME)?;
+    let config = table([
+        ("region", string(p.code)),
+        ("region_name", string(p.name_en)),
+        ("listen", string(format!("{HOST}:{port}"))),
+        ("allow", Value::Array(vec![string("gateway")])),
+        (
+            "store",
+            Value::Table(table([("path", string(format!("{}.sqlite", p.code)))])),
+        ),
+        ("tls", Value::Table(tls_table(&id))),
+        (
+            "demo",
+            Value::Table(table([
+                ("seed", Value::Integer(i64::try_from(spec.seed).unwrap_or(i64::MAX))),
+                ("scale", Value::Float(spec.scale)),
+            ])),
+        ),
+        (
+            "query",
+            Value::Table(table([(
+                "page_token_secret",
+                string(secrets.node_page_token_secret.clone()),
+            )])),
+        ),
+    ]);
+    Ok(format!(
+        "# {} ({}) node of the local mesh. Written by `yrdctl up` at every start:\n\
+         # edits are lost. Relative paths are relative to this file.\n{}",
+        p.name_en,
+        p.code,
+        toml::to_string(&config)?
+    ))
+}
+
+/// Writes and loads (checks) the four node configs.
+fn write_node_configs(
+    dir: &Path,
+    ports: &[u16],
+    spec: &DemoSpec,
+    secrets: &Secrets,
+) -> anyhow::Result<Vec<(&'static Province, NodeConfig)>> {
+    PROVINCES
+        .iter()
+        .zip(ports)
+        .map(|(p, &port)| {
+            let path = dir.join(format!("node-{}.toml", p.code));
+            write_private(&path, &node_config_text(p, port, spec, secrets)?)?;
+            Ok((p, NodeConfig::load(&path)?))
+        })
+        .collect()
+}
+
+/// Rows of the probe dataset in a store.
+fn probe_rows(store: &Store) -> anyhow::Result<u64> {
+    Ok(store
+        .stats()?
+        .into_iter()
+        .find(|(id, _)| id == PROBE_DATASET)
+        .map_or(0, |(_, s)| s.rows))
+}
+
+/// Generates demo data in the stores that have none, the regions
+/// concurrently, and returns the spec the stores now hold: the recorded one
+/// when data is kept (so regions generated later match the others), the
+/// asked one otherwise.
+async fn prepare_data(
+    dir: &Path,
+    configs: &[(&'static Province, NodeConfig)],
+    asked: DemoSpec,
+) -> anyhow::Result<DemoSpec> {
+    let mut stores = Vec::new();
+    for (p, config) in configs {
+        let store = yrd_node::server::open_store(config)
+            .await
+            .with_context(|| format!("opening the store of {} ({})", p.name_en, p.code))?;
+        let rows = probe_rows(&store)?;
+        stores.push((*p, store, rows));
+    }
+    let record_path = dir.join("up.toml");
+    let recorded = read_record(&record_path)?;
+    let kept: Vec<_> = stores.iter().filter(|(_, _, rows)| *rows > 0).collect();
+    let spec = match recorded {
+        Some(r) if !kept.is_empty() => DemoSpec {
+            seed: r.seed,
+            scale: r.scale,
+        },
+        _ => asked,
+    };
+    for (p, _, rows) in &kept {
+        println!(
+            "{} ({}): keeping {rows} {PROBE_DATASET} rows and the other datasets",
+            p.name_en, p.code
+        );
+    }
+    if !kept.is_empty() && spec != asked {
+        println!(
+            "the existing demo data was made at scale {} with seed {}; it is kept, not the asked scale {} and seed {}.\n\
+             To regenerate, stop yrdctl up, remove {}/*.sqlite and {}, and start it again (or use another --data-dir).",
+            spec.scale,
+            spec.seed,
+            asked.scale,
+            asked.seed,
+            dir.display(),
+            record_path.display()
+        );
+    }
+    let jobs: Vec<_> = stores
+        .into_iter()
+        .filter(|(_, _, rows)| *rows == 0)
+        .map(|(p, store, _)| generate(p, store, spec))
+        .collect();
+    if jobs.is_empty() {
+        return Ok(spec);
+    }
+    for result in futures::future::join_all(jobs).await {
+        result?;
+    }
+    let record = DataRecord {
+        scale: spec.scale,
+        seed: spec.seed,
+    };
+    let text = format!(
+        "# The demo data in this folder's stores, made by `yrdctl up`.\n{}",
+        toml::to_string(&record)?
+    );
+    std::fs::write(&record_path, text).with_context(|| format!("writing {}", record_path.display()))?;
+    Ok(spec)
+}
+
+/// The record of `up.toml`, if there is one.
+fn read_record(path: &Path) -> anyhow::Result<Option<DataRecord>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let record = toml::from_str(&text).with_context(|| format!("{}: not a record of yrdctl up", path.display()))?;
+    Ok(Some(record))
+}
+
+/// Generates one region's demo data on a blocking thread, with progress lines.
+async fn generate(p: &'static Province, store: Store, spec: DemoSpec) -> anyhow::Result<()> {
+    println!(
+        "generating {} ({}) demo data at scale {} (seed {}) ...",
+        p.name_en, p.code, spec.scale, spec.seed
+    );
+    let started = Instant::now();
+    let loaded = tokio::task::spawn_blocking(move || yrd_node::import::generate(&store, p.code, &spec))
+        .await
+        .context("the generator thread failed")?
+        .with_context(|| format!("generating demo data for {} ({})", p.name_en, p.code))?;
+    let counts: Vec<String> = loaded.iter().map(|(id, rows)| format!("{rows} {id}")).collect();
+    println!(
+        "{} ({}): {} rows in {:.1} s",
+        p.name_en,
+        p.code,
+        counts.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Starts the nodes, then the gateway in front of them, and waits for the
+/// regions to be healthy. What started is in `mesh`, also on error.
+async fn start(
+    dir: &Path,
+    gateway_port: u16,
+    configs: Vec<(&'static Province, NodeConfig)>,
+    secrets: &Secrets,
+    mesh: &mut Mesh,
+) -> anyhow::Result<()> {
+    let started = futures::future::join_all(configs.into_iter().map(|(p, config)| async move {
+        let listen = config.listen;
+        let result = yrd_node::start(config)
+            .await
+            .with_context(|| format!("starting the {} ({}) node on {listen}", p.name_en, p.code));
+        (p, result)
+    }))
+    .await;
+    let mut failure = None;
+    for (p, result) in started {
+        match result {
+            Ok(node) => mesh.nodes.push((p, node)),
+            Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+
+    let path = dir.join("gateway.toml");
+    let nodes: Vec<(&Province, SocketAddr)> = mesh.nodes.iter().map(|(p, n)| (*p, n.addr)).collect();
+    write_private(&path, &gateway_config_text(gateway_port, &nodes, secrets)?)?;
+    let config = GatewayConfig::load(&path)?;
+    let listen = config.listen;
+    let gateway = yrd_gateway::start(config)
+        .await
+        .with_context(|| format!("starting the gateway on {listen}"))?;
+    let registry = gateway.registry.clone();
+    mesh.gateway = Some(gateway);
+    if !registry.wait_healthy(HEALTH_TIMEOUT).await {
+        for region in registry.regions().iter().filter(|r| !r.healthy()) {
+            tracing::warn!(
+                region = %region.id,
+                reason = %region.unhealthy_reason(),
+                "region not healthy after {HEALTH_TIMEOUT:?}; queries will report it"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The gateway's config: the nodes as they are listening now.
+fn gateway_config_text(port: u16, nodes: &[(&Province, SocketAddr)], secrets: &Secrets) -> anyhow::Result<String> {
+    let id = PeerId::gateway(DEFAULT_TRUST_DOMAIN, GATEWAY_NAME)?;
+    let regions = nodes
+        .iter()
+        .map(|(p, addr)| {
+            Value::Table(table([
+                ("id", string(p.code)),
+                ("name", string(p.name_en)),
+                (
+                    "endpoints",
+                    Value::Array(vec![string(format!("https://{HOST}:{}", addr.port()))]),
+                ),
+                ("tls_server_name", string(SERVER_NAME)),
+            ]))
+        })
+        .collect();
+    let config = table([
+        ("name", string(GATEWAY_NAME)),
+        ("listen", string(format!("{HOST}:{port}"))),
+        ("allow", Value::Array(vec![string("app")])),
+        ("tls", Value::Table(tls_table(&id))),
+        (
+            "query",
+            Value::Table(table([(
+                "page_token_secret",
+                string(secrets.gateway_page_token_secret.clone()),
+            )])),
+        ),
+        ("regions", Value::Array(regions)),
+    ]);
+    Ok(format!(
+        "# The gateway of the local mesh. Written by `yrdctl up` at every start\n\
+         # (the nodes' ports may change): edits are lost.\n{}",
+        toml::to_string(&config)?
+    ))
+}
+
+/// The gateway's address for clients.
+fn gateway_url(mesh: &Mesh) -> String {
+    let port = mesh.gateway.as_ref().map_or(0, |g| g.addr.port());
+    format!("https://{HOST}:{port}")
+}
+
+/// The application certificate's files, absolute.
+fn app_files(dir: &Path) -> anyhow::Result<(PathBuf, CertFiles)> {
+    let pki = dir.join("pki");
+    let app = PeerId::app(DEFAULT_TRUST_DOMAIN, APP_NAME)?;
+    Ok((CaFiles::in_dir(&pki).cert, CertFiles::for_id(&pki, &app)))
+}
+
+/// Writes `profile.toml` for `yrdctl` (and anything else that reads it).
+fn write_profile(dir: &Path, mesh: &Mesh) -> anyhow::Result<()> {
+    let (ca, app) = app_files(dir)?;
+    let profile = table([
+        ("gateway", string(gateway_url(mesh))),
+        ("server_name", string(SERVER_NAME)),
+        ("ca", string(ca.display().to_string())),
+        ("cert", string(app.cert.display().to_string())),
+        ("key", string(app.key.display().to_string())),
+    ]);
+    let path = dir.join("profile.toml");
+    let text = format!(
+        "# The local mesh's gateway and the yrdctl application certificate.\n\
+         # Use it with `export YRD_PROFILE={}`.\n{}",
+        path.display(),
+        toml::to_string(&profile)?
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Tells how to reach the mesh.
+fn print_usage(dir: &Path, mesh: &Mesh) {
+    let url = gateway_url(mesh);
+    println!("\nyrd-mesh is up (data in {}):", dir.display());
+    println!("  gateway   {url}");
+    for (p, node) in &mesh.nodes {
+        println!("  {}    https://{HOST}:{}  {}", p.code, node.addr.port(), p.name_en);
+    }
+    let Ok((ca, app)) = app_files(dir) else {
+        return;
+    };
+    let port = mesh.gateway.as_ref().map_or(0, |g| g.addr.port());
+    println!("\nQuery it with yrdctl:");
+    println!("  export YRD_PROFILE={}", dir.join("profile.toml").display());
+    println!(
+        "  yrdctl query enterprise --filter 'registered_capital > 1000000' --order-by 'registered_capital desc' --limit 20"
+    );
+    println!("  yrdctl aggregate enterprise --group-by region --metric 'avg(registered_capital)'");
+    println!("\nor with grpcurl (server reflection is on):");
+    println!(
+        "  grpcurl -cacert {} -cert {} -key {} \\\n    \
+         -d '{{\"dataset\":\"enterprise\",\"filter\":\"registered_capital > 1000000\",\"order_by\":\"registered_capital desc\",\"page_size\":5}}' \\\n    \
+         {HOST}:{port} yrd.mesh.v1.Federation/Query",
+        ca.display(),
+        app.cert.display(),
+        app.key.display()
+    );
+    println!("\nPress Ctrl-C to stop.");
+}
+
+/// Waits for Ctrl-C or, on Unix, SIGTERM; names the one that came.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.map(|()| "Ctrl-C").context("listening for Ctrl-C"),
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("listening for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets() -> Secrets {
+        Secrets {
+            gateway_page_token_secret: "0123456789abcdef0123456789abcdef".into(),
+            node_page_token_secret: "fedcba9876543210fedcba9876543210".into(),
+        }
+    }
+
+    #[test]
+    fn node_ports_follow_the_gateway() {
+        assert_eq!(node_ports(50070).unwrap(), [50071, 50072, 50073, 50074]);
+        assert_eq!(node_ports(0).unwrap(), [0, 0, 0, 0]);
+        assert!(node_ports(65534).is_err());
+    }
+
+    #[test]
+    fn generated_configs_parse_and_validate() {
+        let spec = DemoSpec { seed: 7, scale: 0.05 };
+        let text = node_config_text(&PROVINCES[1], 50072, &spec, &secrets()).unwrap();
+        let config = NodeConfig::parse(&text, "node-320000.toml").unwrap();
+        config.validate("node-320000.toml").unwrap();
+        assert_eq!(
+            (config.region.as_str(), config.region_name.as_str()),
+            ("320000", "Jiangsu")
+        );
+        assert_eq!(config.listen.port(), 50072);
+        assert_eq!(config.store.path, Path::new("320000.sqlite"));
+        assert_eq!((config.demo.seed, config.demo.scale), (7, 0.05));
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.cert, Path::new("pki/node-320000-node-1.pem"));
+
+        let nodes: Vec<(&Province, SocketAddr)> = PROVINCES
+            .iter()
+            .zip(50071..)
+            .map(|(p, port)| (p, SocketAddr::from(([127, 0, 0, 1], port))))
+            .collect();
+        let text = gateway_config_text(50070, &nodes, &secrets()).unwrap();
+        let config = GatewayConfig::parse(&text, "gateway.toml").unwrap();
+        config.validate("gateway.toml").unwrap();
+        assert_eq!(config.regions.len(), 4);
+        assert_eq!(config.regions[3].endpoints, ["https://127.0.0.1:50074"]);
+        assert_eq!(config.regions[3].tls_server_name.as_deref(), Some("localhost"));
+        assert_eq!(config.allow, ["app"]);
+    }
+
+    #[test]
+    fn random_secrets_are_hex() {
+        let a = random_hex().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, random_hex().unwrap());
+    }
+}
