@@ -102,7 +102,8 @@ pub async fn aggregate(conn: &Connection, args: &AggregateArgs) -> anyhow::Resul
         footer.push_str(&note);
     }
     if !answer.trace_id.is_empty() {
-        footer.push_str(&format!("\ntrace id: {}", answer.trace_id));
+        footer.push('\n');
+        footer.push_str(&output::trace_hint(&answer.trace_id));
     }
     let regions = output::region_table(&answer.regions);
     if args.output == Format::Table {

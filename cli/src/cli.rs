@@ -17,7 +17,8 @@ pub struct Cli {
     /// certificate (`yrdctl up` writes DATA_DIR/profile.toml).
     #[arg(long, global = true, env = "YRD_PROFILE", value_name = "PATH")]
     pub profile: Option<PathBuf>,
-    /// Time limit of each request to the gateway, such as 30s, 500ms or 2m.
+    /// Time limit of each request to the gateway (or to an admin endpoint),
+    /// such as 30s, 500ms or 2m.
     #[arg(long, global = true, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
     /// The command.
@@ -44,6 +45,19 @@ pub enum Command {
     Aggregate(AggregateArgs),
     /// The plan the gateway would run for a query, without running it.
     Explain(QueryArgs),
+    /// Recent traces from the admin endpoints of the profile, or one
+    /// trace's spans drawn as a tree with durations and time bars.
+    Traces(TracesArgs),
+}
+
+impl Command {
+    /// Whether the command installs the process's telemetry (tracing
+    /// subscriber, span buffer, OTLP export) itself, instead of the plain
+    /// logging of the client commands: `yrdctl up` does, for the mesh it
+    /// runs.
+    pub fn installs_telemetry(&self) -> bool {
+        matches!(self, Command::Up(_))
+    }
 }
 
 /// `yrdctl pki` commands.
@@ -127,6 +141,77 @@ pub struct UpArgs {
     /// (0: any free ports).
     #[arg(long, default_value_t = 50070)]
     pub port: u16,
+    /// The admin HTTP port (metrics, health, recent traces) of the whole
+    /// mesh: every component runs in this process and shares it (default:
+    /// the gateway's port + 10, so 50080; 0: any free port).
+    #[arg(long, value_name = "PORT")]
+    pub admin_port: Option<u16>,
+}
+
+/// Arguments of `yrdctl traces`: one of `--trace-id`, `--last` or
+/// `--slowest` (default `--last 10`).
+#[derive(Debug, Args)]
+pub struct TracesArgs {
+    /// Draw this trace (32 hexadecimal digits, as `yrdctl query` prints).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["last", "slowest"], value_parser = parse_trace_id)]
+    pub trace_id: Option<String>,
+    /// List the N most recently started traces, newest first (the default,
+    /// with N = 10).
+    #[arg(long, value_name = "N", conflicts_with = "slowest", value_parser = clap::value_parser!(u16).range(1..=MAX_TRACES))]
+    pub last: Option<u16>,
+    /// List the N traces that took longest, slowest first.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=MAX_TRACES))]
+    pub slowest: Option<u16>,
+    /// Also list the gRPC health checks: the gateway checks every region
+    /// every few seconds, each check a trace of its own, which would
+    /// otherwise crowd out the queries.
+    #[arg(long, conflicts_with = "trace_id")]
+    pub include_health: bool,
+    /// Output format (json: the merged JSON of the admin endpoints).
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+/// The most traces `--last` and `--slowest` may ask for: the admin
+/// endpoint's limit (`yrd_telemetry::MAX_TRACES`).
+pub const MAX_TRACES: i64 = 1000;
+
+/// How many traces `yrdctl traces` lists when asked for nothing in particular.
+pub const DEFAULT_LAST: u16 = 10;
+
+/// What `yrdctl traces` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceQuery {
+    /// One trace's spans, by trace id (lowercase hex).
+    Trace(String),
+    /// The N most recently started traces.
+    Last(u16),
+    /// The N slowest traces.
+    Slowest(u16),
+}
+
+impl TracesArgs {
+    /// The one thing asked for (`--last 10` when nothing is).
+    pub fn query(&self) -> TraceQuery {
+        match (&self.trace_id, self.last, self.slowest) {
+            (Some(id), _, _) => TraceQuery::Trace(id.clone()),
+            (None, _, Some(n)) => TraceQuery::Slowest(n),
+            (None, last, None) => TraceQuery::Last(last.unwrap_or(DEFAULT_LAST)),
+        }
+    }
+}
+
+/// Parses a trace id: 32 hexadecimal digits, not all zero; lowercased as
+/// the admin endpoints write them.
+pub fn parse_trace_id(text: &str) -> Result<String, String> {
+    let id = text.trim();
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{text:?} is not a trace id (32 hexadecimal digits)"));
+    }
+    if id.bytes().all(|b| b == b'0') {
+        return Err("the all-zero trace id is invalid".to_owned());
+    }
+    Ok(id.to_ascii_lowercase())
 }
 
 /// Arguments of commands whose only option is the output format.
@@ -275,5 +360,34 @@ mod tests {
         assert_eq!((q.limit, q.output), (20, Format::Csv));
         assert!(Cli::try_parse_from(["yrdctl", "query", "enterprise", "--limit", "0"]).is_err());
         assert!(Cli::try_parse_from(["yrdctl", "up", "--data-dir", "d", "--scale", "0"]).is_err());
+    }
+
+    fn traces(args: &[&str]) -> Result<TraceQuery, clap::Error> {
+        let cli = Cli::try_parse_from(["yrdctl", "traces"].iter().chain(args))?;
+        match cli.command {
+            Command::Traces(t) => Ok(t.query()),
+            other => panic!("not traces: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn traces_flags_are_exclusive() {
+        assert_eq!(traces(&[]).unwrap(), TraceQuery::Last(10));
+        assert_eq!(traces(&["--last", "5"]).unwrap(), TraceQuery::Last(5));
+        assert_eq!(traces(&["--slowest", "3"]).unwrap(), TraceQuery::Slowest(3));
+        let id = "4BF92F3577B34DA6A3CE929D0E0E4736";
+        assert_eq!(
+            traces(&["--trace-id", id]).unwrap(),
+            TraceQuery::Trace(id.to_ascii_lowercase())
+        );
+        assert!(traces(&["--last", "5", "--slowest", "3"]).is_err());
+        assert!(traces(&["--trace-id", id, "--last", "5"]).is_err());
+        assert!(traces(&["--last", "0"]).is_err());
+        assert!(traces(&["--last", "1001"]).is_err());
+        assert!(traces(&["--trace-id", "abc"]).is_err());
+        assert!(traces(&["--trace-id", &"0".repeat(32)]).is_err());
+        assert!(traces(&["--trace-id", id, "--include-health"]).is_err());
+        assert_eq!(traces(&["--include-health"]).unwrap(), TraceQuery::Last(10));
+        assert_eq!(MAX_TRACES, i64::try_from(yrd_telemetry::MAX_TRACES).unwrap());
     }
 }

@@ -6,7 +6,9 @@
 //!   one process;
 //! - [`catalog`], [`query`], [`aggregate`]: the client commands, which talk
 //!   to a gateway through [`client`] with the settings of a [`profile`] and
-//!   print with [`output`].
+//!   print with [`output`];
+//! - [`traces`]: `yrdctl traces`, recent traces read from the admin
+//!   endpoints over the small HTTP client of [`http`].
 
 #![forbid(unsafe_code)]
 
@@ -14,10 +16,12 @@ pub mod aggregate;
 pub mod catalog;
 pub mod cli;
 pub mod client;
+pub mod http;
 pub mod output;
 pub mod pki;
 pub mod profile;
 pub mod query;
+pub mod traces;
 pub mod up;
 
 use std::process::ExitCode;
@@ -29,7 +33,8 @@ use cli::{Cli, Command, PkiCommand};
 const DEFAULT_LOG_FILTER: &str = "warn,yrdctl=info";
 
 /// Logs to stderr, so that stdout carries only a command's answer and can
-/// be piped.
+/// be piped. Not for `yrdctl up`, which installs the mesh's telemetry
+/// (logs included) itself: see [`cli::Command::installs_telemetry`].
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
@@ -90,6 +95,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => query::query(&connection()?, &args).await,
         Command::Explain(args) => query::explain(&connection()?, &args).await,
         Command::Aggregate(args) => aggregate::aggregate(&connection()?, &args).await,
+        Command::Traces(args) => traces::traces(profile.as_deref(), timeout, &args).await,
     }
 }
 

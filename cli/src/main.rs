@@ -11,6 +11,8 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = yrdctl::cli::Cli::parse();
-    yrdctl::init_logging();
+    if !cli.command.installs_telemetry() {
+        yrdctl::init_logging();
+    }
     yrdctl::run(cli).await
 }

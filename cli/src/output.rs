@@ -178,6 +178,11 @@ pub fn millis(d: &prost_types::Duration) -> String {
     format!("{ms:.1}")
 }
 
+/// The line naming a call's trace, with the command that draws it.
+pub fn trace_hint(trace_id: &str) -> String {
+    format!("trace: {trace_id}  (yrdctl traces --trace-id {trace_id})")
+}
+
 /// A region state in words: `ok`, `deadline exceeded`, ...
 pub fn state_name(state: i32) -> String {
     RegionState::try_from(state).map_or_else(

@@ -7,6 +7,9 @@
 //! ca = "pki/ca.pem"           # relative paths are relative to the profile's folder
 //! cert = "pki/app-yrdctl.pem"
 //! key = "pki/app-yrdctl.key"
+//! # optional: admin endpoints (`/metrics`, `/traces`) of the gateway and
+//! # the nodes, for `yrdctl traces`; plain HTTP
+//! admin = ["http://127.0.0.1:50080"]
 //! ```
 
 use std::fmt;
@@ -15,6 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use tonic::codegen::http::Uri;
 use yrd_identity::TlsMaterial;
+
+use crate::http::AdminUrl;
 
 /// The environment variable naming the profile when `--profile` is not given.
 pub const PROFILE_ENV: &str = "YRD_PROFILE";
@@ -57,6 +62,9 @@ struct ProfileFile {
     cert: PathBuf,
     /// The application's private key.
     key: PathBuf,
+    /// Admin endpoints, `http://host:port`.
+    #[serde(default)]
+    admin: Vec<String>,
 }
 
 /// A checked profile, paths resolved.
@@ -74,6 +82,10 @@ pub struct Profile {
     pub cert: PathBuf,
     /// This application's private key.
     pub key: PathBuf,
+    /// The admin endpoints `yrdctl traces` reads: the gateway's and each
+    /// node's `admin_listen` (one for `yrdctl up`, whose components share
+    /// a process); empty when the profile names none.
+    pub admin: Vec<AdminUrl>,
 }
 
 impl Profile {
@@ -140,6 +152,14 @@ impl Profile {
             Some(name) => name,
             None => host,
         };
+        let mut admin: Vec<AdminUrl> = Vec::with_capacity(file.admin.len());
+        for (i, text) in file.admin.iter().enumerate() {
+            let url = AdminUrl::parse(text).map_err(|reason| err(&format!("admin[{i}]"), reason))?;
+            if admin.contains(&url) {
+                return Err(err(&format!("admin[{i}]"), format!("{text:?} is listed twice")));
+            }
+            admin.push(url);
+        }
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
         Ok(Profile {
@@ -149,6 +169,7 @@ impl Profile {
             ca: resolve(file.ca),
             cert: resolve(file.cert),
             key: resolve(file.key),
+            admin,
         })
     }
 
@@ -218,6 +239,34 @@ key = "pki/app-yrdctl.key"
         assert_eq!(p.ca, Path::new("/mesh/pki/ca.pem"));
         assert_eq!(p.cert, Path::new("/abs/app-yrdctl.pem"));
         assert_eq!(p.key, Path::new("/mesh/pki/app-yrdctl.key"));
+        assert!(p.admin.is_empty(), "no admin key: no admin endpoints");
+    }
+
+    #[test]
+    fn admin_endpoints_are_checked() {
+        let p = parse(&format!(
+            "{OK}admin = [\"http://127.0.0.1:50080\", \"http://[::1]:9001/\"]\n"
+        ))
+        .unwrap();
+        let urls: Vec<&str> = p.admin.iter().map(|a| a.url.as_str()).collect();
+        assert_eq!(urls, ["http://127.0.0.1:50080", "http://[::1]:9001"]);
+        assert_eq!((p.admin[1].host.as_str(), p.admin[1].port), ("::1", 9001));
+        assert!(parse(&format!("{OK}admin = []\n")).unwrap().admin.is_empty());
+        for (value, key, needle) in [
+            ("[\"https://127.0.0.1:50080\"]", "admin[0]", "plain HTTP"),
+            (
+                "[\"http://127.0.0.1:1\", \"127.0.0.1:2\"]",
+                "admin[1]",
+                "http://host:port",
+            ),
+            ("[\"http://127.0.0.1:1/metrics\"]", "admin[0]", "adds the path"),
+            ("[\"http://a:1\", \"http://a:1/\"]", "admin[1]", "listed twice"),
+            ("\"http://127.0.0.1:1\"", "admin", "invalid type"),
+        ] {
+            let e = parse(&format!("{OK}admin = {value}\n")).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.reason.contains(needle), "{e}");
+        }
     }
 
     #[test]

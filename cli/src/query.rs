@@ -163,8 +163,12 @@ impl Summary {
         }
         match self.trace_ids.as_slice() {
             [] => {}
-            [one] => text.push_str(&format!("\ntrace id: {one}")),
-            many => text.push_str(&format!("\ntrace ids: {}", many.join(", "))),
+            [one] => text.push_str(&format!("\n{}", output::trace_hint(one))),
+            // Each page is a call of its own, so a trace of its own.
+            many => text.push_str(&format!(
+                "\ntraces, one per page: {}  (yrdctl traces --trace-id ID)",
+                many.join(", ")
+            )),
         }
         text
     }
@@ -361,7 +365,7 @@ mod tests {
         s.rows = 18;
         assert_eq!(
             s.footer(true, 18),
-            "18 rows in 2 pages; more rows: raise --limit (now 18)\ntrace id: abc"
+            "18 rows in 2 pages; more rows: raise --limit (now 18)\ntrace: abc  (yrdctl traces --trace-id abc)"
         );
     }
 

@@ -2,6 +2,12 @@
 //! Jiangsu, Zhejiang, Anhui) with demo data and a gateway, all over mutual
 //! TLS with a mesh CA of their own, plus a client profile for `yrdctl`.
 //!
+//! The process's telemetry is yrd-telemetry's: logs on stderr (`RUST_LOG`,
+//! default `info`), every span kept in the in-memory buffer and, when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector, exported over OTLP.
+//! The gateway's admin listener (`--admin-port`) serves the metrics and the
+//! recent traces of all the components, which share this process.
+//!
 //! Everything lives in the data directory and is reused on restart:
 //!
 //! ```text
@@ -28,6 +34,7 @@ use yrd_datasets::demo::DemoSpec;
 use yrd_gateway::{GatewayConfig, RunningGateway};
 use yrd_identity::{CaFiles, CertFiles, DEFAULT_TRUST_DOMAIN, IssueRequest, PeerId};
 use yrd_node::{NodeConfig, RunningNode, Store};
+use yrd_telemetry::{Telemetry, TelemetryConfig};
 
 use crate::cli::UpArgs;
 
@@ -35,6 +42,10 @@ use crate::cli::UpArgs;
 const NODE_NAME: &str = "node-1";
 /// Name of the gateway.
 const GATEWAY_NAME: &str = "gateway";
+/// `service.name` of the process's spans (`OTEL_SERVICE_NAME` wins).
+const SERVICE_NAME: &str = "yrdctl-up";
+/// The admin port is the gateway's port plus this, unless `--admin-port`.
+const ADMIN_PORT_OFFSET: u16 = 10;
 /// Name of the application certificate the profile uses.
 const APP_NAME: &str = "yrdctl";
 /// The host everything listens on and dials: the mesh is local.
@@ -99,12 +110,31 @@ impl Mesh {
     }
 }
 
-/// Runs `yrdctl up` until Ctrl-C (or SIGTERM).
+/// Runs `yrdctl up` until Ctrl-C (or SIGTERM), with the process's
+/// telemetry installed for the mesh and flushed at the end.
 pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
+    let telemetry = yrd_telemetry::init(&TelemetryConfig {
+        service_name: SERVICE_NAME.to_owned(),
+        ..TelemetryConfig::default()
+    })
+    .context("installing telemetry")?;
+    let result = serve(args, &telemetry).await;
+    // Send the spans still queued for export (a bounded, blocking wait).
+    match tokio::task::spawn_blocking(move || telemetry.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "telemetry did not shut down cleanly"),
+        Err(e) => tracing::warn!(error = %e, "the telemetry shutdown thread failed"),
+    }
+    result
+}
+
+/// Prepares the data directory, starts the mesh and serves until a signal.
+async fn serve(args: &UpArgs, telemetry: &Telemetry) -> anyhow::Result<()> {
     if let Some(var) = CONFLICTING_ENV.iter().find(|v| std::env::var_os(v).is_some()) {
         bail!("{var} is set; it would apply to all four nodes of the local mesh. Unset it to run `yrdctl up`");
     }
     let node_ports = node_ports(args.port)?;
+    let admin_port = admin_port(args.port, args.admin_port)?;
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let dir =
         std::fs::canonicalize(&args.data_dir).with_context(|| format!("resolving {}", args.data_dir.display()))?;
@@ -125,7 +155,7 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
 
     let mut mesh = Mesh::default();
     let gateway_port = args.port;
-    if let Err(e) = start(&dir, gateway_port, configs, &secrets, &mut mesh).await {
+    if let Err(e) = start(&dir, gateway_port, admin_port, configs, &secrets, &mut mesh).await {
         mesh.shutdown().await;
         return Err(e);
     }
@@ -133,7 +163,7 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         mesh.shutdown().await;
         return Err(e);
     }
-    print_usage(&dir, &mesh);
+    print_usage(&dir, &mesh, telemetry.otlp_endpoint());
 
     let signal = shutdown_signal().await;
     println!("\n{}: shutting down", signal.unwrap_or("signal"));
@@ -168,6 +198,24 @@ fn node_ports(gateway: u16) -> anyhow::Result<Vec<u16>> {
                 })
         })
         .collect()
+}
+
+/// The admin listener's port: `--admin-port`, else the gateway's port plus
+/// [`ADMIN_PORT_OFFSET`] (any free port when the gateway's is 0).
+fn admin_port(gateway: u16, asked: Option<u16>) -> anyhow::Result<u16> {
+    let grpc_ports = gateway..=gateway.saturating_add(u16::try_from(PROVINCES.len()).unwrap_or(u16::MAX));
+    match asked {
+        Some(port) if port != 0 && gateway != 0 && grpc_ports.contains(&port) => bail!(
+            "--admin-port {port} is one of the mesh's gRPC ports ({}..={})",
+            grpc_ports.start(),
+            grpc_ports.end()
+        ),
+        Some(port) => Ok(port),
+        None if gateway == 0 => Ok(0),
+        None => gateway.checked_add(ADMIN_PORT_OFFSET).with_context(|| {
+            format!("--port {gateway}: the admin port would be {gateway} + {ADMIN_PORT_OFFSET}; pass --admin-port")
+        }),
+    }
 }
 
 /// Creates the CA if there is none, and issues each certificate whose files
@@ -453,6 +501,7 @@ async fn generate(p: &'static Province, store: Store, spec: DemoSpec) -> anyhow:
 async fn start(
     dir: &Path,
     gateway_port: u16,
+    admin_port: u16,
     configs: Vec<(&'static Province, NodeConfig)>,
     secrets: &Secrets,
     mesh: &mut Mesh,
@@ -478,7 +527,7 @@ async fn start(
 
     let path = dir.join("gateway.toml");
     let nodes: Vec<(&Province, SocketAddr)> = mesh.nodes.iter().map(|(p, n)| (*p, n.addr)).collect();
-    write_private(&path, &gateway_config_text(gateway_port, &nodes, secrets)?)?;
+    write_private(&path, &gateway_config_text(gateway_port, admin_port, &nodes, secrets)?)?;
     let config = GatewayConfig::load(&path)?;
     let listen = config.listen;
     let gateway = yrd_gateway::start(config)
@@ -498,8 +547,14 @@ async fn start(
     Ok(())
 }
 
-/// The gateway's config: the nodes as they are listening now.
-fn gateway_config_text(port: u16, nodes: &[(&Province, SocketAddr)], secrets: &Secrets) -> anyhow::Result<String> {
+/// The gateway's config: the nodes as they are listening now, and the
+/// admin listener (which serves the whole process's spans and metrics).
+fn gateway_config_text(
+    port: u16,
+    admin_port: u16,
+    nodes: &[(&Province, SocketAddr)],
+    secrets: &Secrets,
+) -> anyhow::Result<String> {
     let id = PeerId::gateway(DEFAULT_TRUST_DOMAIN, GATEWAY_NAME)?;
     let regions = nodes
         .iter()
@@ -518,6 +573,7 @@ fn gateway_config_text(port: u16, nodes: &[(&Province, SocketAddr)], secrets: &S
     let config = table([
         ("name", string(GATEWAY_NAME)),
         ("listen", string(format!("{HOST}:{port}"))),
+        ("admin_listen", string(format!("{HOST}:{admin_port}"))),
         ("allow", Value::Array(vec![string("app")])),
         ("tls", Value::Table(tls_table(&id))),
         (
@@ -542,6 +598,12 @@ fn gateway_url(mesh: &Mesh) -> String {
     format!("https://{HOST}:{port}")
 }
 
+/// The admin endpoint's address, when the gateway serves one.
+fn admin_url(mesh: &Mesh) -> Option<String> {
+    let admin = mesh.gateway.as_ref()?.admin.as_ref()?;
+    Some(format!("http://{HOST}:{}", admin.addr.port()))
+}
+
 /// The application certificate's files, absolute.
 fn app_files(dir: &Path) -> anyhow::Result<(PathBuf, CertFiles)> {
     let pki = dir.join("pki");
@@ -558,10 +620,14 @@ fn write_profile(dir: &Path, mesh: &Mesh) -> anyhow::Result<()> {
         ("ca", string(ca.display().to_string())),
         ("cert", string(app.cert.display().to_string())),
         ("key", string(app.key.display().to_string())),
+        // A list: with separate processes, the gateway's and each node's
+        // admin endpoints. Here every component shares the one endpoint.
+        ("admin", Value::Array(admin_url(mesh).map(string).into_iter().collect())),
     ]);
     let path = dir.join("profile.toml");
     let text = format!(
-        "# The local mesh's gateway and the yrdctl application certificate.\n\
+        "# The local mesh's gateway, the yrdctl application certificate and the\n\
+         # admin endpoint (metrics, recent traces) of the mesh's process.\n\
          # Use it with `export YRD_PROFILE={}`.\n{}",
         path.display(),
         toml::to_string(&profile)?
@@ -570,12 +636,20 @@ fn write_profile(dir: &Path, mesh: &Mesh) -> anyhow::Result<()> {
 }
 
 /// Tells how to reach the mesh.
-fn print_usage(dir: &Path, mesh: &Mesh) {
+fn print_usage(dir: &Path, mesh: &Mesh, otlp_endpoint: Option<&str>) {
     let url = gateway_url(mesh);
+    let admin = admin_url(mesh);
     println!("\nyrd-mesh is up (data in {}):", dir.display());
     println!("  gateway   {url}");
     for (p, node) in &mesh.nodes {
         println!("  {}    https://{HOST}:{}  {}", p.code, node.addr.port(), p.name_en);
+    }
+    if let Some(admin) = &admin {
+        println!("  admin     {admin}  metrics, health and recent traces of all of the above");
+    }
+    match otlp_endpoint {
+        Some(endpoint) => println!("  traces    exported over OTLP to {endpoint}, and kept in memory"),
+        None => println!("  traces    kept in memory (set OTEL_EXPORTER_OTLP_ENDPOINT to export them too)"),
     }
     let Ok((ca, app)) = app_files(dir) else {
         return;
@@ -587,6 +661,12 @@ fn print_usage(dir: &Path, mesh: &Mesh) {
         "  yrdctl query enterprise --filter 'registered_capital > 1000000' --order-by 'registered_capital desc' --limit 20"
     );
     println!("  yrdctl aggregate enterprise --group-by region --metric 'avg(registered_capital)'");
+    if let Some(admin) = &admin {
+        println!("\nSee where the time went, and the metrics:");
+        println!("  yrdctl traces --last 5");
+        println!("  yrdctl traces --trace-id <the trace id yrdctl query prints>");
+        println!("  curl {admin}/metrics");
+    }
     println!("\nor with grpcurl (server reflection is on):");
     println!(
         "  grpcurl -cacert {} -cert {} -key {} \\\n    \
@@ -629,6 +709,19 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_port_follows_the_gateway() {
+        assert_eq!(admin_port(50070, None).unwrap(), 50080);
+        assert_eq!(admin_port(0, None).unwrap(), 0);
+        assert_eq!(admin_port(50070, Some(9100)).unwrap(), 9100);
+        assert_eq!(admin_port(50070, Some(0)).unwrap(), 0);
+        assert_eq!(admin_port(0, Some(50072)).unwrap(), 50072);
+        let e = admin_port(50070, Some(50072)).unwrap_err().to_string();
+        assert!(e.contains("50070..=50074"), "{e}");
+        let e = admin_port(65530, None).unwrap_err().to_string();
+        assert!(e.contains("--admin-port"), "{e}");
+    }
+
+    #[test]
     fn node_ports_follow_the_gateway() {
         assert_eq!(node_ports(50070).unwrap(), [50071, 50072, 50073, 50074]);
         assert_eq!(node_ports(0).unwrap(), [0, 0, 0, 0]);
@@ -656,13 +749,14 @@ mod tests {
             .zip(50071..)
             .map(|(p, port)| (p, SocketAddr::from(([127, 0, 0, 1], port))))
             .collect();
-        let text = gateway_config_text(50070, &nodes, &secrets()).unwrap();
+        let text = gateway_config_text(50070, 50080, &nodes, &secrets()).unwrap();
         let config = GatewayConfig::parse(&text, "gateway.toml").unwrap();
         config.validate("gateway.toml").unwrap();
         assert_eq!(config.regions.len(), 4);
         assert_eq!(config.regions[3].endpoints, ["https://127.0.0.1:50074"]);
         assert_eq!(config.regions[3].tls_server_name.as_deref(), Some("localhost"));
         assert_eq!(config.allow, ["app"]);
+        assert_eq!(config.admin_listen, Some(SocketAddr::from(([127, 0, 0, 1], 50080))));
     }
 
     #[test]

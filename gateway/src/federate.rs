@@ -154,18 +154,20 @@ pub struct Federator {
 impl Federator {
     /// Streams one page of `plan` into `out`, ending with the summary (or an
     /// error under ALL_REGIONS). Returns when done or when the application
-    /// goes away (`out` closed), which cancels every region call.
+    /// goes away (`out` closed), which cancels every region call, with the
+    /// code the application saw.
     pub async fn run(
         self: Arc<Self>,
         plan: QueryPlan,
         deadline: Instant,
         trace_id: String,
         out: mpsc::Sender<Result<QueryResponse, Status>>,
-    ) {
+    ) -> Code {
         let started = Instant::now();
         let _open = yrd_telemetry::OpenStreamGuard::open();
         let code = self.page(plan, deadline, trace_id, out).await;
         yrd_telemetry::request_done(FEDERATION, "Query", code, started.elapsed());
+        code
     }
 
     /// One page; returns the gRPC code the application saw.

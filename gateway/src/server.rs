@@ -5,10 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
-use yrd_identity::{Authorizer, ServerTask};
+use yrd_identity::{Authorizer, Serving, TlsMaterial};
 use yrd_proto::mesh::federation_server::FederationServer;
 use yrd_proto::schema::Registry as Schemas;
 use yrd_query::token::PageTokens;
@@ -27,24 +26,16 @@ pub struct RunningGateway {
     pub registry: Registry,
     /// The admin HTTP listener, when configured.
     pub admin: Option<yrd_telemetry::AdminHandle>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: ServerTask,
+    server: Serving,
 }
 
 impl RunningGateway {
     /// Stops accepting, lets open calls finish, and waits.
-    pub async fn shutdown(mut self) -> Result<(), GatewayError> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(admin) = self.admin.take() {
+    pub async fn shutdown(self) -> Result<(), GatewayError> {
+        if let Some(admin) = self.admin {
             admin.stop();
         }
-        match self.task.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(GatewayError::Task(e.to_string())),
-            Err(e) => Err(GatewayError::Task(e.to_string())),
-        }
+        self.server.shutdown().await.map_err(GatewayError::Task)
     }
 }
 
@@ -59,14 +50,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         (Some(paths), false) => Some(paths.load()?),
         (None, false) => return Err(GatewayError::Config("tls is required unless insecure = true".into())),
     };
-    if let Some(m) = &tls
-        && let (Ok(not_after), Ok(id)) = (yrd_identity::cert_not_after(&m.cert_pem), m.peer_id())
-    {
-        let secs = not_after
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        yrd_telemetry::certificate_expiry(&id.uri(), i64::try_from(secs).unwrap_or(i64::MAX));
+    if let Some((id, at)) = tls.as_ref().and_then(TlsMaterial::expiry) {
+        yrd_telemetry::certificate_expiry(&id, at);
     }
     let registry = Registry::start(&config, tls.as_ref())?;
     let secret = if config.query.page_token_secret.is_empty() {
@@ -105,15 +90,12 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         routes.add_service(federation)
     };
     let server_tls = tls.as_ref().map(yrd_identity::server_config).transpose()?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let (addr, task) = yrd_identity::serve(routes, config.listen, server_tls, yrd_telemetry::server_span, async {
-        let _ = rx.await;
-    })
-    .await
-    .map_err(|source| GatewayError::Bind {
-        addr: config.listen.to_string(),
-        source,
-    })?;
+    let server = yrd_identity::serve(routes, config.listen, server_tls, yrd_telemetry::server_span)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
     let admin = match config.admin_listen {
         Some(at) => {
             // Ready when the config is loaded (it is) and a region answers.
@@ -123,13 +105,12 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         }
         None => None,
     };
-    tracing::info!(%addr, regions = registry.regions().len(), admin = ?admin.as_ref().map(|a| a.addr), "gateway serving");
+    tracing::info!(addr = %server.addr, regions = registry.regions().len(), admin = ?admin.as_ref().map(|a| a.addr), "gateway serving");
     Ok(RunningGateway {
-        addr,
+        addr: server.addr,
         registry,
         admin,
-        shutdown: Some(tx),
-        task,
+        server,
     })
 }
 

@@ -272,7 +272,13 @@ impl Federation for GatewayService {
         let trace_id = yrd_telemetry::current_trace_id();
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let federator = self.inner.federator.clone();
-        tokio::spawn(federator.run(plan, deadline, trace_id.clone(), tx).instrument(fanout));
+        // The request's span stays open until the stream ends, and takes its status.
+        let server_span = tracing::Span::current();
+        let run = federator.run(plan, deadline, trace_id.clone(), tx).instrument(fanout);
+        tokio::spawn(async move {
+            let code = run.await;
+            yrd_telemetry::record_status(&server_span, code);
+        });
         let mut response = Response::new(ReceiverStream::new(rx));
         if let Ok(v) = trace_id.parse() {
             response.metadata_mut().insert(TRACE_ID_HEADER, v);
@@ -376,7 +382,7 @@ impl Federation for GatewayService {
         Ok(Response::new(AggregateResponse {
             groups,
             regions,
-            trace_id: String::new(),
+            trace_id: yrd_telemetry::current_trace_id(),
         }))
     }
 

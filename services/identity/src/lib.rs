@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 mod authz;
+mod config_file;
 mod error;
 mod id;
 mod incoming;
@@ -42,6 +43,7 @@ mod serve;
 mod tls;
 
 pub use authz::{AllowRule, Authorizer, peer_id};
+pub use config_file::{ConfigError, parse_toml, read_config};
 pub use error::IdentityError;
 pub use id::{DEFAULT_TRUST_DOMAIN, PeerId, Role};
 pub use incoming::{HANDSHAKE_TIMEOUT, IncomingOptions, MAX_HANDSHAKES_IN_FLIGHT, tls_incoming, tls_incoming_with};
@@ -49,5 +51,5 @@ pub use pki::{
     CA_CERT_FILE, CA_KEY_FILE, CA_VALIDITY, Ca, CaFiles, CertFiles, DEFAULT_CERT_VALIDITY, IssueRequest,
     cert_not_after, ensure_ca, init_ca, issue, issue_in_memory, peer_id_from_der,
 };
-pub use serve::{RequestSpan, ServerTask, TlsPaths, serve};
+pub use serve::{RequestSpan, ServerTask, Serving, TlsPaths, serve};
 pub use tls::{TlsMaterial, client_config, crypto_provider, server_config, tonic_client_tls};

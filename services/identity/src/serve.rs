@@ -2,7 +2,6 @@
 //! `TCP_NODELAY`, terminate mutual TLS (or, in development, plaintext), and
 //! serve tonic routes until a shutdown signal.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,19 +54,49 @@ pub type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
 /// there, e.g. `yrd_telemetry::server_span`).
 pub type RequestSpan = fn(&http::Request<()>) -> tracing::Span;
 
-/// Binds `addr` and serves `routes` until `signal` resolves: over mutual
-/// TLS when `tls` is given, in plaintext otherwise, each request inside the
-/// span `trace` makes. Returns the bound address (the real port when `addr`
-/// has port 0) and the server task.
+/// A server running in the background.
+#[derive(Debug)]
+pub struct Serving {
+    /// The bound address (the real port when asked for port 0).
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: ServerTask,
+}
+
+impl Serving {
+    /// Stops accepting, lets open calls finish, and waits for the server.
+    pub async fn shutdown(mut self) -> Result<(), String> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match (&mut self.task).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Stops at once, dropping open calls (as a crash would).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Binds `addr` and serves `routes` until shut down: over mutual TLS when
+/// `tls` is given, in plaintext otherwise, each request inside the span
+/// `trace` makes.
 pub async fn serve(
     routes: Routes,
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     trace: RequestSpan,
-    signal: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<(SocketAddr, ServerTask)> {
+) -> std::io::Result<Serving> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let signal = async {
+        let _ = stopped.await;
+    };
     let router = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE))
         .trace_fn(trace)
@@ -79,5 +108,9 @@ pub async fn serve(
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, signal))
         }
     };
-    Ok((local, task))
+    Ok(Serving {
+        addr: local,
+        stop: Some(stop),
+        task,
+    })
 }

@@ -194,6 +194,16 @@ fn no_certificate(source_name: &str) -> IdentityError {
     }
 }
 
+impl TlsMaterial {
+    /// This certificate's identity URI and expiry (Unix seconds), for the
+    /// certificate-expiry metric.
+    pub fn expiry(&self) -> Option<(String, i64)> {
+        let not_after = crate::cert_not_after(&self.cert_pem).ok()?;
+        let secs = not_after.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        Some((self.peer_id().ok()?.uri(), i64::try_from(secs).unwrap_or(i64::MAX)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,17 +9,7 @@ use serde::Deserialize;
 use yrd_identity::TlsPaths;
 use yrd_query::Limits;
 
-/// A configuration that cannot be used, naming the file, the key and why.
-#[derive(Debug, thiserror::Error)]
-#[error("config {path}: {key}: {reason}")]
-pub struct ConfigError {
-    /// The file.
-    pub path: String,
-    /// The key at fault (`-` when the whole file is).
-    pub key: String,
-    /// Why.
-    pub reason: String,
-}
+pub use yrd_identity::ConfigError;
 
 /// A region node's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -153,12 +143,7 @@ fn default_listen() -> SocketAddr {
 impl NodeConfig {
     /// Reads, overrides from the environment, resolves paths and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: shown.clone(),
-            key: "-".into(),
-            reason: e.to_string(),
-        })?;
+        let (text, shown) = yrd_identity::read_config(path)?;
         let mut config = Self::parse(&text, &shown)?;
         config.apply_env(&shown, |k| std::env::var(k).ok())?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
@@ -174,17 +159,7 @@ impl NodeConfig {
 
     /// Parses TOML text; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e: toml::de::Error| {
-            let key = e
-                .span()
-                .map(|s| text.get(s).unwrap_or("-").trim().to_owned())
-                .unwrap_or_else(|| "-".into());
-            ConfigError {
-                path: origin.to_owned(),
-                key,
-                reason: e.message().to_owned(),
-            }
-        })
+        yrd_identity::parse_toml(text, origin)
     }
 
     /// Applies `YRD_REGION`, `YRD_LISTEN`, `YRD_STORE_PATH` and

@@ -6,9 +6,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
 use tonic::service::Routes;
-use yrd_identity::{Authorizer, ServerTask};
+use yrd_identity::{Authorizer, Serving};
 use yrd_proto::mesh::data_node_server::DataNodeServer;
 
 use crate::config::NodeConfig;
@@ -23,29 +22,21 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// The admin HTTP listener, when configured.
     pub admin: Option<yrd_telemetry::AdminHandle>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: ServerTask,
+    server: Serving,
 }
 
 impl RunningNode {
     /// Stops accepting, lets open calls finish, and waits.
-    pub async fn shutdown(mut self) -> Result<(), NodeError> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(admin) = self.admin.take() {
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        if let Some(admin) = self.admin {
             admin.stop();
         }
-        match self.task.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(NodeError::Task(e.to_string())),
-            Err(e) => Err(NodeError::Task(e.to_string())),
-        }
+        self.server.shutdown().await.map_err(NodeError::Task)
     }
 
     /// Stops at once, dropping open calls (as a crash would).
     pub fn abort(self) {
-        self.task.abort();
+        self.server.abort();
     }
 }
 
@@ -98,12 +89,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             .ok_or_else(|| NodeError::Schema("tls is required unless insecure".into()))?;
         let material = paths.load()?;
         let server = yrd_identity::server_config(&material)?;
-        if let (Ok(not_after), Ok(id)) = (yrd_identity::cert_not_after(&material.cert_pem), material.peer_id()) {
-            let secs = not_after
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default();
-            yrd_telemetry::certificate_expiry(&id.uri(), i64::try_from(secs).unwrap_or(i64::MAX));
+        if let Some((id, at)) = material.expiry() {
+            yrd_telemetry::certificate_expiry(&id, at);
         }
         (
             Some(server),
@@ -114,25 +101,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let (listen, region, admin_listen) = (config.listen, config.region.clone(), config.admin_listen);
     let service = NodeService::new(config, store);
     let routes = routes(service, authorizer).await?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let (addr, task) = yrd_identity::serve(routes, listen, tls, yrd_telemetry::server_span, async {
-        let _ = rx.await;
-    })
-    .await
-    .map_err(|source| NodeError::Io {
-        path: listen.to_string(),
-        source,
-    })?;
+    let server = yrd_identity::serve(routes, listen, tls, yrd_telemetry::server_span)
+        .await
+        .map_err(|source| NodeError::Io {
+            path: listen.to_string(),
+            source,
+        })?;
     let admin = match admin_listen {
         // The node is ready once its store is open and it serves.
         Some(at) => Some(yrd_telemetry::start_admin(at, Arc::new(|| true)).await?),
         None => None,
     };
-    tracing::info!(%addr, region = %region, admin = ?admin.as_ref().map(|a| a.addr), "region node serving");
+    tracing::info!(addr = %server.addr, region = %region, admin = ?admin.as_ref().map(|a| a.addr), "region node serving");
     Ok(RunningNode {
-        addr,
+        addr: server.addr,
         admin,
-        shutdown: Some(tx),
-        task,
+        server,
     })
 }

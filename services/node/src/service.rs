@@ -334,6 +334,8 @@ impl DataNode for NodeService {
             .await
             .map_err(|e| failed(&span, e))?;
         let store_span = store_span(&span, &plan.statement.sql);
+        // The request's span stays open until the stream ends, and takes its status.
+        let server_span = tracing::Span::current();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let state = self.inner.clone();
         let handle = tokio::runtime::Handle::current();
@@ -354,6 +356,7 @@ impl DataNode for NodeService {
                 Err(_) => tonic::Code::Internal,
             };
             yrd_telemetry::request_done(DATA_NODE, "Query", code, started.elapsed());
+            yrd_telemetry::record_status(&server_span, code);
             match outcome {
                 Ok(rows) => {
                     store_span.record("yrd.rows", rows);
@@ -402,6 +405,7 @@ impl DataNode for NodeService {
         .map_err(|e| failed(&span, e))?;
         span.record("yrd.rows", response.groups.len());
         yrd_telemetry::request_done(DATA_NODE, "Aggregate", tonic::Code::Ok, started.elapsed());
+        yrd_telemetry::record_status(&tracing::Span::current(), tonic::Code::Ok);
         Ok(Response::new(response))
     }
 }
@@ -632,7 +636,7 @@ fn run_aggregate(
     Ok(AggregateResponse {
         groups,
         regions: vec![region_status(region, &stats, RegionState::Ok, n, started.elapsed())],
-        trace_id: String::new(),
+        trace_id: yrd_telemetry::current_trace_id(),
     })
 }
 

@@ -14,6 +14,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// `otel.name`, is `<service>/<method>`).
 pub const SERVER_SPAN: &str = "grpc.server";
 
+/// The standard health service, never traced.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
 /// The request span of a gRPC server, for
 /// `tonic::transport::Server::builder().trace_fn(server_span)`.
 ///
@@ -26,6 +29,11 @@ pub const SERVER_SPAN: &str = "grpc.server";
 /// left empty for [`record_status`].
 pub fn server_span(req: &http::Request<()>) -> tracing::Span {
     let (service, method) = rpc_parts(req.uri().path());
+    // Health checks run every few seconds per endpoint: tracing them would
+    // crowd out the queries in the recent-span buffer and at the collector.
+    if service == HEALTH_SERVICE {
+        return tracing::Span::none();
+    }
     let otel_name = format!("{service}/{method}");
     let span = tracing::info_span!(
         SERVER_SPAN,

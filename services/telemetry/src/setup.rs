@@ -157,6 +157,7 @@ fn install(resolved: Resolved, filter: EnvFilter) -> Result<Telemetry, Telemetry
         // source locations, thread ids and busy/idle times would be noise
         // on every span of every query.
         .with_location(false)
+        .with_target(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
         .with_filter(LevelFilter::INFO.and(tracing_subscriber::filter::filter_fn(|_| tracing_enabled())));

@@ -1,0 +1,48 @@
+//! Configuration files of mesh processes: TOML read with errors that name
+//! the file, the key and the reason, the same way for every process.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+/// A configuration that cannot be used, naming the file, the key and why.
+#[derive(Debug, thiserror::Error)]
+#[error("config {path}: {key}: {reason}")]
+pub struct ConfigError {
+    /// The file.
+    pub path: String,
+    /// The key at fault (`-` when the whole file is).
+    pub key: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// An error about `key` of the file `path`.
+    pub fn new(path: &str, key: &str, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Reads a config file: its text and the name to show in errors.
+pub fn read_config(path: &Path) -> Result<(String, String), ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&shown, "-", e.to_string()))?;
+    Ok((text, shown))
+}
+
+/// Parses TOML text into `T`; `origin` names the source in errors, and the
+/// key at fault is the text TOML points at.
+pub fn parse_toml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        let key = e
+            .span()
+            .map(|s| text.get(s).unwrap_or("-").trim().to_owned())
+            .unwrap_or_else(|| "-".into());
+        ConfigError::new(origin, &key, e.message())
+    })
+}
