@@ -41,6 +41,11 @@ impl RunningGateway {
 
 /// Loads certificates, starts health checks of every region and serves.
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
+    if config.admin_listen.is_some() {
+        // Install the recorder first, so that what is measured during start
+        // (the certificate's expiry) is kept.
+        yrd_telemetry::metrics_handle()?;
+    }
     let schemas = Schemas::standard().map_err(|e| GatewayError::Config(e.to_string()))?;
     let tls = match (&config.tls, config.insecure) {
         (_, true) => {

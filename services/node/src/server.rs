@@ -79,6 +79,11 @@ pub async fn routes(service: NodeService, authorizer: Option<Arc<Authorizer>>) -
 /// Opens the store, loads the certificates, binds the listener and serves
 /// until shut down.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    if config.admin_listen.is_some() {
+        // Install the recorder first, so that what is measured during start
+        // (the certificate's expiry) is kept.
+        yrd_telemetry::metrics_handle()?;
+    }
     let (tls, authorizer) = if config.insecure {
         tracing::warn!("insecure = true: plaintext, no client certificates, no caller checks; for development only");
         (None, None)
