@@ -121,6 +121,11 @@ async fn one_trace_covers_every_hop_and_never_a_masked_value() {
     assert_eq!(fanout[0].span.parent_span_id, roots[0].span.span_id);
     assert_eq!(named("gateway.plan").len(), 1);
     assert_eq!(named("gateway.merge")[0].span.parent_span_id, fanout[0].span.span_id);
+    // The request span lasts as long as its stream: it ends after the merge.
+    assert!(
+        roots[0].span.end_time_unix_nano >= named("gateway.merge")[0].span.end_time_unix_nano,
+        "the server span ends with its stream"
+    );
 
     // One client span per region, children of the fan-out; each region's
     // node server span is the child of that region's client span.

@@ -361,6 +361,8 @@ impl DataNode for NodeService {
                 Ok(rows) => {
                     store_span.record("yrd.rows", rows);
                     span.record("yrd.rows", rows);
+                    // The node span ends with its stream (see record_status).
+                    span.in_scope(|| {});
                 }
                 Err(NodeError::Cancelled) => {
                     store_span.record("otel.status_code", "ERROR");

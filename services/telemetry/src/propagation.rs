@@ -107,6 +107,10 @@ impl tonic::service::Interceptor for TraceInjector {
 /// too. The span must declare the fields (as [`server_span`] does), since
 /// `tracing` ignores fields a span was not created with.
 pub fn record_status(span: &tracing::Span, code: Code) {
+    // The OpenTelemetry layer ends a span at its last exit: entering it
+    // here makes a request span that outlives its handler (a stream) end
+    // when its status is known, not when the handler returned.
+    span.in_scope(|| {});
     span.record("rpc.grpc.status_code", code as i64);
     if code != Code::Ok {
         // Code first: the description, recorded second, then carries the
