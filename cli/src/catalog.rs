@@ -9,6 +9,14 @@ use crate::cli::OutputArgs;
 use crate::client::{Connection, status_error};
 use crate::output::{self, Format, RowDecoder};
 
+/// Prints a whole answer as proto JSON, for `--output json`.
+fn print_json<M: prost::Message>(out: &mut impl Write, answer: &M, type_name: &str) -> anyhow::Result<()> {
+    let decoder = RowDecoder::new()?;
+    let text = output::proto_json(decoder.pool(), answer, type_name)?;
+    writeln!(out, "{text}")?;
+    Ok(out.flush()?)
+}
+
 /// Runs `yrdctl catalog`: one line per dataset and region (the dataset's
 /// id and title on its first line only, in a table).
 pub async fn catalog(conn: &Connection, args: &OutputArgs) -> anyhow::Result<()> {
@@ -20,10 +28,7 @@ pub async fn catalog(conn: &Connection, args: &OutputArgs) -> anyhow::Result<()>
         .into_inner();
     let mut out = std::io::stdout().lock();
     if args.output == Format::Json {
-        let decoder = RowDecoder::new()?;
-        let text = output::proto_json(decoder.pool(), &answer, "yrd.mesh.v1.ListDatasetsResponse")?;
-        writeln!(out, "{text}")?;
-        return Ok(out.flush()?);
+        return print_json(&mut out, &answer, "yrd.mesh.v1.ListDatasetsResponse");
     }
     let headers: Vec<String> = [
         "dataset",
@@ -75,10 +80,7 @@ pub async fn regions(conn: &Connection, args: &OutputArgs) -> anyhow::Result<()>
         .into_inner();
     let mut out = std::io::stdout().lock();
     if args.output == Format::Json {
-        let decoder = RowDecoder::new()?;
-        let text = output::proto_json(decoder.pool(), &answer, "yrd.mesh.v1.ListRegionsResponse")?;
-        writeln!(out, "{text}")?;
-        return Ok(out.flush()?);
+        return print_json(&mut out, &answer, "yrd.mesh.v1.ListRegionsResponse");
     }
     let headers: Vec<String> = [
         "region",

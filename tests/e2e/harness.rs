@@ -14,6 +14,24 @@ pub const SCALE: f64 = 0.02;
 /// Demo seed for tests.
 pub const SEED: u64 = 7;
 
+/// Writes `region`'s demo data into a new store at `path`, on a blocking thread.
+pub async fn generate_store(path: PathBuf, region: String) {
+    tokio::task::spawn_blocking(move || {
+        let store = Store::open(&path, &region, 2).expect("open store");
+        yrd_node::import::generate(
+            &store,
+            &region,
+            &DemoSpec {
+                seed: SEED,
+                scale: SCALE,
+            },
+        )
+        .expect("generate");
+    })
+    .await
+    .expect("generator task");
+}
+
 /// A node serving generated data from a temporary folder.
 pub struct TestNode {
     pub node: Option<RunningNode>,
@@ -41,19 +59,7 @@ impl TestNode {
         adjust(&mut config);
         config.validate("test")?;
         let (path, r) = (db.clone(), region.to_owned());
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let store = Store::open(&path, &r, 2)?;
-            yrd_node::import::generate(
-                &store,
-                &r,
-                &DemoSpec {
-                    seed: SEED,
-                    scale: SCALE,
-                },
-            )?;
-            Ok(())
-        })
-        .await??;
+        generate_store(path, r).await;
         let node = yrd_node::start(config).await?;
         Ok(Self {
             node: Some(node),

@@ -11,13 +11,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use yrd_datasets::demo::DemoSpec;
 use yrd_gateway::{GatewayConfig, RunningGateway};
 use yrd_identity::{IssueRequest, PeerId, TlsMaterial, TlsPaths};
-use yrd_node::{NodeConfig, RunningNode, Store};
+use yrd_node::{NodeConfig, RunningNode};
 use yrd_proto::mesh::federation_client::FederationClient;
 
-use crate::harness::{SCALE, SEED};
+use crate::harness::generate_store;
 
 /// The four demo regions.
 pub const REGIONS: [&str; 4] = ["310000", "320000", "330000", "340000"];
@@ -103,19 +102,7 @@ impl Mesh {
                 config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
             }
             config.validate("test").unwrap();
-            let r = region.to_owned();
-            generate.push(tokio::task::spawn_blocking(move || {
-                let store = Store::open(&db, &r, 2).unwrap();
-                yrd_node::import::generate(
-                    &store,
-                    &r,
-                    &DemoSpec {
-                        seed: SEED,
-                        scale: SCALE,
-                    },
-                )
-                .unwrap();
-            }));
+            generate.push(tokio::spawn(generate_store(db, region.to_owned())));
             node_configs.push(config);
         }
         for g in generate {
@@ -129,21 +116,7 @@ impl Mesh {
         if let Some(i) = opts.replicated {
             let mut c = node_configs[i].clone();
             c.store.path = dir.path().join(format!("{}-replica.sqlite", REGIONS[i]));
-            let (db, r) = (c.store.path.clone(), REGIONS[i].to_owned());
-            tokio::task::spawn_blocking(move || {
-                let store = Store::open(&db, &r, 2).unwrap();
-                yrd_node::import::generate(
-                    &store,
-                    &r,
-                    &DemoSpec {
-                        seed: SEED,
-                        scale: SCALE,
-                    },
-                )
-                .unwrap();
-            })
-            .await
-            .unwrap();
+            generate_store(c.store.path.clone(), REGIONS[i].to_owned()).await;
             replica = Some(yrd_node::start(c).await.unwrap());
         }
         let mut proxy = None;
