@@ -12,6 +12,15 @@ pub enum GatewayError {
     /// ALL_REGIONS was asked and some regions failed.
     #[error("regions unavailable under ALL_REGIONS: {}", .0.iter().map(|(r, why)| format!("{r} ({why})")).collect::<Vec<_>>().join(", "))]
     RegionsFailed(Vec<(String, String)>),
+    /// A region refused the request as the caller's fault (a limit of its
+    /// own, such as `max_groups`): the whole answer is that refusal.
+    #[error("region {region}: {}", status.message())]
+    Refused {
+        /// The region.
+        region: String,
+        /// The region's status, with its error details.
+        status: Status,
+    },
     /// A region named in the request is not part of the federation.
     #[error("regions: {0} is not a region of this federation")]
     UnknownRegion(String),
@@ -53,6 +62,11 @@ impl From<GatewayError> for Status {
                 )
             }
             GatewayError::RegionsFailed(_) => Status::unavailable(err.to_string()),
+            // The region's code and details (BadRequest, ErrorInfo naming the
+            // limit) go to the caller as they are; the message names the region.
+            GatewayError::Refused { ref status, .. } => {
+                Status::with_details(status.code(), err.to_string(), status.details().to_vec().into())
+            }
             other => {
                 tracing::error!(error = %other, "internal error");
                 Status::internal("internal error in the gateway; see its logs")

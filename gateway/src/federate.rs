@@ -16,13 +16,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 use tracing::Instrument;
 use yrd_proto::mesh::{
-    Consistency, QueryRequest, QueryResponse, QuerySummary, RegionState, RegionStatus, RowBatch, query_response,
+    AggregateGroup, AggregateResponse, Consistency, NodeQueryRequest, NodeQueryResponse, NodeQuerySummary,
+    QueryResponse, QuerySummary, RegionState, RegionStatus, RowBatch, node_query_response, query_response,
 };
+use yrd_query::aggregate;
 use yrd_query::token::{Cursor, PageTokens};
 
 use crate::error::GatewayError;
-use crate::plan::QueryPlan;
+use crate::plan::{AggregatePlan, QueryPlan};
 use crate::registry::{Region, Registry};
+use crate::service::call_region;
 
 /// The service name in metrics.
 const FEDERATION: &str = "yrd.mesh.v1.Federation";
@@ -43,7 +46,7 @@ enum RegionEvent {
     /// Rows.
     Batch(RowBatch),
     /// The node's summary: the region is done.
-    Done(QuerySummary),
+    Done(NodeQuerySummary),
     /// The region failed.
     Failed(Status),
 }
@@ -82,10 +85,10 @@ impl RegionRun {
         }
     }
 
-    fn done(&mut self, s: QuerySummary) {
+    fn done(&mut self, s: NodeQuerySummary) {
         self.node_done = true;
-        self.node_has_more = !s.next_page_token.is_empty();
-        self.freshness = s.regions.into_iter().next().and_then(|r| r.freshness);
+        self.node_has_more = s.more;
+        self.freshness = s.region.and_then(|r| r.freshness);
         self.finished = Some(self.started.elapsed());
     }
 
@@ -100,17 +103,16 @@ impl RegionRun {
     }
 
     fn status(&self) -> RegionStatus {
-        let (state, message) = match &self.failure {
-            None => (RegionState::Ok, String::new()),
-            Some(s) => (region_state(s.code()), s.message().to_owned()),
-        };
-        RegionStatus {
-            region: self.region.clone(),
-            state: state as i32,
-            rows: self.rows,
-            elapsed: prost_types::Duration::try_from(self.finished.unwrap_or_else(|| self.started.elapsed())).ok(),
-            freshness: self.freshness,
-            message,
+        let elapsed = self.finished.unwrap_or_else(|| self.started.elapsed());
+        match &self.failure {
+            None => RegionStatus::answered(self.region.as_str(), self.rows, elapsed, self.freshness),
+            Some(s) => RegionStatus::failed(
+                self.region.as_str(),
+                region_state(s.code()),
+                s.message(),
+                self.rows,
+                elapsed,
+            ),
         }
     }
 }
@@ -127,6 +129,25 @@ pub fn region_state(code: Code) -> RegionState {
         }
         _ => RegionState::Failed,
     }
+}
+
+/// Whether a region's failure is the caller's fault: the request passed the
+/// gateway's checks, but the region's own limits refused it (a node may be
+/// configured stricter than the gateway, and `max_groups` can only be known
+/// once a region has grouped its rows). Such an answer is an error for the
+/// whole request, in either consistency mode, never a partial `OK`.
+fn is_refusal(code: Code) -> bool {
+    matches!(code, Code::InvalidArgument | Code::ResourceExhausted)
+}
+
+/// The first caller-fault refusal among the regions' failures.
+pub fn refusal<'a>(mut failures: impl Iterator<Item = (&'a str, &'a Status)>) -> Option<GatewayError> {
+    failures
+        .find(|(_, s)| is_refusal(s.code()))
+        .map(|(region, s)| GatewayError::Refused {
+            region: region.to_owned(),
+            status: s.clone(),
+        })
 }
 
 /// Maps a region call's error so that a deadline reads as one.
@@ -182,23 +203,10 @@ impl Federator {
         let mut skipped = Vec::new();
         for choice in &plan.regions {
             let (Some(cursor), Some(region)) = (&choice.cursor, self.registry.get(&choice.region)) else {
-                skipped.push(RegionStatus {
-                    region: choice.region.clone(),
-                    state: RegionState::Skipped as i32,
-                    message: choice.reason.clone(),
-                    ..Default::default()
-                });
+                skipped.push(RegionStatus::skipped(choice.region.as_str(), choice.reason.as_str()));
                 continue;
             };
-            let req = QueryRequest {
-                dataset: plan.schema.id.clone(),
-                filter_expr: plan.filter.clone(),
-                fields: plan.fields.clone(),
-                order_keys: plan.order_keys.clone(),
-                page_size: i32::try_from(plan.page_size).unwrap_or(i32::MAX),
-                start_after_key: cursor.last_key.clone(),
-                ..Default::default()
-            };
+            let req = plan.query.node_request(&cursor.last_key, plan.page_size());
             let (tx, rx) = mpsc::channel(self.region_buffer);
             let span = tracing::info_span!(
                 SPAN_REGION_CALL,
@@ -208,7 +216,7 @@ impl Federator {
                 "rpc.method" = "Query",
                 "server.address" = region.addresses().as_str(),
                 "yrd.region" = region.id.as_str(),
-                "yrd.dataset" = plan.schema.id.as_str(),
+                "yrd.dataset" = plan.schema().id.as_str(),
                 "yrd.rows" = tracing::field::Empty,
                 "yrd.region.state" = tracing::field::Empty,
                 "rpc.grpc.status_code" = tracing::field::Empty,
@@ -230,7 +238,7 @@ impl Federator {
                 failure: None,
             });
         }
-        let merge = plan.ordered || plan.consistency == Consistency::AllRegions;
+        let merge = plan.query.ordered || plan.consistency == Consistency::AllRegions;
         let merge_span = tracing::info_span!(
             SPAN_MERGE,
             "yrd.merge" = if merge { "k-way" } else { "forward" },
@@ -249,6 +257,16 @@ impl Federator {
         let Ok(emitted) = sent else {
             return Code::Cancelled; // the application went away
         };
+        if let Some(refused) = refusal(
+            runs.iter()
+                .filter_map(|r| r.failure.as_ref().map(|s| (r.region.as_str(), s))),
+        ) {
+            // The caller's fault, not the region's: the whole answer says so.
+            let status = Status::from(refused);
+            let code = status.code();
+            let _ = out.send(Err(status)).await;
+            return code;
+        }
         let failed: Vec<(String, String)> = runs
             .iter()
             .filter_map(|r| r.failure.as_ref().map(|s| (r.region.clone(), s.message().to_owned())))
@@ -257,7 +275,7 @@ impl Federator {
             let _ = out.send(Err(GatewayError::RegionsFailed(failed).into())).await;
             return Code::Unavailable;
         }
-        let page_full = emitted >= u64::from(plan.page_size);
+        let page_full = emitted >= u64::from(plan.page_size());
         let cursors: Vec<Cursor> = runs
             .iter()
             .filter(|r| if r.failure.is_some() { page_full } else { !r.exhausted() })
@@ -281,7 +299,7 @@ impl Federator {
             trace_id,
             rows: emitted,
         };
-        yrd_telemetry::rows_streamed(&plan.schema.id, emitted, 0);
+        yrd_telemetry::rows_streamed(&plan.schema().id, emitted, 0);
         match out
             .send(Ok(QueryResponse {
                 kind: Some(query_response::Kind::Summary(summary)),
@@ -301,7 +319,7 @@ impl Federator {
         runs: &mut [RegionRun],
         out: &mpsc::Sender<Result<QueryResponse, Status>>,
     ) -> Result<u64, ()> {
-        let mut remaining = u64::from(plan.page_size);
+        let mut remaining = u64::from(plan.page_size());
         let receivers: Vec<_> = runs
             .iter_mut()
             .enumerate()
@@ -348,7 +366,7 @@ impl Federator {
                 r.finished.get_or_insert(r.started.elapsed());
             }
         }
-        Ok(u64::from(plan.page_size) - remaining)
+        Ok(u64::from(plan.page_size()) - remaining)
     }
 
     /// An order asked: k-way merges the regions' rows on their sort keys.
@@ -371,7 +389,7 @@ impl Federator {
                 heap.push(Reverse((k.clone(), i)));
             }
         }
-        let batch_rows = self.batch_rows.min(plan.page_size.max(1) as usize);
+        let batch_rows = self.batch_rows.min(plan.page_size().max(1) as usize);
         let new_batch = || RowBatch {
             rows: Vec::with_capacity(batch_rows),
             sort_keys: Vec::with_capacity(batch_rows),
@@ -380,7 +398,7 @@ impl Federator {
         };
         let mut batch = new_batch();
         let mut emitted = 0u64;
-        while emitted < u64::from(plan.page_size) {
+        while emitted < u64::from(plan.page_size()) {
             let Some(Reverse((_, i))) = heap.pop() else { break };
             let run = &mut runs[i];
             let Some((row, key)) = run.pending.pop_front() else {
@@ -414,7 +432,7 @@ impl Federator {
             .await
             .map_err(|_| ())?;
         }
-        if emitted >= u64::from(plan.page_size) {
+        if emitted >= u64::from(plan.page_size()) {
             for r in runs.iter_mut() {
                 if !r.node_done && r.failure.is_none() {
                     r.node_has_more = true;
@@ -427,9 +445,90 @@ impl Federator {
     }
 }
 
+/// One region's part of an aggregate: its status, and its groups or its
+/// error (`None` when it was not asked).
+type AggregatePart = (RegionStatus, Option<Result<Vec<AggregateGroup>, Status>>);
+
+impl Federator {
+    /// Fans a checked aggregate out to its regions, concurrently within the
+    /// deadline, and merges their partials. Skipped regions are named; a
+    /// region that refused the request makes the whole answer that error.
+    pub async fn aggregate(
+        &self,
+        plan: AggregatePlan,
+        deadline: Instant,
+        max_groups: usize,
+    ) -> Result<AggregateResponse, GatewayError> {
+        let node_req = plan.aggregate.node_request();
+        let calls = plan.regions.iter().map(|(id, skip)| {
+            let region = self.registry.get(id).cloned();
+            let node_req = node_req.clone();
+            async move {
+                let started = Instant::now();
+                let result = match (skip, region) {
+                    (Some(reason), _) => return (RegionStatus::skipped(id.as_str(), reason.as_str()), None),
+                    (None, None) => Err(Status::internal("region vanished")),
+                    (None, Some(region)) => {
+                        call_region(
+                            &region,
+                            "Aggregate",
+                            deadline,
+                            |mut c, r| async move { c.aggregate(r).await },
+                            node_req,
+                        )
+                        .await
+                    }
+                };
+                let elapsed = started.elapsed();
+                match result {
+                    Ok(resp) => {
+                        let freshness = resp.regions.first().and_then(|r| r.freshness);
+                        let rows = resp.groups.len() as u64;
+                        (
+                            RegionStatus::answered(id.as_str(), rows, elapsed, freshness),
+                            Some(Ok(resp.groups)),
+                        )
+                    }
+                    Err(s) => (
+                        RegionStatus::failed(id.as_str(), region_state(s.code()), s.message(), 0, elapsed),
+                        Some(Err(s)),
+                    ),
+                }
+            }
+        });
+        let answers: Vec<AggregatePart> = futures::future::join_all(calls).await;
+        if let Some(refused) = refusal(answers.iter().filter_map(|(st, part)| match part {
+            Some(Err(s)) => Some((st.region.as_str(), s)),
+            _ => None,
+        })) {
+            return Err(refused);
+        }
+        let mut parts = Vec::new();
+        let mut regions = Vec::new();
+        let mut failed = Vec::new();
+        for (status, part) in answers {
+            match part {
+                Some(Ok(groups)) => parts.push(groups),
+                Some(Err(s)) => failed.push((status.region.clone(), s.message().to_owned())),
+                None => {}
+            }
+            regions.push(status);
+        }
+        if plan.consistency == Consistency::AllRegions && !failed.is_empty() {
+            return Err(GatewayError::RegionsFailed(failed));
+        }
+        let groups = aggregate::merge_groups(parts, &plan.aggregate.metrics, max_groups)?;
+        Ok(AggregateResponse {
+            groups,
+            regions,
+            trace_id: yrd_telemetry::current_trace_id(),
+        })
+    }
+}
+
 /// Streams one region's answer into `tx`; ends at the summary, an error,
 /// the deadline, or when the receiver is dropped (which cancels the call).
-async fn region_task(region: Arc<Region>, req: QueryRequest, deadline: Instant, tx: mpsc::Sender<RegionEvent>) {
+async fn region_task(region: Arc<Region>, req: NodeQueryRequest, deadline: Instant, tx: mpsc::Sender<RegionEvent>) {
     let span = tracing::Span::current();
     let started = Instant::now();
     let mut rows = 0u64;
@@ -447,7 +546,7 @@ async fn region_task(region: Arc<Region>, req: QueryRequest, deadline: Instant, 
                     break RegionEvent::Failed(Status::internal("the region's stream ended without a summary"));
                 }
                 Ok(Ok(Some(msg))) => match msg.kind {
-                    Some(query_response::Kind::Batch(b)) => {
+                    Some(node_query_response::Kind::Batch(b)) => {
                         rows += b.rows.len() as u64;
                         if tx.send(RegionEvent::Batch(b)).await.is_err() {
                             // The page is complete or the application left.
@@ -457,7 +556,7 @@ async fn region_task(region: Arc<Region>, req: QueryRequest, deadline: Instant, 
                             return;
                         }
                     }
-                    Some(query_response::Kind::Summary(s)) => break RegionEvent::Done(s),
+                    Some(node_query_response::Kind::Summary(s)) => break RegionEvent::Done(s),
                     None => break RegionEvent::Failed(Status::internal("the region sent an empty message")),
                 },
             }
@@ -479,9 +578,9 @@ async fn region_task(region: Arc<Region>, req: QueryRequest, deadline: Instant, 
 
 async fn open_stream(
     region: &Region,
-    req: QueryRequest,
+    req: NodeQueryRequest,
     deadline: Instant,
-) -> Result<tonic::Streaming<QueryResponse>, Status> {
+) -> Result<tonic::Streaming<NodeQueryResponse>, Status> {
     if !region.healthy() {
         return Err(Status::unavailable(region.unhealthy_reason()));
     }

@@ -1,14 +1,14 @@
-//! Planning a federated query: parse and check it once, choose the regions
-//! it touches, and recover the per-region cursors of a page token.
+//! Planning a federated query or aggregate: check it once (the shared
+//! [`CheckedQuery`] / [`CheckedAggregate`]), choose the regions it
+//! touches, and recover the per-region cursors of a page token.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use yrd_proto::mesh::{Consistency, FilterExpr, OrderKey, QueryRequest};
+use yrd_proto::mesh::{AggregateRequest, Consistency, FilterExpr, QueryRequest};
 use yrd_proto::schema::{DatasetSchema, Registry as Schemas};
-use yrd_query::token::{Cursor, PageTokens, query_fingerprint};
-use yrd_query::{Limits, QueryError, filter, order};
+use yrd_query::token::{Cursor, PageTokens};
+use yrd_query::{CheckedAggregate, CheckedQuery, Limits, filter};
 
 use crate::error::GatewayError;
 use crate::registry::Registry;
@@ -28,18 +28,8 @@ pub struct RegionChoice {
 /// A checked query, ready to fan out.
 #[derive(Debug, Clone)]
 pub struct QueryPlan {
-    /// The dataset.
-    pub schema: Arc<DatasetSchema>,
-    /// The typed filter sent to every region.
-    pub filter: Option<FilterExpr>,
-    /// Sort keys, primary key last.
-    pub order_keys: Vec<OrderKey>,
-    /// Whether the caller asked for an order (rows are then merged).
-    pub ordered: bool,
-    /// Projection.
-    pub fields: Vec<String>,
-    /// Global page size.
-    pub page_size: u32,
+    /// The query, checked once (the same check every node repeats).
+    pub query: CheckedQuery,
     /// Every region of the federation, asked or not.
     pub regions: Vec<RegionChoice>,
     /// BEST_EFFORT or ALL_REGIONS.
@@ -48,33 +38,27 @@ pub struct QueryPlan {
     pub fingerprint: [u8; 32],
 }
 
-/// Parses the filter text or checks the typed tree; one of them at most.
-pub fn filter_of(
-    schema: &DatasetSchema,
-    text: &str,
-    typed: Option<FilterExpr>,
-    limits: &Limits,
-) -> Result<Option<FilterExpr>, QueryError> {
-    match (text.trim().is_empty(), typed) {
-        (false, Some(_)) => Err(QueryError::Invalid {
-            param: "filter",
-            message: "set filter or filter_expr, not both".into(),
-        }),
-        (false, None) => filter::parse_filter(text, schema, limits),
-        (true, Some(expr)) => {
-            filter::check_filter(&expr, schema, limits)?;
-            Ok(Some(expr))
-        }
-        (true, None) => Ok(None),
+impl QueryPlan {
+    /// The dataset.
+    pub fn schema(&self) -> &DatasetSchema {
+        &self.query.schema
+    }
+
+    /// Global page size.
+    pub fn page_size(&self) -> u32 {
+        self.query.page_size
     }
 }
 
-/// The dataset's schema, or NOT_FOUND.
-pub fn dataset(schemas: &Schemas, id: &str) -> Result<Arc<DatasetSchema>, QueryError> {
-    schemas
-        .get(id)
-        .cloned()
-        .ok_or_else(|| QueryError::UnknownDataset { dataset: id.to_owned() })
+/// A checked aggregate, ready to fan out.
+#[derive(Debug, Clone)]
+pub struct AggregatePlan {
+    /// The aggregate, checked once.
+    pub aggregate: CheckedAggregate,
+    /// Every region of the federation, and why it is not asked (`None`: asked).
+    pub regions: Vec<(String, Option<String>)>,
+    /// BEST_EFFORT or ALL_REGIONS.
+    pub consistency: Consistency,
 }
 
 /// Chooses the regions a request touches: those named (all when none),
@@ -107,62 +91,38 @@ pub fn choose_regions(
         .collect())
 }
 
-/// Plans a federated query.
+/// BEST_EFFORT unless ALL_REGIONS is asked.
+fn consistency(requested: i32) -> Consistency {
+    match Consistency::try_from(requested).unwrap_or(Consistency::Unspecified) {
+        Consistency::AllRegions => Consistency::AllRegions,
+        _ => Consistency::BestEffort,
+    }
+}
+
+/// The requested regions, sorted and without repeats.
+fn requested(regions: &[String]) -> Vec<String> {
+    let mut requested = regions.to_vec();
+    requested.sort();
+    requested.dedup();
+    requested
+}
+
+/// Plans a federated query: checked once, here, before any region is called.
 pub fn plan_query(
-    req: QueryRequest,
+    req: &QueryRequest,
     schemas: &Schemas,
     registry: &Registry,
     limits: &Limits,
     tokens: &PageTokens,
 ) -> Result<QueryPlan, GatewayError> {
-    let schema = dataset(schemas, &req.dataset)?;
-    if !req.start_after_key.is_empty() {
-        return Err(QueryError::Invalid {
-            param: "start_after_key",
-            message: "is for region nodes; use page_token with the gateway".into(),
-        }
-        .into());
-    }
-    let filter = filter_of(&schema, &req.filter, req.filter_expr, limits)?;
-    let (keys, ordered) = match (req.order_by.trim().is_empty(), req.order_keys.is_empty()) {
-        (false, false) => {
-            return Err(QueryError::Invalid {
-                param: "order_by",
-                message: "set order_by or order_keys, not both".into(),
-            }
-            .into());
-        }
-        (false, true) => (order::parse_order_by(&req.order_by, &schema, limits)?, true),
-        (true, typed_empty) => {
-            order::check_order_keys(&req.order_keys, &schema, limits)?;
-            (req.order_keys, !typed_empty)
-        }
-    };
-    let order_keys = order::with_primary_key(keys, &schema);
-    Limits::check("fields", "max_fields", limits.max_fields, req.fields.len())?;
-    for f in &req.fields {
-        if schema.field(f).is_none() {
-            return Err(QueryError::UnknownField {
-                param: "fields",
-                dataset: schema.id.clone(),
-                field: f.clone(),
-            }
-            .into());
-        }
-    }
-    let page_size = limits.page_size(req.page_size)?;
-    let consistency = match Consistency::try_from(req.consistency).unwrap_or(Consistency::Unspecified) {
-        Consistency::AllRegions => Consistency::AllRegions,
-        _ => Consistency::BestEffort,
-    };
-    let mut requested = req.regions.clone();
-    requested.sort();
-    requested.dedup();
-    let region_field = &schema.fields[schema.region_field].name;
-    let choices = choose_regions(registry, &requested, filter.as_ref(), region_field)?;
+    let query = CheckedQuery::from_request(req, schemas, limits)?;
+    let consistency = consistency(req.consistency);
+    let requested = requested(&req.regions);
+    let region_field = &query.schema.fields[query.schema.region_field].name;
+    let choices = choose_regions(registry, &requested, query.filter.as_ref(), region_field)?;
     let mut fp_regions = requested.clone();
     fp_regions.push(format!("consistency={}", consistency as i32));
-    let fingerprint = query_fingerprint(&schema.id, filter.as_ref(), &order_keys, &req.fields, &fp_regions);
+    let fingerprint = query.fingerprint(&fp_regions);
     let resumed = if req.page_token.is_empty() {
         None
     } else {
@@ -204,14 +164,32 @@ pub fn plan_query(
         })
         .collect();
     Ok(QueryPlan {
-        schema,
-        filter,
-        order_keys,
-        ordered,
-        fields: req.fields,
-        page_size,
+        query,
         regions,
         consistency,
         fingerprint,
+    })
+}
+
+/// Plans a federated aggregate: checked once, here, before any region is
+/// called, and fanned out like a query.
+pub fn plan_aggregate(
+    req: &AggregateRequest,
+    schemas: &Schemas,
+    registry: &Registry,
+    limits: &Limits,
+) -> Result<AggregatePlan, GatewayError> {
+    let aggregate = CheckedAggregate::from_request(req, schemas, limits)?;
+    let region_field = &aggregate.schema.fields[aggregate.schema.region_field].name;
+    let regions = choose_regions(
+        registry,
+        &requested(&req.regions),
+        aggregate.filter.as_ref(),
+        region_field,
+    )?;
+    Ok(AggregatePlan {
+        aggregate,
+        regions,
+        consistency: consistency(req.consistency),
     })
 }

@@ -9,13 +9,12 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use yrd_proto::mesh::federation_server::Federation;
 use yrd_proto::mesh::{
-    AggregateFunction, AggregateRequest, AggregateResponse, Catalog, Consistency, DatasetInfo, EndpointInfo,
-    ExplainResponse, GetCatalogRequest, GetDatasetRequest, ListDatasetsRequest, ListDatasetsResponse,
-    ListRegionsRequest, ListRegionsResponse, Metric, QueryRequest, QueryResponse, RegionInfo, RegionPlan, RegionState,
-    RegionStatus,
+    AggregateRequest, AggregateResponse, Catalog, Consistency, DatasetInfo, EndpointInfo, ExplainResponse,
+    GetCatalogRequest, GetDatasetRequest, ListDatasetsRequest, ListDatasetsResponse, ListRegionsRequest,
+    ListRegionsResponse, QueryRequest, QueryResponse, RegionInfo, RegionPlan, RegionState, RegionStatus,
 };
 use yrd_proto::schema::Registry as Schemas;
-use yrd_query::{Limits, aggregate, filter, order};
+use yrd_query::{Limits, filter};
 
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
@@ -91,7 +90,7 @@ impl GatewayService {
         Instant::now() + d - (d / 10).min(DEADLINE_MARGIN)
     }
 
-    fn plan(&self, req: QueryRequest) -> Result<QueryPlan, GatewayError> {
+    fn plan(&self, req: &QueryRequest) -> Result<QueryPlan, GatewayError> {
         plan::plan_query(
             req,
             self.inner.schemas,
@@ -133,23 +132,12 @@ impl GatewayService {
                 Ok(cat) => match cat.datasets.iter().find(|d| d.id == id).and_then(|d| d.regions.first()) {
                     Some(r) => RegionStatus {
                         region: region.id.clone(),
-                        elapsed: prost_types::Duration::try_from(*elapsed).ok(),
                         ..r.clone()
-                    },
-                    None => RegionStatus {
-                        region: region.id.clone(),
-                        state: RegionState::Skipped as i32,
-                        message: "the region does not serve this dataset".into(),
-                        ..Default::default()
-                    },
+                    }
+                    .with_elapsed(*elapsed),
+                    None => RegionStatus::skipped(region.id.as_str(), "the region does not serve this dataset"),
                 },
-                Err(s) => RegionStatus {
-                    region: region.id.clone(),
-                    state: region_state(s.code()) as i32,
-                    elapsed: prost_types::Duration::try_from(*elapsed).ok(),
-                    message: s.message().to_owned(),
-                    ..Default::default()
-                },
+                Err(s) => RegionStatus::failed(region.id.as_str(), region_state(s.code()), s.message(), 0, *elapsed),
             };
             info.regions.push(status);
         }
@@ -159,7 +147,7 @@ impl GatewayService {
 
 /// Calls one region with the remaining deadline, in a client span; a
 /// region without a healthy endpoint fails at once instead of waiting.
-async fn call_region<Req, Resp, F, Fut>(
+pub(crate) async fn call_region<Req, Resp, F, Fut>(
     region: &Region,
     method: &'static str,
     deadline: Instant,
@@ -231,7 +219,7 @@ impl Federation for GatewayService {
     async fn get_dataset(&self, req: Request<GetDatasetRequest>) -> Result<Response<DatasetInfo>, Status> {
         let deadline = self.deadline(&req);
         let id = req.into_inner().dataset;
-        plan::dataset(self.inner.schemas, &id).map_err(GatewayError::from)?;
+        yrd_query::check::dataset(self.inner.schemas, &id).map_err(GatewayError::from)?;
         let catalogs = self.catalogs(deadline).await;
         let info = self
             .merged_info(&id, &catalogs)
@@ -252,7 +240,7 @@ impl Federation for GatewayService {
             "otel.status_code" = tracing::field::Empty,
             "otel.status_description" = tracing::field::Empty,
         );
-        let plan = plan_span.in_scope(|| self.plan(req)).inspect_err(|e| {
+        let plan = plan_span.in_scope(|| self.plan(&req)).inspect_err(|e| {
             plan_span.record("otel.status_code", "ERROR");
             plan_span.record("otel.status_description", e.to_string().as_str());
         })?;
@@ -266,8 +254,8 @@ impl Federation for GatewayService {
         drop(plan_span);
         let fanout = tracing::info_span!(
             SPAN_FANOUT,
-            "yrd.dataset" = plan.schema.id.as_str(),
-            "yrd.page_size" = plan.page_size
+            "yrd.dataset" = plan.schema().id.as_str(),
+            "yrd.page_size" = plan.page_size()
         );
         let trace_id = yrd_telemetry::current_trace_id();
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
@@ -288,108 +276,35 @@ impl Federation for GatewayService {
 
     async fn aggregate(&self, req: Request<AggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
         let deadline = self.deadline(&req);
-        let mut req = req.into_inner();
-        let schema = plan::dataset(self.inner.schemas, &req.dataset).map_err(GatewayError::from)?;
-        let limits = self.limits();
-        let filter =
-            plan::filter_of(&schema, &req.filter, req.filter_expr.take(), limits).map_err(GatewayError::from)?;
-        order::check_group_by(&req.group_by, &schema, limits).map_err(GatewayError::from)?;
-        if req.metrics.is_empty() {
-            req.metrics.push(Metric {
-                function: AggregateFunction::Count as i32,
-                field: String::new(),
-            });
-        }
-        order::check_metrics(&req.metrics, &schema, limits).map_err(GatewayError::from)?;
-        let mut requested = req.regions.clone();
-        requested.sort();
-        requested.dedup();
-        let region_field = schema.fields[schema.region_field].name.clone();
-        let choices = plan::choose_regions(self.registry(), &requested, filter.as_ref(), &region_field)?;
-        let node_req = AggregateRequest {
-            dataset: schema.id.clone(),
-            filter_expr: filter,
-            group_by: req.group_by.clone(),
-            metrics: req.metrics.clone(),
-            ..Default::default()
-        };
-        let calls = choices.iter().map(|(id, skip)| {
-            let region = self.registry().get(id).cloned();
-            let node_req = node_req.clone();
-            let skip = skip.clone();
-            let id = id.clone();
-            async move {
-                let started = Instant::now();
-                let result = match (skip, region) {
-                    (Some(reason), _) => return (id, None, reason, Duration::ZERO),
-                    (None, None) => Err(Status::internal("region vanished")),
-                    (None, Some(region)) => {
-                        call_region(
-                            &region,
-                            "Aggregate",
-                            deadline,
-                            |mut c, r| async move { c.aggregate(r).await },
-                            node_req,
-                        )
-                        .await
-                    }
-                };
-                (id, Some(result), String::new(), started.elapsed())
-            }
-        });
-        let answers = futures::future::join_all(calls).await;
-        let mut parts = Vec::new();
-        let mut regions = Vec::new();
-        let mut failed = Vec::new();
-        for (id, result, reason, elapsed) in answers {
-            let elapsed = prost_types::Duration::try_from(elapsed).ok();
-            match result {
-                None => regions.push(RegionStatus {
-                    region: id,
-                    state: RegionState::Skipped as i32,
-                    message: reason,
-                    ..Default::default()
-                }),
-                Some(Ok(resp)) => {
-                    let freshness = resp.regions.first().and_then(|r| r.freshness);
-                    regions.push(RegionStatus {
-                        region: id,
-                        state: RegionState::Ok as i32,
-                        rows: resp.groups.len() as u64,
-                        elapsed,
-                        freshness,
-                        message: String::new(),
-                    });
-                    parts.push(resp.groups);
-                }
-                Some(Err(s)) => {
-                    failed.push((id.clone(), s.message().to_owned()));
-                    regions.push(RegionStatus {
-                        region: id,
-                        state: region_state(s.code()) as i32,
-                        elapsed,
-                        message: s.message().to_owned(),
-                        ..Default::default()
-                    });
-                }
-            }
-        }
-        let consistency = Consistency::try_from(req.consistency).unwrap_or(Consistency::Unspecified);
-        if consistency == Consistency::AllRegions && !failed.is_empty() {
-            return Err(GatewayError::RegionsFailed(failed).into());
-        }
-        let groups = aggregate::merge_groups(parts, &req.metrics, limits.max_groups).map_err(GatewayError::from)?;
-        Ok(Response::new(AggregateResponse {
-            groups,
-            regions,
-            trace_id: yrd_telemetry::current_trace_id(),
-        }))
+        let req = req.into_inner();
+        let plan_span = tracing::info_span!(
+            SPAN_PLAN,
+            "yrd.component" = "gateway",
+            "yrd.dataset" = req.dataset.as_str(),
+            "otel.status_code" = tracing::field::Empty,
+            "otel.status_description" = tracing::field::Empty,
+        );
+        let plan = plan_span
+            .in_scope(|| plan::plan_aggregate(&req, self.inner.schemas, self.registry(), self.limits()))
+            .inspect_err(|e| {
+                plan_span.record("otel.status_code", "ERROR");
+                plan_span.record("otel.status_description", e.to_string().as_str());
+            })?;
+        drop(plan_span);
+        let fanout = tracing::info_span!(SPAN_FANOUT, "yrd.dataset" = plan.aggregate.schema.id.as_str());
+        let response = self
+            .inner
+            .federator
+            .aggregate(plan, deadline, self.limits().max_groups)
+            .instrument(fanout)
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn explain(&self, req: Request<QueryRequest>) -> Result<Response<ExplainResponse>, Status> {
         let deadline = self.deadline(&req);
         let region_deadline = deadline.saturating_duration_since(Instant::now());
-        let plan = self.plan(req.into_inner())?;
+        let plan = self.plan(&req.into_inner())?;
         let included: Vec<&str> = plan
             .regions
             .iter()
@@ -397,26 +312,28 @@ impl Federation for GatewayService {
             .map(|r| r.region.as_str())
             .collect();
         let order: Vec<String> = plan
+            .query
             .order_keys
             .iter()
             .map(|k| format!("{}{}", k.field, if k.descending { " desc" } else { "" }))
             .collect();
         let description = format!(
             "{} rows of {} from {} region(s) [{}]{}, {}; page size {}; each region call bounded by {} ms{}",
-            if plan.ordered { "merge" } else { "forward" },
-            plan.schema.id,
+            if plan.query.ordered { "merge" } else { "forward" },
+            plan.schema().id,
             included.len(),
             included.join(", "),
-            plan.filter
+            plan.query
+                .filter
                 .as_ref()
                 .map(|f| format!(" where {}", filter::to_text(f)))
                 .unwrap_or_default(),
-            if plan.ordered {
+            if plan.query.ordered {
                 format!("k-way merged on {}", order.join(", "))
             } else {
                 format!("in arrival order, each region by {}", order.join(", "))
             },
-            plan.page_size,
+            plan.page_size(),
             region_deadline.as_millis(),
             if plan.consistency == Consistency::AllRegions {
                 "; fails unless all regions answer"
@@ -431,14 +348,18 @@ impl Federation for GatewayService {
                 region: r.region.clone(),
                 included: r.cursor.is_some(),
                 reason: r.reason.clone(),
-                filter: if r.cursor.is_some() { plan.filter.clone() } else { None },
+                filter: if r.cursor.is_some() {
+                    plan.query.filter.clone()
+                } else {
+                    None
+                },
             })
             .collect();
         Ok(Response::new(ExplainResponse {
-            dataset: plan.schema.id.clone(),
+            dataset: plan.schema().id.clone(),
             regions,
-            order_keys: plan.order_keys.clone(),
-            page_size: i32::try_from(plan.page_size).unwrap_or(i32::MAX),
+            order_keys: plan.query.order_keys.clone(),
+            page_size: i32::try_from(plan.page_size()).unwrap_or(i32::MAX),
             region_deadline: prost_types::Duration::try_from(region_deadline).ok(),
             description,
         }))

@@ -5,6 +5,9 @@
 #![forbid(unsafe_code)]
 
 pub mod schema;
+mod status;
+
+pub use status::freshness;
 
 /// Generated code, one module per protobuf package.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -19,9 +19,9 @@ use yrd_proto::mesh::{
 use crate::mesh::{Mesh, MeshOptions, REGIONS, TD, issue};
 
 /// Everything one federated Query stream returned.
-struct FedPage {
-    batches: Vec<RowBatch>,
-    summary: QuerySummary,
+pub(crate) struct FedPage {
+    pub(crate) batches: Vec<RowBatch>,
+    pub(crate) summary: QuerySummary,
 }
 
 impl FedPage {
@@ -49,7 +49,10 @@ impl FedPage {
     }
 }
 
-async fn fed_query(client: &mut FederationClient<Channel>, req: QueryRequest) -> Result<FedPage, tonic::Status> {
+pub(crate) async fn fed_query(
+    client: &mut FederationClient<Channel>,
+    req: QueryRequest,
+) -> Result<FedPage, tonic::Status> {
     fed_query_timeout(client, req, None).await
 }
 
@@ -82,7 +85,7 @@ async fn fed_query_timeout(
     })
 }
 
-fn req(filter: &str, order_by: &str, page_size: i32) -> QueryRequest {
+pub(crate) fn req(filter: &str, order_by: &str, page_size: i32) -> QueryRequest {
     QueryRequest {
         dataset: "enterprise".into(),
         filter: filter.into(),

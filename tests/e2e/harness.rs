@@ -7,7 +7,12 @@ use tonic::transport::Channel;
 use yrd_datasets::demo::DemoSpec;
 use yrd_node::{NodeConfig, RunningNode, Store};
 use yrd_proto::mesh::data_node_client::DataNodeClient;
-use yrd_proto::mesh::{QueryRequest, QuerySummary, RowBatch, query_response};
+use yrd_proto::mesh::{
+    AggregateRequest, Metric, NodeAggregateRequest, NodeQueryRequest, NodeQuerySummary, QueryRequest, RegionStatus,
+    RowBatch, node_query_response,
+};
+use yrd_proto::schema::Registry;
+use yrd_query::{CheckedAggregate, CheckedQuery, Limits};
 
 /// Demo data scale for tests: a few hundred enterprises per region.
 pub const SCALE: f64 = 0.02;
@@ -87,10 +92,23 @@ impl TestNode {
 /// Everything one Query stream returned.
 pub struct Page {
     pub batches: Vec<RowBatch>,
-    pub summary: QuerySummary,
+    pub summary: NodeQuerySummary,
 }
 
 impl Page {
+    /// The node's status in the summary.
+    pub fn region(&self) -> &RegionStatus {
+        self.summary.region.as_ref().expect("the summary names the region")
+    }
+
+    /// Where the next page starts: the last row's sort key, when more rows follow.
+    pub fn resume_key(&self) -> Option<Vec<u8>> {
+        if !self.summary.more {
+            return None;
+        }
+        self.batches.iter().flat_map(|b| b.sort_keys.iter()).last().cloned()
+    }
+
     /// The rows' payloads, in order.
     pub fn rows(&self) -> impl Iterator<Item = &prost_types::Any> {
         self.batches.iter().flat_map(|b| b.rows.iter())
@@ -105,18 +123,18 @@ impl Page {
 }
 
 /// Runs one Query to its end; checks that the summary comes last.
-pub async fn query(client: &mut DataNodeClient<Channel>, req: QueryRequest) -> Result<Page, tonic::Status> {
+pub async fn query(client: &mut DataNodeClient<Channel>, req: NodeQueryRequest) -> Result<Page, tonic::Status> {
     let mut stream = client.query(req).await?.into_inner();
     let mut batches = Vec::new();
     let mut summary = None;
     while let Some(msg) = stream.next().await {
         match msg?.kind {
-            Some(query_response::Kind::Batch(b)) => {
+            Some(node_query_response::Kind::Batch(b)) => {
                 assert!(summary.is_none(), "a batch came after the summary");
                 assert_eq!(b.rows.len(), b.sort_keys.len(), "one sort key per row");
                 batches.push(b);
             }
-            Some(query_response::Kind::Summary(s)) => summary = Some(s),
+            Some(node_query_response::Kind::Summary(s)) => summary = Some(s),
             None => panic!("empty QueryResponse"),
         }
     }
@@ -126,15 +144,32 @@ pub async fn query(client: &mut DataNodeClient<Channel>, req: QueryRequest) -> R
     })
 }
 
-/// A query request for a dataset with a filter and order_by.
-pub fn request(dataset: &str, filter: &str, order_by: &str, page_size: i32) -> QueryRequest {
-    QueryRequest {
+/// A node request for a dataset with a filter and order_by, parsed and
+/// checked as the gateway does (nodes never parse text).
+pub fn request(dataset: &str, filter: &str, order_by: &str, page_size: u32) -> NodeQueryRequest {
+    let federated = QueryRequest {
         dataset: dataset.into(),
         filter: filter.into(),
         order_by: order_by.into(),
-        page_size,
         ..Default::default()
-    }
+    };
+    CheckedQuery::from_request(&federated, Registry::standard().expect("schemas"), &Limits::default())
+        .expect("a valid test query")
+        .node_request(&[], page_size)
+}
+
+/// A node aggregate request, its filter parsed and checked as the gateway does.
+pub fn aggregate_request(dataset: &str, filter: &str, group_by: &[&str], metrics: Vec<Metric>) -> NodeAggregateRequest {
+    let federated = AggregateRequest {
+        dataset: dataset.into(),
+        filter: filter.into(),
+        group_by: group_by.iter().map(|g| (*g).to_owned()).collect(),
+        metrics,
+        ..Default::default()
+    };
+    CheckedAggregate::from_request(&federated, Registry::standard().expect("schemas"), &Limits::default())
+        .expect("a valid test aggregate")
+        .node_request()
 }
 
 /// The field violations of a status's BadRequest details: (field, description).

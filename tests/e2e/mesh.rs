@@ -45,6 +45,8 @@ pub struct MeshOptions {
     pub replicated: Option<usize>,
     /// Admin listeners (metrics, health, traces) on the gateway and nodes.
     pub admin: bool,
+    /// `limits.max_groups` of the gateway and every node.
+    pub max_groups: Option<usize>,
 }
 
 impl Default for MeshOptions {
@@ -54,6 +56,7 @@ impl Default for MeshOptions {
             proxied: None,
             replicated: None,
             admin: false,
+            max_groups: None,
         }
     }
 }
@@ -100,6 +103,9 @@ impl Mesh {
             config.tls = Some(tls);
             if opts.admin {
                 config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+            }
+            if let Some(n) = opts.max_groups {
+                config.limits.max_groups = n;
             }
             config.validate("test").unwrap();
             generate.push(tokio::spawn(generate_store(db, region.to_owned())));
@@ -150,6 +156,9 @@ impl Mesh {
         gateway_config.tls = Some(gw_tls);
         if opts.admin {
             gateway_config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        }
+        if let Some(n) = opts.max_groups {
+            gateway_config.limits.max_groups = n;
         }
         gateway_config.validate("test").unwrap();
         let gateway = yrd_gateway::start(gateway_config.clone()).await.unwrap();

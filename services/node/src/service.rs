@@ -3,29 +3,29 @@
 //! a blocking thread that feeds a bounded channel to the response stream.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use prost_types::Any;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
+use yrd_proto::freshness;
 use yrd_proto::mesh::data_node_server::DataNode;
 use yrd_proto::mesh::{
-    AggregateFunction, AggregateGroup, AggregateRequest, AggregateResponse, Catalog, FilterExpr, GetCatalogRequest,
-    MetricPartial, QueryRequest, QueryResponse, QuerySummary, RegionState, RegionStatus, RowBatch, Value,
-    query_response, value,
+    AggregateFunction, AggregateGroup, AggregateResponse, Catalog, GetCatalogRequest, MetricPartial,
+    NodeAggregateRequest, NodeQueryRequest, NodeQueryResponse, NodeQuerySummary, RegionStatus, RowBatch, Value,
+    node_query_response, value,
 };
 use yrd_proto::schema::{DatasetSchema, FieldType};
-use yrd_query::sortkey::{KeyWriter, decode_key};
-use yrd_query::token::{Cursor, PageTokens, query_fingerprint};
-use yrd_query::{Limits, QueryError, aggregate, filter, order};
+use yrd_query::sortkey::KeyWriter;
+use yrd_query::{CheckedAggregate, CheckedQuery, Limits, QueryError, aggregate};
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
+use crate::store::Store;
 use crate::store::encode::{encode_field, sort_key};
 use crate::store::sql::{self, SortColumn, Statement};
-use crate::store::{DatasetStats, Store};
 
 /// The service name in metrics.
 const DATA_NODE: &str = "yrd.mesh.v1.DataNode";
@@ -49,7 +49,6 @@ pub struct NodeService {
 struct State {
     config: NodeConfig,
     store: Store,
-    tokens: PageTokens,
     permits: Arc<Semaphore>,
 }
 
@@ -61,7 +60,6 @@ struct PagePlan {
     order: Vec<SortColumn>,
     projection: Vec<usize>,
     page_size: u32,
-    fingerprint: [u8; 32],
 }
 
 /// A validated aggregate, ready to run.
@@ -76,21 +74,9 @@ struct AggregatePlan {
 impl NodeService {
     /// A service over `store`, configured by `config`.
     pub fn new(config: NodeConfig, store: Store) -> Self {
-        let secret = if config.query.page_token_secret.is_empty() {
-            tracing::warn!("query.page_token_secret is not set: page tokens will not survive a restart");
-            random_secret()
-        } else {
-            config.query.page_token_secret.as_bytes().to_vec()
-        };
-        let tokens = PageTokens::new(&secret, Duration::from_secs(config.query.page_token_ttl_seconds));
         let permits = Arc::new(Semaphore::new(config.query.max_concurrent));
         Self {
-            inner: Arc::new(State {
-                config,
-                store,
-                tokens,
-                permits,
-            }),
+            inner: Arc::new(State { config, store, permits }),
         }
     }
 
@@ -98,175 +84,44 @@ impl NodeService {
         &self.inner.config.limits
     }
 
-    fn dataset(&self, id: &str) -> Result<Arc<DatasetSchema>, QueryError> {
-        self.inner
-            .store
-            .registry()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| QueryError::UnknownDataset { dataset: id.to_owned() })
-    }
-
-    /// The typed filter of a request: parsed from text, or checked if typed.
-    fn filter_of(
-        &self,
-        schema: &DatasetSchema,
-        text: &str,
-        typed: Option<FilterExpr>,
-    ) -> Result<Option<FilterExpr>, QueryError> {
-        match (text.trim().is_empty(), typed) {
-            (false, Some(_)) => Err(QueryError::Invalid {
-                param: "filter",
-                message: "set filter or filter_expr, not both".into(),
-            }),
-            (false, None) => filter::parse_filter(text, schema, self.limits()),
-            (true, Some(expr)) => {
-                filter::check_filter(&expr, schema, self.limits())?;
-                Ok(Some(expr))
-            }
-            (true, None) => Ok(None),
-        }
-    }
-
-    fn plan_query(&self, req: QueryRequest) -> Result<PagePlan, QueryError> {
-        let schema = self.dataset(&req.dataset)?;
-        let limits = self.limits();
-        let filter = self.filter_of(&schema, &req.filter, req.filter_expr)?;
-        let keys = match (req.order_by.trim().is_empty(), req.order_keys.is_empty()) {
-            (false, false) => {
-                return Err(QueryError::Invalid {
-                    param: "order_by",
-                    message: "set order_by or order_keys, not both".into(),
-                });
-            }
-            (false, true) => order::parse_order_by(&req.order_by, &schema, limits)?,
-            (true, _) => {
-                order::check_order_keys(&req.order_keys, &schema, limits)?;
-                req.order_keys
-            }
-        };
-        let keys = order::with_primary_key(keys, &schema);
-        let order: Vec<SortColumn> = keys
-            .iter()
-            .map(|k| {
-                let (field, _) = schema.field(&k.field).ok_or_else(|| QueryError::UnknownField {
-                    param: "order_by",
-                    dataset: schema.id.clone(),
-                    field: k.field.clone(),
-                })?;
-                Ok(SortColumn {
-                    field,
-                    descending: k.descending,
-                })
-            })
-            .collect::<Result<_, QueryError>>()?;
-        Limits::check("fields", "max_fields", limits.max_fields, req.fields.len())?;
-        let mut projection = Vec::new();
-        for name in &req.fields {
-            let (i, _) = schema.field(name).ok_or_else(|| QueryError::UnknownField {
-                param: "fields",
-                dataset: schema.id.clone(),
-                field: name.clone(),
-            })?;
-            if projection.contains(&i) {
-                return Err(QueryError::Invalid {
-                    param: "fields",
-                    message: format!("field {name} is listed twice"),
-                });
-            }
-            projection.push(i);
-        }
-        if projection.is_empty() {
-            projection = (0..schema.fields.len()).collect();
-        }
-        let page_size = limits.page_size(req.page_size)?;
-        let fingerprint = query_fingerprint(&schema.id, filter.as_ref(), &keys, &req.fields, &[]);
-        let types: Vec<FieldType> = order.iter().map(|k| schema.fields[k.field].ty).collect();
-        let desc: Vec<bool> = order.iter().map(|k| k.descending).collect();
-        let after = if !req.start_after_key.is_empty() {
-            if !req.page_token.is_empty() {
-                return Err(QueryError::Invalid {
-                    param: "start_after_key",
-                    message: "set page_token or start_after_key, not both".into(),
-                });
-            }
-            Some(
-                decode_key(&req.start_after_key, &types, &desc).map_err(|_| QueryError::Invalid {
-                    param: "start_after_key",
-                    message: "is not a sort key of this query's order".into(),
-                })?,
-            )
-        } else if req.page_token.is_empty() {
-            None
-        } else {
-            let cursors = self
-                .inner
-                .tokens
-                .open(&req.page_token, &fingerprint, SystemTime::now())?;
-            let cursor = cursors
-                .into_iter()
-                .find(|c| c.region == self.inner.config.region)
-                .ok_or_else(|| QueryError::PageToken {
-                    reason: "holds no cursor for this region".into(),
-                })?;
-            Some(decode_key(&cursor.last_key, &types, &desc)?)
-        };
+    fn plan_query(&self, req: &NodeQueryRequest) -> Result<PagePlan, QueryError> {
+        let (checked, after) = CheckedQuery::from_node_request(req, self.inner.store.registry(), self.limits())?;
+        let order: Vec<SortColumn> = checked
+            .sort_columns()
+            .into_iter()
+            .map(|(field, descending)| SortColumn { field, descending })
+            .collect();
         let statement = sql::select_page(
-            &schema,
+            &checked.schema,
             &order,
-            &projection,
-            filter.as_ref(),
+            &checked.projection,
+            checked.filter.as_ref(),
             after.as_deref(),
-            u64::from(page_size) + 1,
+            u64::from(checked.page_size) + 1,
         )?;
         Ok(PagePlan {
-            schema,
+            schema: checked.schema,
             statement,
             order,
-            projection,
-            page_size,
-            fingerprint,
+            projection: checked.projection,
+            page_size: checked.page_size,
         })
     }
 
-    fn plan_aggregate(&self, req: AggregateRequest) -> Result<AggregatePlan, QueryError> {
-        let schema = self.dataset(&req.dataset)?;
-        let limits = self.limits();
-        let filter = self.filter_of(&schema, &req.filter, req.filter_expr)?;
-        order::check_group_by(&req.group_by, &schema, limits)?;
-        let metrics = if req.metrics.is_empty() {
-            vec![yrd_proto::mesh::Metric {
-                function: AggregateFunction::Count as i32,
-                field: String::new(),
-            }]
-        } else {
-            req.metrics
-        };
-        order::check_metrics(&metrics, &schema, limits)?;
-        let group_by: Vec<usize> = req
-            .group_by
-            .iter()
-            .filter_map(|g| schema.field(g).map(|(i, _)| i))
-            .collect();
-        let metrics: Vec<(AggregateFunction, Option<usize>)> = metrics
-            .iter()
-            .map(|m| {
-                let f = AggregateFunction::try_from(m.function).unwrap_or(AggregateFunction::Unspecified);
-                (f, schema.field(&m.field).map(|(i, _)| i))
-            })
-            .collect();
+    fn plan_aggregate(&self, req: &NodeAggregateRequest) -> Result<AggregatePlan, QueryError> {
+        let checked = CheckedAggregate::from_node_request(req, self.inner.store.registry(), self.limits())?;
         let statement = sql::aggregate(
-            &schema,
-            filter.as_ref(),
-            &group_by,
-            &metrics,
-            limits.max_groups as u64 + 1,
+            &checked.schema,
+            checked.filter.as_ref(),
+            &checked.group_fields,
+            &checked.metric_fields,
+            self.limits().max_groups as u64 + 1,
         )?;
         Ok(AggregatePlan {
-            schema,
+            schema: checked.schema,
             statement,
-            group_by,
-            metrics,
+            group_by: checked.group_fields,
+            metrics: checked.metric_fields,
         })
     }
 
@@ -306,8 +161,12 @@ impl DataNode for NodeService {
                     .find(|(id, _)| *id == schema.id)
                     .map(|(_, s)| s.clone())
                     .unwrap_or_default();
-                info.regions
-                    .push(region_status(region, &st, RegionState::Ok, st.rows, Duration::ZERO));
+                info.regions.push(RegionStatus::answered(
+                    region.as_str(),
+                    st.rows,
+                    Duration::ZERO,
+                    freshness(st.updated_at),
+                ));
                 info
             })
             .collect();
@@ -318,15 +177,15 @@ impl DataNode for NodeService {
         }))
     }
 
-    type QueryStream = ReceiverStream<Result<QueryResponse, Status>>;
+    type QueryStream = ReceiverStream<Result<NodeQueryResponse, Status>>;
 
-    async fn query(&self, req: Request<QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
+    async fn query(&self, req: Request<NodeQueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
         let started = Instant::now();
         let deadline = self.deadline(&req);
         let req = req.into_inner();
         let span = request_span("Query", &self.inner.config.region, &req.dataset);
         let plan = span
-            .in_scope(|| self.plan_query(req))
+            .in_scope(|| self.plan_query(&req))
             .map_err(|e| failed(&span, e.into()))?;
         let permit = self
             .permit(deadline)
@@ -378,13 +237,13 @@ impl DataNode for NodeService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn aggregate(&self, req: Request<AggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
+    async fn aggregate(&self, req: Request<NodeAggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
         let started = Instant::now();
         let deadline = self.deadline(&req);
         let req = req.into_inner();
         let span = request_span("Aggregate", &self.inner.config.region, &req.dataset);
         let plan = span
-            .in_scope(|| self.plan_aggregate(req))
+            .in_scope(|| self.plan_aggregate(&req))
             .map_err(|e| failed(&span, e.into()))?;
         let permit = self
             .permit(deadline)
@@ -415,13 +274,13 @@ impl DataNode for NodeService {
 /// The sending end of a query stream, used from a blocking thread: every
 /// send waits for room in the bounded channel, but never past the deadline.
 struct Sender {
-    tx: mpsc::Sender<Result<QueryResponse, Status>>,
+    tx: mpsc::Sender<Result<NodeQueryResponse, Status>>,
     handle: tokio::runtime::Handle,
     deadline: Instant,
 }
 
 impl Sender {
-    fn send(&self, msg: Result<QueryResponse, Status>) -> Result<(), NodeError> {
+    fn send(&self, msg: Result<NodeQueryResponse, Status>) -> Result<(), NodeError> {
         match self
             .handle
             .block_on(tokio::time::timeout_at(self.deadline.into(), self.tx.send(msg)))
@@ -433,7 +292,11 @@ impl Sender {
     }
 }
 
-fn interrupt_handler(conn: &rusqlite::Connection, tx: mpsc::Sender<Result<QueryResponse, Status>>, deadline: Instant) {
+fn interrupt_handler(
+    conn: &rusqlite::Connection,
+    tx: mpsc::Sender<Result<NodeQueryResponse, Status>>,
+    deadline: Instant,
+) {
     // SQLite calls this every few thousand VM steps: a long sort or scan
     // stops soon after the client goes away or the deadline passes.
     conn.progress_handler(4_000, Some(move || tx.is_closed() || Instant::now() >= deadline));
@@ -515,7 +378,6 @@ fn run_query(state: &State, plan: &PagePlan, sender: &Sender, started: Instant) 
     };
     let mut batch = new_batch();
     let mut key = KeyWriter::new();
-    let mut last_key = Vec::new();
     let (mut count, mut bytes, mut has_more) = (0u64, 0u64, false);
     let offset = plan.order.len();
     loop {
@@ -538,40 +400,33 @@ fn run_query(state: &State, plan: &PagePlan, sender: &Sender, started: Instant) 
             type_url: plan.schema.type_url.clone(),
             value: buf,
         });
-        last_key = key.as_bytes().to_vec();
-        batch.sort_keys.push(last_key.clone());
+        batch.sort_keys.push(key.as_bytes().to_vec());
         count += 1;
         if batch.rows.len() >= batch_rows {
             let full = std::mem::replace(&mut batch, new_batch());
-            sender.send(Ok(QueryResponse {
-                kind: Some(query_response::Kind::Batch(full)),
+            sender.send(Ok(NodeQueryResponse {
+                kind: Some(node_query_response::Kind::Batch(full)),
             }))?;
         }
     }
     if !batch.rows.is_empty() {
-        sender.send(Ok(QueryResponse {
-            kind: Some(query_response::Kind::Batch(batch)),
+        sender.send(Ok(NodeQueryResponse {
+            kind: Some(node_query_response::Kind::Batch(batch)),
         }))?;
     }
-    let next_page_token = if has_more {
-        let cursor = Cursor {
-            region: region.clone(),
-            last_key,
-            exhausted: false,
-        };
-        state.tokens.seal(&plan.fingerprint, &[cursor], SystemTime::now())
-    } else {
-        String::new()
-    };
     yrd_telemetry::rows_streamed(&plan.schema.id, count, bytes);
-    let summary = QuerySummary {
-        regions: vec![region_status(region, &stats, RegionState::Ok, count, started.elapsed())],
-        next_page_token,
+    let summary = NodeQuerySummary {
+        region: Some(RegionStatus::answered(
+            region.as_str(),
+            count,
+            started.elapsed(),
+            freshness(stats.updated_at),
+        )),
+        more: has_more,
         trace_id: yrd_telemetry::current_trace_id(),
-        rows: count,
     };
-    sender.send(Ok(QueryResponse {
-        kind: Some(query_response::Kind::Summary(summary)),
+    sender.send(Ok(NodeQueryResponse {
+        kind: Some(node_query_response::Kind::Summary(summary)),
     }))?;
     Ok(count)
 }
@@ -637,7 +492,12 @@ fn run_aggregate(
     let n = groups.len() as u64;
     Ok(AggregateResponse {
         groups,
-        regions: vec![region_status(region, &stats, RegionState::Ok, n, started.elapsed())],
+        regions: vec![RegionStatus::answered(
+            region.as_str(),
+            n,
+            started.elapsed(),
+            freshness(stats.updated_at),
+        )],
         trace_id: yrd_telemetry::current_trace_id(),
     })
 }
@@ -667,33 +527,4 @@ fn to_value(ty: FieldType, v: rusqlite::types::ValueRef<'_>) -> Value {
         (_, ValueRef::Real(r)) => Some(value::Kind::DoubleValue(r)),
     };
     Value { kind }
-}
-
-fn region_status(region: &str, stats: &DatasetStats, state: RegionState, rows: u64, elapsed: Duration) -> RegionStatus {
-    RegionStatus {
-        region: region.to_owned(),
-        state: state as i32,
-        rows,
-        elapsed: prost_types::Duration::try_from(elapsed).ok(),
-        freshness: stats.updated_at.map(prost_types::Timestamp::from),
-        message: String::new(),
-    }
-}
-
-fn random_secret() -> Vec<u8> {
-    use rand::{RngCore, SeedableRng};
-    let mut s = vec![0u8; 32];
-    rand::rngs::StdRng::from_os_rng().fill_bytes(&mut s);
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn random_secrets_differ() {
-        assert_ne!(random_secret(), random_secret());
-        assert_eq!(random_secret().len(), 32);
-    }
 }

@@ -1,5 +1,7 @@
 //! The yrd-mesh query language, shared by the region node and the gateway.
 //!
+//! - [`check`]: one request, checked once, into a [`CheckedQuery`] or a
+//!   [`CheckedAggregate`] (the gateway and the node build the same);
 //! - [`filter`]: the AIP-160 subset, parsed once into the typed
 //!   [`FilterExpr`](yrd_proto::mesh::FilterExpr) tree and checked against a
 //!   dataset's schema;
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
+pub mod check;
 pub mod deadline;
 pub mod error;
 pub mod filter;
@@ -23,5 +26,6 @@ pub mod sortkey;
 pub mod time;
 pub mod token;
 
+pub use check::{CheckedAggregate, CheckedQuery};
 pub use error::{ErrorKind, QueryError};
 pub use limits::Limits;
