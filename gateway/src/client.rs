@@ -13,7 +13,8 @@
 //!    of a call that failed `UNAVAILABLE` before any answer came.
 //! 4. [`Deadline`]: each attempt ends at the caller's deadline, with a typed
 //!    error.
-//! 5. [`NodeCall`]: the call itself, with `grpc-timeout` set for the node.
+//! 5. [`NodeCall`]: the call itself, with `grpc-timeout` set for the node
+//!    a little past the deadline.
 //!
 //! Requests are the typed node request messages ([`NodeMethod`]); responses
 //! are the typed responses, or for a server stream a [`RegionStream`] that
@@ -52,8 +53,9 @@ const RETRY_TTL: Duration = Duration::from_secs(10);
 
 /// How much later than the stack's own timer the node's (and tonic's
 /// client-side) `grpc-timeout` timer fires. tonic reports its own timer as
-/// a bare `CANCELLED`; set a little later, the stack's typed deadline is
-/// always the one that fires, and the node still stops soon after.
+/// `CANCELLED`; set a little later, the stack's typed deadline is the one
+/// that fires (and should both fire at once, [`NodeCall`] maps tonic's by
+/// its typed cause), while the node still stops soon after.
 const NODE_GRACE: Duration = Duration::from_millis(50);
 
 /// Calls `region` with `message` through its client stack, within `deadline`.
@@ -595,10 +597,27 @@ impl<M: NodeMethod> Service<RegionRequest<M>> for NodeCall<M> {
         request.set_timeout(req.deadline.saturating_duration_since(Instant::now()) + NODE_GRACE);
         let answer = M::send(self.client.clone(), request);
         Box::pin(async move {
-            answer
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(GatewayError::Node)
+            answer.await.map(tonic::Response::into_inner).map_err(|status| {
+                if tonic_timer_fired(&status) {
+                    GatewayError::RegionDeadline
+                } else {
+                    GatewayError::Node(status)
+                }
+            })
         })
     }
+}
+
+/// Whether tonic's own `grpc-timeout` timer ended the call, by its typed
+/// cause in the status's source chain. Its timer is set later than the
+/// stack's, but both can expire before a busy task is next polled.
+fn tonic_timer_fired(status: &Status) -> bool {
+    let mut cause = std::error::Error::source(status);
+    while let Some(err) = cause {
+        if err.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }

@@ -11,4 +11,5 @@ mod node_import;
 mod node_query;
 #[path = "../../services/telemetry/tests/common/mod.rs"]
 mod otlp;
+mod region_client;
 mod telemetry;
