@@ -24,6 +24,20 @@ pub enum GatewayError {
     /// A region named in the request is not part of the federation.
     #[error("regions: {0} is not a region of this federation")]
     UnknownRegion(String),
+    /// A region has no healthy endpoint, so its call fails at once rather
+    /// than waiting for one; the text names each endpoint's last error.
+    #[error("{0}")]
+    NoHealthyNode(String),
+    /// A region did not answer before the caller's deadline: the client
+    /// stack's own timer fired.
+    #[error("the region did not answer before the deadline")]
+    RegionDeadline,
+    /// The caller's deadline had passed before a region could be called.
+    #[error("no time left before the deadline")]
+    NoTimeLeft,
+    /// A region's node answered with an error status, passed on as it came.
+    #[error("{}", .0.message())]
+    Node(Status),
     /// The configuration cannot be used.
     #[error("configuration: {0}")]
     Config(String),
@@ -61,7 +75,9 @@ impl From<GatewayError> for Status {
                     details,
                 )
             }
-            GatewayError::RegionsFailed(_) => Status::unavailable(err.to_string()),
+            GatewayError::RegionsFailed(_) | GatewayError::NoHealthyNode(_) => Status::unavailable(err.to_string()),
+            GatewayError::RegionDeadline | GatewayError::NoTimeLeft => Status::deadline_exceeded(err.to_string()),
+            GatewayError::Node(status) => status,
             // The region's code and details (BadRequest, ErrorInfo naming the
             // limit) go to the caller as they are; the message names the region.
             GatewayError::Refused { ref status, .. } => {

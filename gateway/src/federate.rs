@@ -16,29 +16,25 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 use tracing::Instrument;
 use yrd_proto::mesh::{
-    AggregateGroup, AggregateResponse, Consistency, NodeQueryRequest, NodeQueryResponse, NodeQuerySummary,
-    QueryResponse, QuerySummary, RegionState, RegionStatus, RowBatch, node_query_response, query_response,
+    AggregateGroup, AggregateResponse, Consistency, NodeQueryRequest, NodeQuerySummary, QueryResponse, QuerySummary,
+    RegionState, RegionStatus, RowBatch, node_query_response, query_response,
 };
 use yrd_query::aggregate;
 use yrd_query::token::{Cursor, PageTokens};
 
+use crate::client;
+pub use crate::client::SPAN_REGION_CALL;
 use crate::error::GatewayError;
 use crate::plan::{AggregatePlan, QueryPlan};
 use crate::registry::{Region, Registry};
-use crate::service::call_region;
 
 /// The service name in metrics.
 const FEDERATION: &str = "yrd.mesh.v1.Federation";
 
 /// Span of one federated query's fan-out: the parent of the region calls.
 pub const SPAN_FANOUT: &str = "gateway.fanout";
-/// Span of one region's call, a client span.
-pub const SPAN_REGION_CALL: &str = "gateway.region";
 /// Span of the merge (or forwarding) of the regions' rows.
 pub const SPAN_MERGE: &str = "gateway.merge";
-
-/// Pause before the one retry of a region that could not be reached.
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// What a region task reports.
 #[derive(Debug)]
@@ -150,15 +146,6 @@ pub fn refusal<'a>(mut failures: impl Iterator<Item = (&'a str, &'a Status)>) ->
         })
 }
 
-/// Maps a region call's error so that a deadline reads as one.
-pub fn call_status(err: Status) -> Status {
-    if err.code() == Code::Cancelled && err.message().contains("Timeout expired") {
-        Status::deadline_exceeded("the region did not answer before the deadline")
-    } else {
-        err
-    }
-}
-
 /// Runs federated queries.
 #[derive(Debug)]
 pub struct Federator {
@@ -208,22 +195,7 @@ impl Federator {
             };
             let req = plan.query.node_request(&cursor.last_key, plan.page_size());
             let (tx, rx) = mpsc::channel(self.region_buffer);
-            let span = tracing::info_span!(
-                SPAN_REGION_CALL,
-                "otel.kind" = "client",
-                "rpc.system" = "grpc",
-                "rpc.service" = "yrd.mesh.v1.DataNode",
-                "rpc.method" = "Query",
-                "server.address" = region.addresses().as_str(),
-                "yrd.region" = region.id.as_str(),
-                "yrd.dataset" = plan.schema().id.as_str(),
-                "yrd.rows" = tracing::field::Empty,
-                "yrd.region.state" = tracing::field::Empty,
-                "rpc.grpc.status_code" = tracing::field::Empty,
-                "otel.status_code" = tracing::field::Empty,
-                "otel.status_description" = tracing::field::Empty,
-            );
-            tokio::spawn(region_task(region.clone(), req, deadline, tx).instrument(span));
+            tokio::spawn(region_task(region.clone(), req, deadline, tx).in_current_span());
             runs.push(RegionRun {
                 region: choice.region.clone(),
                 rx,
@@ -468,16 +440,7 @@ impl Federator {
                 let result = match (skip, region) {
                     (Some(reason), _) => return (RegionStatus::skipped(id.as_str(), reason.as_str()), None),
                     (None, None) => Err(Status::internal("region vanished")),
-                    (None, Some(region)) => {
-                        call_region(
-                            &region,
-                            "Aggregate",
-                            deadline,
-                            |mut c, r| async move { c.aggregate(r).await },
-                            node_req,
-                        )
-                        .await
-                    }
+                    (None, Some(region)) => client::call(&region, node_req, deadline).await,
                 };
                 let elapsed = started.elapsed();
                 match result {
@@ -529,86 +492,33 @@ impl Federator {
 /// Streams one region's answer into `tx`; ends at the summary, an error,
 /// the deadline, or when the receiver is dropped (which cancels the call).
 async fn region_task(region: Arc<Region>, req: NodeQueryRequest, deadline: Instant, tx: mpsc::Sender<RegionEvent>) {
-    let span = tracing::Span::current();
-    let started = Instant::now();
-    let mut rows = 0u64;
-    let event = match open_stream(&region, req, deadline).await {
-        Err(status) => RegionEvent::Failed(status),
-        Ok(mut stream) => loop {
-            match tokio::time::timeout_at(deadline.into(), stream.message()).await {
-                Err(_) => {
-                    break RegionEvent::Failed(Status::deadline_exceeded(
-                        "the region did not answer before the deadline",
-                    ));
-                }
-                Ok(Err(status)) => break RegionEvent::Failed(call_status(status)),
-                Ok(Ok(None)) => {
-                    break RegionEvent::Failed(Status::internal("the region's stream ended without a summary"));
-                }
-                Ok(Ok(Some(msg))) => match msg.kind {
-                    Some(node_query_response::Kind::Batch(b)) => {
-                        rows += b.rows.len() as u64;
-                        if tx.send(RegionEvent::Batch(b)).await.is_err() {
-                            // The page is complete or the application left.
-                            span.record("yrd.rows", rows);
-                            span.record("yrd.region.state", "cut");
-                            yrd_telemetry::region_call_done(&region.id, "cut", started.elapsed());
-                            return;
-                        }
+    let mut stream = match client::call(&region, req, deadline).await {
+        Ok(stream) => stream,
+        Err(status) => {
+            let _ = tx.send(RegionEvent::Failed(status)).await;
+            return;
+        }
+    };
+    let event = loop {
+        match stream.message().await {
+            Err(status) => break RegionEvent::Failed(status),
+            Ok(None) => break RegionEvent::Failed(Status::internal("the region's stream ended without a summary")),
+            Ok(Some(msg)) => match msg.kind {
+                Some(node_query_response::Kind::Batch(b)) => {
+                    if tx.send(RegionEvent::Batch(b)).await.is_err() {
+                        // The page is complete or the application left:
+                        // dropping the stream cancels the call.
+                        return;
                     }
-                    Some(node_query_response::Kind::Summary(s)) => break RegionEvent::Done(s),
-                    None => break RegionEvent::Failed(Status::internal("the region sent an empty message")),
-                },
-            }
-        },
-    };
-    span.record("yrd.rows", rows);
-    let (state, code) = match &event {
-        RegionEvent::Failed(status) => {
-            span.record("otel.status_description", status.message());
-            (region_state(status.code()), status.code())
+                }
+                Some(node_query_response::Kind::Summary(s)) => break RegionEvent::Done(s),
+                None => break RegionEvent::Failed(Status::internal("the region sent an empty message")),
+            },
         }
-        _ => (RegionState::Ok, Code::Ok),
     };
-    span.record("yrd.region.state", state.as_str_name());
-    yrd_telemetry::record_status(&span, code);
-    yrd_telemetry::region_call_done(&region.id, state.as_str_name(), started.elapsed());
+    stream.finish(match &event {
+        RegionEvent::Failed(status) => Err(status),
+        _ => Ok(()),
+    });
     let _ = tx.send(event).await;
-}
-
-async fn open_stream(
-    region: &Region,
-    req: NodeQueryRequest,
-    deadline: Instant,
-) -> Result<tonic::Streaming<NodeQueryResponse>, Status> {
-    if !region.healthy() {
-        return Err(Status::unavailable(region.unhealthy_reason()));
-    }
-    let mut client = region.client();
-    // Retrying is safe only before the first row: one retry, after a short
-    // pause, when the region could not be reached at all (another replica
-    // may take it).
-    let mut retried = false;
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(Status::deadline_exceeded("no time left before the deadline"));
-        }
-        let mut request = tonic::Request::new(req.clone());
-        request.set_timeout(remaining);
-        match tokio::time::timeout_at(deadline.into(), client.query(request)).await {
-            Err(_) => {
-                return Err(Status::deadline_exceeded(
-                    "the region did not answer before the deadline",
-                ));
-            }
-            Ok(Ok(resp)) => return Ok(resp.into_inner()),
-            Ok(Err(status)) if status.code() == Code::Unavailable && !retried && remaining > 2 * RETRY_PAUSE => {
-                tracing::debug!(region = %region.id, error = %status.message(), "retrying a region once");
-                retried = true;
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-            Ok(Err(status)) => return Err(call_status(status)),
-        }
-    }
 }

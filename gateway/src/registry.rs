@@ -12,6 +12,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tower::retry::budget::TpsBudget;
 use yrd_proto::mesh::data_node_client::DataNodeClient;
 
 use crate::config::{GatewayConfig, HealthConfig, RegionConfig};
@@ -44,6 +45,21 @@ pub struct RegionEndpoint {
 }
 
 impl RegionEndpoint {
+    /// An endpoint at `address`, not checked yet (so not healthy).
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            health: Mutex::new(EndpointHealth::default()),
+        }
+    }
+
+    /// Records the outcome of a health check.
+    pub fn record(&self, health: EndpointHealth) {
+        if let Ok(mut h) = self.health.lock() {
+            *h = health;
+        }
+    }
+
     /// Its health as last checked.
     pub fn health(&self) -> EndpointHealth {
         self.health.lock().map(|h| h.clone()).unwrap_or_default()
@@ -60,6 +76,9 @@ pub struct Region {
     /// Node replicas.
     pub endpoints: Vec<Arc<RegionEndpoint>>,
     channel: Channel,
+    /// Shared by every call to the region, so that retries stay a small
+    /// share of its calls however many queries run at once.
+    retry_budget: Arc<TpsBudget>,
 }
 
 /// A DataNode client whose calls carry the current trace context.
@@ -69,6 +88,34 @@ pub type NodeClient = DataNodeClient<InterceptedService<Channel, yrd_telemetry::
 const MAX_NODE_MESSAGE: usize = 64 * 1024 * 1024;
 
 impl Region {
+    /// A region over `channel` (fed with its healthy `endpoints` by the
+    /// caller), with the default retry budget.
+    pub fn new(id: String, name: String, endpoints: Vec<Arc<RegionEndpoint>>, channel: Channel) -> Self {
+        Self {
+            id,
+            name,
+            endpoints,
+            channel,
+            retry_budget: Arc::new(crate::client::retry_budget(
+                crate::client::RETRY_MIN_PER_SEC,
+                crate::client::RETRY_PERCENT,
+            )),
+        }
+    }
+
+    /// The same region with another retry budget (see
+    /// [`client::retry_budget`](crate::client::retry_budget)).
+    #[must_use]
+    pub fn with_retry_budget(mut self, budget: TpsBudget) -> Self {
+        self.retry_budget = Arc::new(budget);
+        self
+    }
+
+    /// The budget the region's retries draw on.
+    pub fn retry_budget(&self) -> Arc<TpsBudget> {
+        self.retry_budget.clone()
+    }
+
     /// A channel balanced across the region's healthy endpoints.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
@@ -182,10 +229,7 @@ fn start_region(
             None => None,
         };
         let ep = endpoint(address, client_tls)?;
-        let state = Arc::new(RegionEndpoint {
-            address: address.clone(),
-            health: Mutex::new(EndpointHealth::default()),
-        });
+        let state = Arc::new(RegionEndpoint::new(address.clone()));
         tokio::spawn(check_health(
             i,
             ep,
@@ -196,16 +240,12 @@ fn start_region(
         ));
         endpoints.push(state);
     }
-    Ok(Region {
-        id: rc.id.clone(),
-        name: if rc.name.is_empty() {
-            rc.id.clone()
-        } else {
-            rc.name.clone()
-        },
-        endpoints,
-        channel,
-    })
+    let name = if rc.name.is_empty() {
+        rc.id.clone()
+    } else {
+        rc.name.clone()
+    };
+    Ok(Region::new(rc.id.clone(), name, endpoints, channel))
 }
 
 fn host_of(address: &str) -> String {
@@ -243,14 +283,12 @@ async fn check_health(
             Ok(Err(status)) => (false, Some(format!("{}: {}", status.code(), status.message()))),
             Err(_) => (false, Some(format!("no answer within {} ms", config.timeout_ms))),
         };
-        if let Ok(mut h) = state.health.lock() {
-            *h = EndpointHealth {
-                healthy,
-                latency: Some(started.elapsed()),
-                error: error.clone(),
-                checked_at: Some(Instant::now()),
-            };
-        }
+        state.record(EndpointHealth {
+            healthy,
+            latency: Some(started.elapsed()),
+            error: error.clone(),
+            checked_at: Some(Instant::now()),
+        });
         if healthy != in_balancer {
             let change = if healthy {
                 Change::Insert(key, ep.clone())

@@ -11,16 +11,17 @@ use yrd_proto::mesh::federation_server::Federation;
 use yrd_proto::mesh::{
     AggregateRequest, AggregateResponse, Catalog, Consistency, DatasetInfo, EndpointInfo, ExplainResponse,
     GetCatalogRequest, GetDatasetRequest, ListDatasetsRequest, ListDatasetsResponse, ListRegionsRequest,
-    ListRegionsResponse, QueryRequest, QueryResponse, RegionInfo, RegionPlan, RegionState, RegionStatus,
+    ListRegionsResponse, QueryRequest, QueryResponse, RegionInfo, RegionPlan, RegionStatus,
 };
 use yrd_proto::schema::Registry as Schemas;
 use yrd_query::{Limits, filter};
 
+use crate::client;
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
-use crate::federate::{Federator, SPAN_FANOUT, SPAN_REGION_CALL, call_status, region_state};
+use crate::federate::{Federator, SPAN_FANOUT, region_state};
 use crate::plan::{self, QueryPlan};
-use crate::registry::{NodeClient, Region, Registry};
+use crate::registry::{Region, Registry};
 
 /// Most of the caller's deadline kept back for merging and answering.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
@@ -106,14 +107,7 @@ impl GatewayService {
             let region = region.clone();
             async move {
                 let started = Instant::now();
-                let result = call_region(
-                    &region,
-                    "GetCatalog",
-                    deadline,
-                    |mut c, req| async move { c.get_catalog(req).await },
-                    GetCatalogRequest {},
-                )
-                .await;
+                let result = client::call(&region, GetCatalogRequest {}, deadline).await;
                 (region, result, started.elapsed())
             }
         });
@@ -143,63 +137,6 @@ impl GatewayService {
         }
         Some(info)
     }
-}
-
-/// Calls one region with the remaining deadline, in a client span; a
-/// region without a healthy endpoint fails at once instead of waiting.
-pub(crate) async fn call_region<Req, Resp, F, Fut>(
-    region: &Region,
-    method: &'static str,
-    deadline: Instant,
-    call: F,
-    req: Req,
-) -> Result<Resp, Status>
-where
-    F: FnOnce(NodeClient, Request<Req>) -> Fut,
-    Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
-{
-    let span = tracing::info_span!(
-        SPAN_REGION_CALL,
-        "otel.kind" = "client",
-        "rpc.system" = "grpc",
-        "rpc.service" = "yrd.mesh.v1.DataNode",
-        "rpc.method" = method,
-        "server.address" = region.addresses().as_str(),
-        "yrd.region" = region.id.as_str(),
-        "yrd.region.state" = tracing::field::Empty,
-        "rpc.grpc.status_code" = tracing::field::Empty,
-        "otel.status_code" = tracing::field::Empty,
-        "otel.status_description" = tracing::field::Empty,
-    );
-    let started = Instant::now();
-    let result = async {
-        if !region.healthy() {
-            return Err(Status::unavailable(region.unhealthy_reason()));
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let mut request = Request::new(req);
-        request.set_timeout(remaining);
-        match tokio::time::timeout_at(deadline.into(), call(region.client(), request)).await {
-            Err(_) => Err(Status::deadline_exceeded(
-                "the region did not answer before the deadline",
-            )),
-            Ok(Err(s)) => Err(call_status(s)),
-            Ok(Ok(r)) => Ok(r.into_inner()),
-        }
-    }
-    .instrument(span.clone())
-    .await;
-    let (state, code) = match &result {
-        Ok(_) => (RegionState::Ok, tonic::Code::Ok),
-        Err(s) => {
-            span.record("otel.status_description", s.message());
-            (region_state(s.code()), s.code())
-        }
-    };
-    span.record("yrd.region.state", state.as_str_name());
-    yrd_telemetry::record_status(&span, code);
-    yrd_telemetry::region_call_done(&region.id, state.as_str_name(), started.elapsed());
-    result
 }
 
 #[tonic::async_trait]

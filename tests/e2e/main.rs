@@ -12,4 +12,5 @@ mod node_import;
 mod node_query;
 #[path = "../../services/telemetry/tests/common/mod.rs"]
 mod otlp;
+mod region_client;
 mod telemetry;

@@ -244,7 +244,8 @@ pub struct StallProxy {
 }
 
 impl StallProxy {
-    async fn start(target: SocketAddr) -> Self {
+    /// Starts forwarding to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stalled = Arc::new(AtomicBool::new(false));
