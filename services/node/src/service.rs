@@ -80,9 +80,9 @@ impl NodeService {
             tracing::warn!("query.page_token_secret is not set: page tokens will not survive a restart");
             random_secret()
         } else {
-            config.query.page_token_secret.as_bytes().to_vec()
+            config.query.page_token_secret.expose().as_bytes().to_vec()
         };
-        let tokens = PageTokens::new(&secret, Duration::from_secs(config.query.page_token_ttl_seconds));
+        let tokens = PageTokens::new(&secret, config.query.page_token_ttl);
         let permits = Arc::new(Semaphore::new(config.query.max_concurrent));
         Self {
             inner: Arc::new(State {
@@ -280,7 +280,7 @@ impl NodeService {
     }
 
     fn deadline<T>(&self, req: &Request<T>) -> Instant {
-        let max = self.inner.config.query.max_query_time();
+        let max = self.inner.config.query.max_query_time;
         Instant::now() + yrd_query::deadline::requested(req.metadata()).map_or(max, |a| a.min(max))
     }
 }
