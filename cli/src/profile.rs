@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tonic::codegen::http::Uri;
 use yrd_identity::TlsMaterial;
 
-use crate::http::AdminUrl;
+use crate::admin::AdminUrl;
 
 /// The environment variable naming the profile when `--profile` is not given.
 pub const PROFILE_ENV: &str = "YRD_PROFILE";
