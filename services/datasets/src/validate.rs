@@ -8,19 +8,20 @@
 
 use std::fmt;
 
+use time::{Date, Month};
+use yrd_proto::datetime::parse_date;
 use yrd_proto::mesh::ValueFormat;
 use yrd_proto::schema::{DatasetSchema, FieldSchema, FieldType};
-use yrd_query::time::{days_from_civil, parse_date};
 
 use crate::codes::{aqi, check_code, credit_code, property, regions, resident_id, water};
 use crate::record::{Cell, NamedRow};
 
 /// Earliest valid date of establishment: the founding of the People's
 /// Republic, before which no registered entity still exists.
-const EARLIEST_ESTABLISHED: (i64, u32, u32) = (1949, 10, 1);
+const EARLIEST_ESTABLISHED: (i32, Month, u8) = (1949, Month::October, 1);
 /// Latest valid date of establishment: a generous bound that catches typing
 /// errors without depending on today's date.
-const LATEST_ESTABLISHED: (i64, u32, u32) = (2100, 12, 31);
+const LATEST_ESTABLISHED: (i32, Month, u8) = (2100, Month::December, 31);
 
 /// One problem with a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,7 +240,7 @@ impl<'a> Row<'a> {
         }
     }
 
-    fn date(&self, name: &str) -> Option<i64> {
+    fn date(&self, name: &str) -> Option<Date> {
         parse_date(self.text(name)?)
     }
 
@@ -311,15 +312,14 @@ fn enterprise_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
         ));
     }
     credit_code_in_region(row, "credit_code", row.text("region"), out);
-    if let Some(days) = row.date("established") {
-        let (y0, m0, d0) = EARLIEST_ESTABLISHED;
-        let (y1, m1, d1) = LATEST_ESTABLISHED;
-        let earliest = days_from_civil(y0, m0, d0).unwrap_or(i64::MIN);
-        let latest = days_from_civil(y1, m1, d1).unwrap_or(i64::MAX);
-        if days < earliest || days > latest {
+    if let Some(established) = row.date("established") {
+        let bound = |(y, m, d): (i32, Month, u8), or: Date| Date::from_calendar_date(y, m, d).unwrap_or(or);
+        let earliest = bound(EARLIEST_ESTABLISHED, Date::MIN);
+        let latest = bound(LATEST_ESTABLISHED, Date::MAX);
+        if established < earliest || established > latest {
             out.push(Violation::field(
                 "established",
-                format!("must lie between {y0}-{m0:02}-{d0:02} and {y1}-{m1:02}-{d1:02}"),
+                format!("must lie between {earliest} and {latest}"),
             ));
         }
     }

@@ -23,6 +23,7 @@ use crate::codes::regions::{self, Province};
 use crate::record::NamedRow;
 
 mod air;
+mod days;
 mod enterprise;
 mod names;
 mod property;

@@ -179,7 +179,7 @@ fn air_has_seasons_and_a_daily_cycle() {
             panic!()
         };
         let local = t + 8 * 3600;
-        let month = yrd_query::time::civil_from_days(local.div_euclid(86_400)).1;
+        let month = u8::from(time::OffsetDateTime::from_unix_timestamp(local).unwrap().month());
         let hour = local.rem_euclid(86_400) / 3600;
         assert_eq!(t % 3600, 0);
         let pm = get(&row, "pm25").and_then(Cell::as_f64).unwrap();
