@@ -15,6 +15,7 @@ use yrd_proto::schema::{DatasetSchema, FieldSchema, FieldType};
 
 use crate::codes::{aqi, check_code, credit_code, property, regions, resident_id, water};
 use crate::record::{Cell, NamedRow};
+use crate::spec;
 
 /// Earliest valid date of establishment: the founding of the People's
 /// Republic, before which no registered entity still exists.
@@ -95,14 +96,8 @@ pub fn validate_row(schema: &DatasetSchema, cells: &[Option<Cell>]) -> Vec<Viola
     for (field, cell) in schema.fields.iter().zip(cells) {
         check_field(field, cell.as_ref(), &mut out);
     }
-    let row = Row { schema, cells };
-    match schema.id.as_str() {
-        "enterprise" => enterprise_rules(&row, &mut out),
-        "air_quality" => air_quality_rules(&row, &mut out),
-        "water_quality" => water_quality_rules(&row, &mut out),
-        "hazardous_waste" => hazardous_waste_rules(&row, &mut out),
-        "property_rights" => property_rights_rules(&row, &mut out),
-        _ => {}
+    if let Some(spec) = spec::find(&schema.id) {
+        (spec.rules)(&Row { schema, cells }, &mut out);
     }
     out
 }
@@ -211,7 +206,7 @@ fn kind_name(cell: &Cell) -> &'static str {
 /// Typed access to a row's cells by field name, for the dataset rules. A
 /// getter gives `None` when the field is missing, empty or of another kind:
 /// [`check_field`] has reported those already.
-struct Row<'a> {
+pub(crate) struct Row<'a> {
     schema: &'a DatasetSchema,
     cells: &'a [Option<Cell>],
 }
@@ -295,7 +290,7 @@ fn credit_code_in_region(row: &Row<'_>, field: &str, region: Option<&str>, out: 
     }
 }
 
-fn enterprise_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
+pub(crate) fn enterprise_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     city_in_region(row, out);
     if let (Some(city), Some(district)) = (row.text("city"), row.text("district"))
         && let Some((c, name)) = regions::district(district)
@@ -325,7 +320,7 @@ fn enterprise_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     }
 }
 
-fn air_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
+pub(crate) fn air_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     city_in_region(row, out);
     let readings: Option<Vec<f64>> = ["pm25", "pm10", "o3", "no2", "so2", "co"]
         .iter()
@@ -370,7 +365,7 @@ fn air_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     }
 }
 
-fn water_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
+pub(crate) fn water_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     city_in_region(row, out);
     let Some(body) = row.text("water_body").and_then(water::water_body) else {
         return;
@@ -407,7 +402,7 @@ fn water_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     }
 }
 
-fn hazardous_waste_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
+pub(crate) fn hazardous_waste_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     let region = row.text("region");
     let receiver_region = row.text("receiver_region");
     if region.is_some() && region == receiver_region {
@@ -440,7 +435,7 @@ fn hazardous_waste_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     }
 }
 
-fn property_rights_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
+pub(crate) fn property_rights_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     if let (Some(listed), Some(deal)) = (row.date("listed_date"), row.date("deal_date"))
         && deal < listed
     {

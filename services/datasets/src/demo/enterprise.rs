@@ -273,6 +273,11 @@ fn org_body(seed: u64, region: &str, index: usize, new_form: bool) -> String {
     }
 }
 
+/// All enterprises of a province, as rows.
+pub(crate) fn rows(province: &'static Province, spec: DemoSpec) -> impl Iterator<Item = NamedRow> + Send + 'static {
+    (0..enterprise_count(&spec)).map(move |i| generate(province, &spec, i).into_row())
+}
+
 /// Enterprise `index` of `province`.
 pub(crate) fn generate(province: &'static Province, spec: &DemoSpec, index: usize) -> EnterpriseRecord {
     let mut rng = row_rng(spec.seed, province.code, TAG, index as u64);
