@@ -8,15 +8,15 @@
 //!   to a gateway through [`client`] with the settings of a [`profile`] and
 //!   print with [`output`];
 //! - [`traces`]: `yrdctl traces`, recent traces read from the admin
-//!   endpoints over the small HTTP client of [`http`].
+//!   endpoints with the HTTP client of [`admin`].
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod aggregate;
 pub mod catalog;
 pub mod cli;
 pub mod client;
-pub mod http;
 pub mod output;
 pub mod pki;
 pub mod profile;

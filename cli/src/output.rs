@@ -9,9 +9,9 @@ use anyhow::Context;
 use clap::ValueEnum;
 use comfy_table::{CellAlignment, Table};
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value};
+use yrd_proto::datetime::format_timestamp;
 use yrd_proto::mesh::{RegionState, RegionStatus};
 use yrd_proto::schema::TYPE_URL_PREFIX;
-use yrd_query::time::format_timestamp;
 
 /// Full name of the well-known timestamp message.
 const TIMESTAMP: &str = "google.protobuf.Timestamp";

@@ -117,7 +117,7 @@ fn not_after(path: &Path) -> anyhow::Result<String> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let when = yrd_identity::cert_not_after(&pem)?;
     let secs = when.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    Ok(yrd_query::time::format_timestamp(
+    Ok(yrd_proto::datetime::format_timestamp(
         i64::try_from(secs).unwrap_or(i64::MAX),
     ))
 }

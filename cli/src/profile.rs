@@ -15,11 +15,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tonic::codegen::http::Uri;
 use yrd_identity::TlsMaterial;
 
-use crate::http::AdminUrl;
+use crate::admin::AdminUrl;
 
 /// The environment variable naming the profile when `--profile` is not given.
 pub const PROFILE_ENV: &str = "YRD_PROFILE";
@@ -47,24 +47,25 @@ impl fmt::Display for ProfileError {
 
 impl std::error::Error for ProfileError {}
 
-/// The file's keys, as written.
-#[derive(Debug, Deserialize)]
+/// The file's keys, as written: read by [`Profile::parse`], written by
+/// `yrdctl up`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ProfileFile {
+pub struct ProfileFile {
     /// `https://host:port`.
-    gateway: String,
+    pub gateway: String,
     /// The name to verify; the gateway's host by default.
-    #[serde(default)]
-    server_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
     /// The mesh CA certificate.
-    ca: PathBuf,
+    pub ca: PathBuf,
     /// The application's certificate.
-    cert: PathBuf,
+    pub cert: PathBuf,
     /// The application's private key.
-    key: PathBuf,
+    pub key: PathBuf,
     /// Admin endpoints, `http://host:port`.
     #[serde(default)]
-    admin: Vec<String>,
+    pub admin: Vec<String>,
 }
 
 /// A checked profile, paths resolved.

@@ -24,8 +24,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use yrd_telemetry::{SpanRecord, TraceSummary};
 
+use crate::admin::{self, AdminUrl};
 use crate::cli::{TraceQuery, TracesArgs};
-use crate::http::{self, AdminUrl};
 use crate::output::{self, Format};
 use crate::profile::Profile;
 
@@ -180,14 +180,10 @@ async fn fetch_json<T: serde::de::DeserializeOwned>(
     path: &str,
     timeout: Duration,
 ) -> anyhow::Result<T> {
-    let response = http::get(url, path, timeout).await?;
-    if response.status != 200 {
-        bail!(
-            "HTTP {} {}: {}",
-            response.status,
-            response.reason,
-            response.body_excerpt(200)
-        );
+    let response = admin::get(url, path, timeout).await?;
+    if response.status != http::StatusCode::OK {
+        // The status's Display is the code and its reason: `400 Bad Request`.
+        bail!("HTTP {}: {}", response.status, response.body_excerpt(200));
     }
     serde_json::from_slice(&response.body).context("the answer is not the JSON yrdctl expects of /traces")
 }

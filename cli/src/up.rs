@@ -22,21 +22,23 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use toml::{Table, Value};
 use yrd_datasets::codes::regions::{PROVINCES, Province};
 use yrd_datasets::demo::DemoSpec;
+use yrd_gateway::config::RegionConfig;
 use yrd_gateway::{GatewayConfig, RunningGateway};
-use yrd_identity::{CaFiles, CertFiles, DEFAULT_TRUST_DOMAIN, IssueRequest, PeerId};
+use yrd_identity::{CaFiles, CertFiles, DEFAULT_TRUST_DOMAIN, IssueRequest, PeerId, Secret, TlsPaths};
+use yrd_node::config::{DemoConfig, StoreConfig};
 use yrd_node::{NodeConfig, RunningNode, Store};
 use yrd_telemetry::{Telemetry, TelemetryConfig};
 
 use crate::cli::UpArgs;
+use crate::profile::ProfileFile;
 
 /// Name of every region's node in the local mesh.
 const NODE_NAME: &str = "node-1";
@@ -50,6 +52,8 @@ const ADMIN_PORT_OFFSET: u16 = 10;
 const APP_NAME: &str = "yrdctl";
 /// The host everything listens on and dials: the mesh is local.
 const HOST: &str = "127.0.0.1";
+/// [`HOST`] as an address, for the listeners in the configs.
+const HOST_IP: Ipv4Addr = Ipv4Addr::LOCALHOST;
 /// The name clients verify in the servers' certificates.
 const SERVER_NAME: &str = "localhost";
 /// How long to wait for every region to pass a health check.
@@ -79,9 +83,9 @@ struct DataRecord {
 #[serde(deny_unknown_fields)]
 struct Secrets {
     /// Signs the gateway's page tokens.
-    gateway_page_token_secret: String,
+    gateway_page_token_secret: Secret,
     /// Signs the nodes' page tokens.
-    node_page_token_secret: String,
+    node_page_token_secret: Secret,
 }
 
 /// The processes of a running mesh.
@@ -276,8 +280,8 @@ fn load_or_create_secrets(path: &Path) -> anyhow::Result<Secrets> {
         return toml::from_str(&text).with_context(|| format!("{}: not a secrets file of yrdctl up", path.display()));
     }
     let secrets = Secrets {
-        gateway_page_token_secret: random_hex()?,
-        node_page_token_secret: random_hex()?,
+        gateway_page_token_secret: Secret::new(random_hex()?),
+        node_page_token_secret: Secret::new(random_hex()?),
     };
     let text = format!(
         "# Made once by `yrdctl up`: page tokens stay valid across restarts.\n{}",
@@ -309,63 +313,46 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// A TOML table from key-value pairs.
-fn table<const N: usize>(entries: [(&str, Value); N]) -> Table {
-    entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+/// The `[tls]` paths of `id`, relative to the data directory (where the
+/// configs are): the directory can move.
+fn tls_paths(id: &PeerId) -> TlsPaths {
+    let pki = Path::new("pki");
+    let files = CertFiles::for_id(pki, id);
+    TlsPaths {
+        ca: CaFiles::in_dir(pki).cert,
+        cert: files.cert,
+        key: files.key,
+    }
 }
 
-/// A TOML string.
-fn string(s: impl Into<String>) -> Value {
-    Value::String(s.into())
-}
-
-/// A `[tls]` table with paths relative to the data directory.
-fn tls_table(id: &PeerId) -> Table {
-    let files = CertFiles::for_id(Path::new("pki"), id);
-    table([
-        (
-            "ca",
-            string(CaFiles::in_dir(Path::new("pki")).cert.display().to_string()),
-        ),
-        ("cert", string(files.cert.display().to_string())),
-        ("key", string(files.key.display().to_string())),
-    ])
-}
-
-/// The config file of one region's node.
-fn node_config_text(p: &Province, port: u16, spec: &DemoSpec, secrets: &Secrets) -> anyhow::Result<String> {
+/// The config of one region's node, paths relative to the data directory.
+fn node_config(p: &Province, port: u16, spec: &DemoSpec, secrets: &Secrets) -> anyhow::Result<NodeConfig> {
     let id = PeerId::node(DEFAULT_TRUST_DOMAIN, p.code, NODE_NAME)?;
-    let config = table([
-        ("region", string(p.code)),
-        ("region_name", string(p.name_en)),
-        ("listen", string(format!("{HOST}:{port}"))),
-        ("allow", Value::Array(vec![string("gateway")])),
-        (
-            "store",
-            Value::Table(table([("path", string(format!("{}.sqlite", p.code)))])),
-        ),
-        ("tls", Value::Table(tls_table(&id))),
-        (
-            "demo",
-            Value::Table(table([
-                ("seed", Value::Integer(i64::try_from(spec.seed).unwrap_or(i64::MAX))),
-                ("scale", Value::Float(spec.scale)),
-            ])),
-        ),
-        (
-            "query",
-            Value::Table(table([(
-                "page_token_secret",
-                string(secrets.node_page_token_secret.clone()),
-            )])),
-        ),
-    ]);
+    let mut config = NodeConfig::new(p.code);
+    config.region_name = p.name_en.to_owned();
+    config.listen = SocketAddr::from((HOST_IP, port));
+    config.allow = vec!["gateway".to_owned()];
+    config.store = StoreConfig {
+        path: PathBuf::from(format!("{}.sqlite", p.code)),
+        ..StoreConfig::default()
+    };
+    config.tls = Some(tls_paths(&id));
+    config.demo = DemoConfig {
+        seed: spec.seed,
+        scale: spec.scale,
+    };
+    config.query.page_token_secret = secrets.node_page_token_secret.clone();
+    Ok(config)
+}
+
+/// The text of a node's config file.
+fn node_config_text(p: &Province, config: &NodeConfig) -> anyhow::Result<String> {
     Ok(format!(
         "# {} ({}) node of the local mesh. Written by `yrdctl up` at every start:\n\
          # edits are lost. Relative paths are relative to this file.\n{}",
         p.name_en,
         p.code,
-        toml::to_string(&config)?
+        toml::to_string(config)?
     ))
 }
 
@@ -381,7 +368,8 @@ fn write_node_configs(
         .zip(ports)
         .map(|(p, &port)| {
             let path = dir.join(format!("node-{}.toml", p.code));
-            write_private(&path, &node_config_text(p, port, spec, secrets)?)?;
+            let config = node_config(p, port, spec, secrets)?;
+            write_private(&path, &node_config_text(p, &config)?)?;
             Ok((p, NodeConfig::load(&path)?))
         })
         .collect()
@@ -527,7 +515,10 @@ async fn start(
 
     let path = dir.join("gateway.toml");
     let nodes: Vec<(&Province, SocketAddr)> = mesh.nodes.iter().map(|(p, n)| (*p, n.addr)).collect();
-    write_private(&path, &gateway_config_text(gateway_port, admin_port, &nodes, secrets)?)?;
+    write_private(
+        &path,
+        &gateway_config_text(&gateway_config(gateway_port, admin_port, &nodes, secrets)?)?,
+    )?;
     let config = GatewayConfig::load(&path)?;
     let listen = config.listen;
     let gateway = yrd_gateway::start(config)
@@ -549,46 +540,40 @@ async fn start(
 
 /// The gateway's config: the nodes as they are listening now, and the
 /// admin listener (which serves the whole process's spans and metrics).
-fn gateway_config_text(
+fn gateway_config(
     port: u16,
     admin_port: u16,
     nodes: &[(&Province, SocketAddr)],
     secrets: &Secrets,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<GatewayConfig> {
     let id = PeerId::gateway(DEFAULT_TRUST_DOMAIN, GATEWAY_NAME)?;
-    let regions = nodes
-        .iter()
-        .map(|(p, addr)| {
-            Value::Table(table([
-                ("id", string(p.code)),
-                ("name", string(p.name_en)),
-                (
-                    "endpoints",
-                    Value::Array(vec![string(format!("https://{HOST}:{}", addr.port()))]),
-                ),
-                ("tls_server_name", string(SERVER_NAME)),
-            ]))
-        })
-        .collect();
-    let config = table([
-        ("name", string(GATEWAY_NAME)),
-        ("listen", string(format!("{HOST}:{port}"))),
-        ("admin_listen", string(format!("{HOST}:{admin_port}"))),
-        ("allow", Value::Array(vec![string("app")])),
-        ("tls", Value::Table(tls_table(&id))),
-        (
-            "query",
-            Value::Table(table([(
-                "page_token_secret",
-                string(secrets.gateway_page_token_secret.clone()),
-            )])),
-        ),
-        ("regions", Value::Array(regions)),
-    ]);
+    let mut config = GatewayConfig {
+        name: GATEWAY_NAME.to_owned(),
+        listen: SocketAddr::from((HOST_IP, port)),
+        admin_listen: Some(SocketAddr::from((HOST_IP, admin_port))),
+        allow: vec!["app".to_owned()],
+        tls: Some(tls_paths(&id)),
+        regions: nodes
+            .iter()
+            .map(|(p, addr)| RegionConfig {
+                id: p.code.to_owned(),
+                name: p.name_en.to_owned(),
+                endpoints: vec![format!("https://{HOST}:{}", addr.port())],
+                tls_server_name: Some(SERVER_NAME.to_owned()),
+            })
+            .collect(),
+        ..GatewayConfig::default()
+    };
+    config.query.page_token_secret = secrets.gateway_page_token_secret.clone();
+    Ok(config)
+}
+
+/// The text of the gateway's config file.
+fn gateway_config_text(config: &GatewayConfig) -> anyhow::Result<String> {
     Ok(format!(
         "# The gateway of the local mesh. Written by `yrdctl up` at every start\n\
          # (the nodes' ports may change): edits are lost.\n{}",
-        toml::to_string(&config)?
+        toml::to_string(config)?
     ))
 }
 
@@ -614,16 +599,16 @@ fn app_files(dir: &Path) -> anyhow::Result<(PathBuf, CertFiles)> {
 /// Writes `profile.toml` for `yrdctl` (and anything else that reads it).
 fn write_profile(dir: &Path, mesh: &Mesh) -> anyhow::Result<()> {
     let (ca, app) = app_files(dir)?;
-    let profile = table([
-        ("gateway", string(gateway_url(mesh))),
-        ("server_name", string(SERVER_NAME)),
-        ("ca", string(ca.display().to_string())),
-        ("cert", string(app.cert.display().to_string())),
-        ("key", string(app.key.display().to_string())),
+    let profile = ProfileFile {
+        gateway: gateway_url(mesh),
+        server_name: Some(SERVER_NAME.to_owned()),
+        ca,
+        cert: app.cert,
+        key: app.key,
         // A list: with separate processes, the gateway's and each node's
         // admin endpoints. Here every component shares the one endpoint.
-        ("admin", Value::Array(admin_url(mesh).map(string).into_iter().collect())),
-    ]);
+        admin: admin_url(mesh).into_iter().collect(),
+    };
     let path = dir.join("profile.toml");
     let text = format!(
         "# The local mesh's gateway, the yrdctl application certificate and the\n\
@@ -703,8 +688,8 @@ mod tests {
 
     fn secrets() -> Secrets {
         Secrets {
-            gateway_page_token_secret: "0123456789abcdef0123456789abcdef".into(),
-            node_page_token_secret: "fedcba9876543210fedcba9876543210".into(),
+            gateway_page_token_secret: Secret::new("0123456789abcdef0123456789abcdef"),
+            node_page_token_secret: Secret::new("fedcba9876543210fedcba9876543210"),
         }
     }
 
@@ -728,10 +713,22 @@ mod tests {
         assert!(node_ports(65534).is_err());
     }
 
+    fn nodes() -> Vec<(&'static Province, SocketAddr)> {
+        PROVINCES
+            .iter()
+            .zip(50071..)
+            .map(|(p, port)| (p, SocketAddr::from(([127, 0, 0, 1], port))))
+            .collect()
+    }
+
     #[test]
     fn generated_configs_parse_and_validate() {
         let spec = DemoSpec { seed: 7, scale: 0.05 };
-        let text = node_config_text(&PROVINCES[1], 50072, &spec, &secrets()).unwrap();
+        let text = node_config_text(
+            &PROVINCES[1],
+            &node_config(&PROVINCES[1], 50072, &spec, &secrets()).unwrap(),
+        )
+        .unwrap();
         let config = NodeConfig::parse(&text, "node-320000.toml").unwrap();
         config.validate("node-320000.toml").unwrap();
         assert_eq!(
@@ -741,15 +738,11 @@ mod tests {
         assert_eq!(config.listen.port(), 50072);
         assert_eq!(config.store.path, Path::new("320000.sqlite"));
         assert_eq!((config.demo.seed, config.demo.scale), (7, 0.05));
+        assert_eq!(config.query.page_token_secret, secrets().node_page_token_secret);
         let tls = config.tls.unwrap();
         assert_eq!(tls.cert, Path::new("pki/node-320000-node-1.pem"));
 
-        let nodes: Vec<(&Province, SocketAddr)> = PROVINCES
-            .iter()
-            .zip(50071..)
-            .map(|(p, port)| (p, SocketAddr::from(([127, 0, 0, 1], port))))
-            .collect();
-        let text = gateway_config_text(50070, 50080, &nodes, &secrets()).unwrap();
+        let text = gateway_config_text(&gateway_config(50070, 50080, &nodes(), &secrets()).unwrap()).unwrap();
         let config = GatewayConfig::parse(&text, "gateway.toml").unwrap();
         config.validate("gateway.toml").unwrap();
         assert_eq!(config.regions.len(), 4);
@@ -757,6 +750,35 @@ mod tests {
         assert_eq!(config.regions[3].tls_server_name.as_deref(), Some("localhost"));
         assert_eq!(config.allow, ["app"]);
         assert_eq!(config.admin_listen, Some(SocketAddr::from(([127, 0, 0, 1], 50080))));
+        assert_eq!(config.query.page_token_secret, secrets().gateway_page_token_secret);
+    }
+
+    #[test]
+    fn written_configs_load_back_equal() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = DemoSpec { seed: 7, scale: 0.05 };
+        let configs = write_node_configs(dir.path(), &[50071, 50072, 50073, 50074], &spec, &secrets()).unwrap();
+        for ((p, loaded), port) in configs.into_iter().zip(50071..) {
+            // What was written, with its paths resolved as the loader does.
+            let mut written = node_config(p, port, &spec, &secrets()).unwrap();
+            written.store.path = dir.path().join(&written.store.path);
+            if let Some(tls) = written.tls.as_mut() {
+                tls.resolve(dir.path());
+            }
+            assert_eq!(loaded, written, "{}", p.code);
+        }
+
+        let written = gateway_config(50070, 50080, &nodes(), &secrets()).unwrap();
+        let path = dir.path().join("gateway.toml");
+        write_private(&path, &gateway_config_text(&written).unwrap()).unwrap();
+        let loaded = GatewayConfig::load(&path).unwrap();
+        let mut expected = written;
+        if let Some(tls) = expected.tls.as_mut() {
+            tls.resolve(dir.path());
+        }
+        assert_eq!(loaded, expected);
+        // The secret is in the file (mode 0600) but not in the Debug text.
+        assert!(!format!("{loaded:?}").contains("0123456789abcdef"));
     }
 
     #[test]

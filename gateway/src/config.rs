@@ -1,18 +1,21 @@
 //! The gateway's configuration: one TOML file, `YRD_*` environment
 //! overrides, validated at start. Relative paths are relative to the file.
+//! Durations are humantime strings (`"10s"`, `"500ms"`) under keys without
+//! a unit suffix, as in every config of the mesh.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
-use yrd_identity::TlsPaths;
+use serde::{Deserialize, Serialize};
+use yrd_identity::{Secret, TlsPaths};
 use yrd_query::Limits;
 
 pub use yrd_identity::ConfigError;
 
-/// The gateway's configuration.
-#[derive(Debug, Clone, Deserialize)]
+/// The gateway's configuration. It serializes back to the TOML it is read
+/// from, which is how `yrdctl up` writes the gateway's config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// This gateway's name (logs and metrics).
@@ -54,13 +57,15 @@ pub struct GatewayConfig {
 }
 
 /// How federated queries run.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
-    /// Deadline when the caller sets none (milliseconds).
-    pub default_deadline_ms: u64,
-    /// Longest deadline honoured (milliseconds).
-    pub max_deadline_ms: u64,
+    /// Deadline when the caller sets none (`"10s"`).
+    #[serde(with = "humantime_serde")]
+    pub default_deadline: Duration,
+    /// Longest deadline honoured (`"60s"`).
+    #[serde(with = "humantime_serde")]
+    pub max_deadline: Duration,
     /// Rows per batch sent to the application.
     pub batch_rows: usize,
     /// Batches buffered per region stream: a slow application slows the
@@ -68,57 +73,48 @@ pub struct QueryConfig {
     pub region_buffer: usize,
     /// Secret signing page tokens; every replica of the gateway shares it.
     /// When empty, a random one is made (tokens then work on this replica only).
-    pub page_token_secret: String,
-    /// Page token lifetime (seconds).
-    pub page_token_ttl_seconds: u64,
+    pub page_token_secret: Secret,
+    /// Page token lifetime (`"1h"`).
+    #[serde(with = "humantime_serde")]
+    pub page_token_ttl: Duration,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
         Self {
-            default_deadline_ms: 10_000,
-            max_deadline_ms: 60_000,
+            default_deadline: Duration::from_secs(10),
+            max_deadline: Duration::from_secs(60),
             batch_rows: 500,
             region_buffer: 2,
-            page_token_secret: String::new(),
-            page_token_ttl_seconds: 3600,
+            page_token_secret: Secret::default(),
+            page_token_ttl: Duration::from_secs(3600),
         }
     }
 }
 
 /// Health checks of region endpoints.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {
-    /// Time between checks of one endpoint (milliseconds).
-    pub interval_ms: u64,
-    /// Time a check may take (milliseconds).
-    pub timeout_ms: u64,
+    /// Time between checks of one endpoint (`"2s"`).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Time a check may take (`"1s"`).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
-            interval_ms: 2_000,
-            timeout_ms: 1_000,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
         }
     }
 }
 
-impl HealthConfig {
-    /// The interval.
-    pub fn interval(&self) -> Duration {
-        Duration::from_millis(self.interval_ms)
-    }
-
-    /// The timeout.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-}
-
 /// One region and its node replicas.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegionConfig {
     /// Region id: its GB/T 2260 province-level code.
@@ -147,6 +143,27 @@ fn default_trust_domain() -> String {
 
 fn default_allow() -> Vec<String> {
     vec!["app".into()]
+}
+
+impl Default for GatewayConfig {
+    /// Every key at its default, as an empty file would give; such a
+    /// config names no region and does not validate.
+    fn default() -> Self {
+        Self {
+            name: default_name(),
+            listen: default_listen(),
+            insecure: false,
+            tls: None,
+            trust_domain: default_trust_domain(),
+            admin_listen: None,
+            telemetry: yrd_telemetry::TelemetryConfig::default(),
+            allow: default_allow(),
+            limits: Limits::default(),
+            query: QueryConfig::default(),
+            health: HealthConfig::default(),
+            regions: Vec::new(),
+        }
+    }
 }
 
 impl GatewayConfig {
@@ -178,7 +195,7 @@ impl GatewayConfig {
             })?;
         }
         if let Some(v) = get("YRD_PAGE_TOKEN_SECRET") {
-            self.query.page_token_secret = v;
+            self.query.page_token_secret = Secret::new(v);
         }
         Ok(())
     }
@@ -234,11 +251,17 @@ impl GatewayConfig {
         if self.query.batch_rows == 0 || self.query.region_buffer == 0 {
             return Err(err("query", "batch_rows and region_buffer must be at least 1".into()));
         }
-        if self.query.default_deadline_ms == 0 || self.query.default_deadline_ms > self.query.max_deadline_ms {
+        if self.query.default_deadline.is_zero() || self.query.default_deadline > self.query.max_deadline {
             return Err(err(
-                "query.default_deadline_ms",
-                "must be in 1..=max_deadline_ms".into(),
+                "query.default_deadline",
+                format!(
+                    "must be more than 0s and at most max_deadline ({:?})",
+                    self.query.max_deadline
+                ),
             ));
+        }
+        if self.health.interval.is_zero() || self.health.timeout.is_zero() {
+            return Err(err("health", "interval and timeout must be more than 0s".into()));
         }
         if !self.query.page_token_secret.is_empty() && self.query.page_token_secret.len() < 16 {
             return Err(err("query.page_token_secret", "must be at least 16 bytes long".into()));
@@ -266,6 +289,58 @@ endpoints = ["http://127.0.0.1:50062"]
         let c = GatewayConfig::parse(OK, "g.toml").unwrap();
         c.validate("g.toml").unwrap();
         assert_eq!(c.allow, vec!["app".to_owned()]);
+    }
+
+    #[test]
+    fn default_is_what_an_empty_file_gives() {
+        assert_eq!(GatewayConfig::parse("", "g.toml").unwrap(), GatewayConfig::default());
+    }
+
+    #[test]
+    fn durations_are_humantime_strings() {
+        let c = GatewayConfig::parse(
+            &format!(
+                "{OK}[query]\ndefault_deadline = \"1500ms\"\nmax_deadline = \"2m\"\npage_token_ttl = \"30m\"\n\
+                 [health]\ninterval = \"250ms\"\ntimeout = \"100ms\"\n"
+            ),
+            "g.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.query.default_deadline, c.query.max_deadline, c.query.page_token_ttl),
+            (
+                Duration::from_millis(1500),
+                Duration::from_secs(120),
+                Duration::from_secs(1800)
+            )
+        );
+        assert_eq!(
+            (c.health.interval, c.health.timeout),
+            (Duration::from_millis(250), Duration::from_millis(100))
+        );
+        c.validate("g.toml").unwrap();
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(GatewayConfig::parse(&text, "g.toml").unwrap(), c);
+        let e = GatewayConfig::parse(&format!("{OK}[health]\ninterval_ms = 100\n"), "g.toml").unwrap_err();
+        assert!(e.to_string().contains("interval_ms"), "{e}");
+        let mut c = GatewayConfig::parse(OK, "g.toml").unwrap();
+        c.query.default_deadline = Duration::from_secs(90);
+        let e = c.validate("g.toml").unwrap_err();
+        assert_eq!(e.key, "query.default_deadline");
+        assert!(e.reason.contains("max_deadline (60s)"), "{e}");
+    }
+
+    #[test]
+    fn the_page_token_secret_is_redacted() {
+        let c = GatewayConfig::parse(
+            &format!("{OK}[query]\npage_token_secret = \"s3cr3t-s3cr3t-s3cr3t\"\n"),
+            "g.toml",
+        )
+        .unwrap();
+        assert_eq!(c.query.page_token_secret.expose(), "s3cr3t-s3cr3t-s3cr3t");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
     }
 
     #[test]

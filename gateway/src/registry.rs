@@ -267,13 +267,13 @@ async fn check_health(
     config: HealthConfig,
     region: String,
 ) {
-    let probe = ep.clone().timeout(config.timeout()).connect_lazy();
+    let probe = ep.clone().timeout(config.timeout).connect_lazy();
     let mut client = HealthClient::new(probe);
     let mut in_balancer = false;
     loop {
         let started = Instant::now();
         let result = tokio::time::timeout(
-            config.timeout(),
+            config.timeout,
             client.check(HealthCheckRequest { service: String::new() }),
         )
         .await;
@@ -281,7 +281,7 @@ async fn check_health(
             Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => (true, None),
             Ok(Ok(resp)) => (false, Some(format!("health status {}", resp.get_ref().status))),
             Ok(Err(status)) => (false, Some(format!("{}: {}", status.code(), status.message()))),
-            Err(_) => (false, Some(format!("no answer within {} ms", config.timeout_ms))),
+            Err(_) => (false, Some(format!("no answer within {:?}", config.timeout))),
         };
         state.record(EndpointHealth {
             healthy,
@@ -308,7 +308,7 @@ async fn check_health(
         if changes.is_closed() {
             return;
         }
-        tokio::time::sleep(config.interval()).await;
+        tokio::time::sleep(config.interval).await;
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
@@ -65,9 +64,9 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         );
         random_secret()
     } else {
-        config.query.page_token_secret.as_bytes().to_vec()
+        config.query.page_token_secret.expose().as_bytes().to_vec()
     };
-    let tokens = PageTokens::new(&secret, Duration::from_secs(config.query.page_token_ttl_seconds));
+    let tokens = PageTokens::new(&secret, config.query.page_token_ttl);
     let authorizer = Arc::new(Authorizer::from_rules(&config.trust_domain, &config.allow)?);
     let service = GatewayService::new(config.clone(), registry.clone(), schemas, tokens);
 

@@ -83,9 +83,7 @@ impl GatewayService {
     fn deadline<T>(&self, req: &Request<T>) -> Instant {
         let q = &self.inner.config.query;
         let asked = yrd_query::deadline::requested(req.metadata());
-        let d = asked
-            .unwrap_or(Duration::from_millis(q.default_deadline_ms))
-            .min(Duration::from_millis(q.max_deadline_ms));
+        let d = asked.unwrap_or(q.default_deadline).min(q.max_deadline);
         // Regions get a little less than the caller, so that the partial
         // answer and its summary reach the caller before its own timer fires.
         Instant::now() + d - (d / 10).min(DEADLINE_MARGIN)

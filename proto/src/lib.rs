@@ -1,9 +1,11 @@
 //! The yrd-mesh protocol: generated messages and services, the encoded
 //! descriptor set (for reflection and for reading dataset annotations at run
-//! time), and [`schema`], the typed view of the standard datasets.
+//! time), [`schema`], the typed view of the standard datasets, and
+//! [`datetime`], the text forms of dates and timestamps.
 
 #![forbid(unsafe_code)]
 
+pub mod datetime;
 pub mod schema;
 mod status;
 

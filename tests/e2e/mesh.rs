@@ -147,7 +147,7 @@ impl Mesh {
         let gw_tls = issue(&pki, &PeerId::gateway(TD, "gw").unwrap(), true);
         let mut gateway_config = GatewayConfig::parse(
             &format!(
-                "listen = \"127.0.0.1:0\"\n[query]\npage_token_secret = \"test-secret-0123456789\"\n[health]\ninterval_ms = {}\ntimeout_ms = 500\n{regions_toml}",
+                "listen = \"127.0.0.1:0\"\n[query]\npage_token_secret = \"test-secret-0123456789\"\n[health]\ninterval = \"{}ms\"\ntimeout = \"500ms\"\n{regions_toml}",
                 opts.health_interval_ms
             ),
             "test",

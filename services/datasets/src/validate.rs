@@ -8,19 +8,21 @@
 
 use std::fmt;
 
+use time::{Date, Month};
+use yrd_proto::datetime::parse_date;
 use yrd_proto::mesh::ValueFormat;
 use yrd_proto::schema::{DatasetSchema, FieldSchema, FieldType};
-use yrd_query::time::{days_from_civil, parse_date};
 
 use crate::codes::{aqi, check_code, credit_code, property, regions, resident_id, water};
 use crate::record::{Cell, NamedRow};
+use crate::spec;
 
 /// Earliest valid date of establishment: the founding of the People's
 /// Republic, before which no registered entity still exists.
-const EARLIEST_ESTABLISHED: (i64, u32, u32) = (1949, 10, 1);
+const EARLIEST_ESTABLISHED: (i32, Month, u8) = (1949, Month::October, 1);
 /// Latest valid date of establishment: a generous bound that catches typing
 /// errors without depending on today's date.
-const LATEST_ESTABLISHED: (i64, u32, u32) = (2100, 12, 31);
+const LATEST_ESTABLISHED: (i32, Month, u8) = (2100, Month::December, 31);
 
 /// One problem with a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,14 +96,8 @@ pub fn validate_row(schema: &DatasetSchema, cells: &[Option<Cell>]) -> Vec<Viola
     for (field, cell) in schema.fields.iter().zip(cells) {
         check_field(field, cell.as_ref(), &mut out);
     }
-    let row = Row { schema, cells };
-    match schema.id.as_str() {
-        "enterprise" => enterprise_rules(&row, &mut out),
-        "air_quality" => air_quality_rules(&row, &mut out),
-        "water_quality" => water_quality_rules(&row, &mut out),
-        "hazardous_waste" => hazardous_waste_rules(&row, &mut out),
-        "property_rights" => property_rights_rules(&row, &mut out),
-        _ => {}
+    if let Some(spec) = spec::find(&schema.id) {
+        (spec.rules)(&Row { schema, cells }, &mut out);
     }
     out
 }
@@ -210,7 +206,7 @@ fn kind_name(cell: &Cell) -> &'static str {
 /// Typed access to a row's cells by field name, for the dataset rules. A
 /// getter gives `None` when the field is missing, empty or of another kind:
 /// [`check_field`] has reported those already.
-struct Row<'a> {
+pub(crate) struct Row<'a> {
     schema: &'a DatasetSchema,
     cells: &'a [Option<Cell>],
 }
@@ -239,7 +235,7 @@ impl<'a> Row<'a> {
         }
     }
 
-    fn date(&self, name: &str) -> Option<i64> {
+    fn date(&self, name: &str) -> Option<Date> {
         parse_date(self.text(name)?)
     }
 
@@ -294,7 +290,7 @@ fn credit_code_in_region(row: &Row<'_>, field: &str, region: Option<&str>, out: 
     }
 }
 
-fn enterprise_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
+pub(crate) fn enterprise_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     city_in_region(row, out);
     if let (Some(city), Some(district)) = (row.text("city"), row.text("district"))
         && let Some((c, name)) = regions::district(district)
@@ -311,21 +307,20 @@ fn enterprise_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
         ));
     }
     credit_code_in_region(row, "credit_code", row.text("region"), out);
-    if let Some(days) = row.date("established") {
-        let (y0, m0, d0) = EARLIEST_ESTABLISHED;
-        let (y1, m1, d1) = LATEST_ESTABLISHED;
-        let earliest = days_from_civil(y0, m0, d0).unwrap_or(i64::MIN);
-        let latest = days_from_civil(y1, m1, d1).unwrap_or(i64::MAX);
-        if days < earliest || days > latest {
+    if let Some(established) = row.date("established") {
+        let bound = |(y, m, d): (i32, Month, u8), or: Date| Date::from_calendar_date(y, m, d).unwrap_or(or);
+        let earliest = bound(EARLIEST_ESTABLISHED, Date::MIN);
+        let latest = bound(LATEST_ESTABLISHED, Date::MAX);
+        if established < earliest || established > latest {
             out.push(Violation::field(
                 "established",
-                format!("must lie between {y0}-{m0:02}-{d0:02} and {y1}-{m1:02}-{d1:02}"),
+                format!("must lie between {earliest} and {latest}"),
             ));
         }
     }
 }
 
-fn air_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
+pub(crate) fn air_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     city_in_region(row, out);
     let readings: Option<Vec<f64>> = ["pm25", "pm10", "o3", "no2", "so2", "co"]
         .iter()
@@ -370,7 +365,7 @@ fn air_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     }
 }
 
-fn water_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
+pub(crate) fn water_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     city_in_region(row, out);
     let Some(body) = row.text("water_body").and_then(water::water_body) else {
         return;
@@ -407,7 +402,7 @@ fn water_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     }
 }
 
-fn hazardous_waste_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
+pub(crate) fn hazardous_waste_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     let region = row.text("region");
     let receiver_region = row.text("receiver_region");
     if region.is_some() && region == receiver_region {
@@ -440,7 +435,7 @@ fn hazardous_waste_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     }
 }
 
-fn property_rights_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
+pub(crate) fn property_rights_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     if let (Some(listed), Some(deal)) = (row.date("listed_date"), row.date("deal_date"))
         && deal < listed
     {

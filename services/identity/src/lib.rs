@@ -6,6 +6,7 @@
 //!   mutual TLS with rustls and the ring provider only.
 //! - [`tls_incoming`]: the TLS listener for tonic servers.
 //! - [`serve`], [`TlsPaths`]: the one place a process accepts connections.
+//! - [`Secret`]: a config value kept out of `Debug` output and logs.
 //! - [`Authorizer`], [`peer_id`]: per-service allow rules, applied from the
 //!   verified client certificate (never from a header).
 //!
@@ -39,6 +40,7 @@ mod error;
 mod id;
 mod incoming;
 mod pki;
+mod secret;
 mod serve;
 mod tls;
 
@@ -51,5 +53,6 @@ pub use pki::{
     CA_CERT_FILE, CA_KEY_FILE, CA_VALIDITY, Ca, CaFiles, CertFiles, DEFAULT_CERT_VALIDITY, IssueRequest,
     cert_not_after, ensure_ca, init_ca, issue, issue_in_memory, peer_id_from_der,
 };
+pub use secret::Secret;
 pub use serve::{RequestSpan, ServerTask, Serving, TlsPaths, serve};
 pub use tls::{TlsMaterial, client_config, crypto_provider, server_config, tonic_client_tls};

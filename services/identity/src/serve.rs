@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
@@ -20,7 +20,7 @@ use crate::{IdentityError, TlsMaterial, tls_incoming};
 const KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// The PEM files of a process's identity, as configuration files name them.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsPaths {
     /// The mesh CA certificate.

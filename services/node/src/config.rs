@@ -1,18 +1,21 @@
 //! The node's configuration: one TOML file, `YRD_*` environment overrides,
 //! validated at start. Relative paths are relative to the file's folder.
+//! Durations are humantime strings (`"60s"`, `"1h"`) under keys without a
+//! unit suffix, as in every config of the mesh.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use yrd_identity::TlsPaths;
+use serde::{Deserialize, Serialize};
+use yrd_identity::{Secret, TlsPaths};
 use yrd_query::Limits;
 
 pub use yrd_identity::ConfigError;
 
-/// A region node's configuration.
-#[derive(Debug, Clone, Deserialize)]
+/// A region node's configuration. It serializes back to the TOML it is
+/// read from, which is how `yrdctl up` writes node configs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// This node's region: its GB/T 2260 province-level code, such as `320000`.
@@ -58,7 +61,7 @@ pub struct NodeConfig {
 }
 
 /// Where and how the node keeps its data.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// SQLite database file.
@@ -77,7 +80,7 @@ impl Default for StoreConfig {
 }
 
 /// Seed and scale of the demo data.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DemoConfig {
     /// Seed shared by every region of a mesh, so cross-region references match.
@@ -93,38 +96,33 @@ impl Default for DemoConfig {
 }
 
 /// How queries run.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
     /// Rows per streamed batch.
     pub batch_rows: usize,
-    /// Longest a query may run, whatever deadline the caller sets (seconds).
-    pub max_query_seconds: u64,
+    /// Longest a query may run, whatever deadline the caller sets (`"60s"`).
+    #[serde(with = "humantime_serde")]
+    pub max_query_time: Duration,
     /// Queries running at once; more wait for a slot.
     pub max_concurrent: usize,
     /// Secret that signs page tokens. Replicas of a region share it. When
     /// empty, a random one is made at start and tokens do not survive a restart.
-    pub page_token_secret: String,
-    /// How long a page token stays valid (seconds).
-    pub page_token_ttl_seconds: u64,
+    pub page_token_secret: Secret,
+    /// How long a page token stays valid (`"1h"`).
+    #[serde(with = "humantime_serde")]
+    pub page_token_ttl: Duration,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
         Self {
             batch_rows: 500,
-            max_query_seconds: 60,
+            max_query_time: Duration::from_secs(60),
             max_concurrent: 16,
-            page_token_secret: String::new(),
-            page_token_ttl_seconds: 3600,
+            page_token_secret: Secret::default(),
+            page_token_ttl: Duration::from_secs(3600),
         }
-    }
-}
-
-impl QueryConfig {
-    /// The longest a query may run.
-    pub fn max_query_time(&self) -> Duration {
-        Duration::from_secs(self.max_query_seconds)
     }
 }
 
@@ -141,6 +139,26 @@ fn default_listen() -> SocketAddr {
 }
 
 impl NodeConfig {
+    /// The configuration of a node of `region` with every other key at its
+    /// default, as a file naming only `region` would give.
+    pub fn new(region: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            region_name: String::new(),
+            listen: default_listen(),
+            store: StoreConfig::default(),
+            demo: DemoConfig::default(),
+            limits: Limits::default(),
+            query: QueryConfig::default(),
+            insecure: false,
+            tls: None,
+            trust_domain: default_trust_domain(),
+            admin_listen: None,
+            telemetry: yrd_telemetry::TelemetryConfig::default(),
+            allow: default_allow(),
+        }
+    }
+
     /// Reads, overrides from the environment, resolves paths and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let (text, shown) = yrd_identity::read_config(path)?;
@@ -179,7 +197,7 @@ impl NodeConfig {
             self.store.path = PathBuf::from(v);
         }
         if let Some(v) = get("YRD_PAGE_TOKEN_SECRET") {
-            self.query.page_token_secret = v;
+            self.query.page_token_secret = Secret::new(v);
         }
         Ok(())
     }
@@ -213,8 +231,8 @@ impl NodeConfig {
         if self.query.max_concurrent == 0 {
             return Err(err("query.max_concurrent", "must be at least 1".into()));
         }
-        if self.query.max_query_seconds == 0 {
-            return Err(err("query.max_query_seconds", "must be at least 1".into()));
+        if self.query.max_query_time < Duration::from_secs(1) {
+            return Err(err("query.max_query_time", "must be at least 1s".into()));
         }
         if !self.query.page_token_secret.is_empty() && self.query.page_token_secret.len() < 16 {
             return Err(err("query.page_token_secret", "must be at least 16 bytes long".into()));
@@ -256,6 +274,58 @@ mod tests {
         assert_eq!(c.allow, vec!["gateway".to_owned()]);
         assert_eq!(c.limits, Limits::default());
         c.validate("t.toml").unwrap();
+    }
+
+    #[test]
+    fn new_is_what_a_minimal_file_gives() {
+        let c = NodeConfig::parse("region = \"320000\"\n", "t.toml").unwrap();
+        assert_eq!(c, NodeConfig::new("320000"));
+    }
+
+    #[test]
+    fn durations_are_humantime_strings() {
+        let c = NodeConfig::parse(
+            "region = \"320000\"\n[query]\nmax_query_time = \"90s\"\npage_token_ttl = \"2h 30m\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.query.max_query_time, Duration::from_secs(90));
+        assert_eq!(c.query.page_token_ttl, Duration::from_secs(9000));
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("max_query_time = \"1m 30s\""), "{text}");
+        assert_eq!(NodeConfig::parse(&text, "t.toml").unwrap(), c);
+        // A bare number has no unit: refused, and the old key is unknown.
+        let e = NodeConfig::parse("region = \"320000\"\n[query]\nmax_query_time = \"60\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("expected a duration"), "{e}");
+        let e = NodeConfig::parse("region = \"320000\"\n[query]\nmax_query_seconds = 60\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("max_query_seconds"), "{e}");
+        let mut c = NodeConfig::new("320000");
+        c.insecure = true;
+        c.query.max_query_time = Duration::from_millis(500);
+        let e = c.validate("t.toml").unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.reason.as_str()),
+            ("query.max_query_time", "must be at least 1s")
+        );
+    }
+
+    #[test]
+    fn the_page_token_secret_is_redacted() {
+        let c = NodeConfig::parse(
+            "region = \"320000\"\n[query]\npage_token_secret = \"s3cr3t-s3cr3t-s3cr3t\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.query.page_token_secret.expose(), "s3cr3t-s3cr3t-s3cr3t");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        assert!(debug.contains("page_token_secret: \"<redacted>\""), "{debug}");
+        let mut c = NodeConfig::new("320000");
+        c.insecure = true;
+        c.query.page_token_secret = Secret::new("short-s3cr3t");
+        let e = c.validate("t.toml").unwrap_err();
+        assert_eq!(e.key, "query.page_token_secret");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::path::Path;
 use yrd_datasets::Cell;
 use yrd_datasets::demo::{self, DemoSpec};
 use yrd_datasets::validate::{cells_from_named, validate_row};
+use yrd_proto::datetime::parse_timestamp;
 use yrd_proto::schema::{DatasetSchema, FieldSchema, FieldType};
-use yrd_query::time::parse_timestamp;
 
 use crate::error::NodeError;
 use crate::store::{LoadOutcome, Rejection, Store};

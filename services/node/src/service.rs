@@ -135,7 +135,7 @@ impl NodeService {
     }
 
     fn deadline<T>(&self, req: &Request<T>) -> Instant {
-        let max = self.inner.config.query.max_query_time();
+        let max = self.inner.config.query.max_query_time;
         Instant::now() + yrd_query::deadline::requested(req.metadata()).map_or(max, |a| a.min(max))
     }
 }

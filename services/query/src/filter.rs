@@ -18,10 +18,11 @@
 
 use std::collections::BTreeSet;
 
+use yrd_proto::datetime;
 use yrd_proto::mesh::{CompareOp, Comparison, FilterExpr, FilterList, Value, filter_expr, value};
 use yrd_proto::schema::{DatasetSchema, FieldSchema, FieldType};
 
-use crate::{Limits, QueryError, time};
+use crate::{Limits, QueryError};
 
 /// The request parameter of filter text.
 const TEXT_PARAM: &str = "filter";
@@ -501,9 +502,9 @@ fn typed_value(ty: FieldType, text: &str, quoted: bool) -> Option<value::Kind> {
             "false" => Some(value::Kind::BoolValue(false)),
             _ => None,
         },
-        FieldType::Timestamp => time::parse_timestamp(text)
+        FieldType::Timestamp => datetime::parse_timestamp(text)
             .map(|seconds| value::Kind::TimestampValue(prost_types::Timestamp { seconds, nanos: 0 })),
-        FieldType::Date => time::parse_date(text).map(|days| value::Kind::DateValue(time::format_date(days))),
+        FieldType::Date => datetime::parse_date(text).map(|date| value::Kind::DateValue(date.to_string())),
         FieldType::Int | FieldType::Double | FieldType::Bool => None,
     }
 }
@@ -603,7 +604,7 @@ fn check_comparison(c: &Comparison, schema: &DatasetSchema) -> Result<(), QueryE
         | (FieldType::Bool, value::Kind::BoolValue(_)) => true,
         (FieldType::Double, value::Kind::DoubleValue(v)) => v.is_finite(),
         (FieldType::Timestamp, value::Kind::TimestampValue(ts)) => (0..1_000_000_000).contains(&ts.nanos),
-        (FieldType::Date, value::Kind::DateValue(d)) => time::parse_date(d).is_some(),
+        (FieldType::Date, value::Kind::DateValue(d)) => datetime::parse_date(d).is_some(),
         _ => false,
     };
     if !fits {
@@ -698,7 +699,7 @@ fn render_kind(kind: &value::Kind) -> String {
         // number, and never an exponent.
         value::Kind::DoubleValue(v) => v.to_string(),
         value::Kind::BoolValue(v) => v.to_string(),
-        value::Kind::TimestampValue(ts) => quote(&time::format_timestamp(ts.seconds), false, false),
+        value::Kind::TimestampValue(ts) => quote(&datetime::format_timestamp(ts.seconds), false, false),
     }
 }
 

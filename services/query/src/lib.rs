@@ -10,7 +10,6 @@
 //!   can be merged without decoding them;
 //! - [`token`]: signed, expiring page tokens bound to their query;
 //! - [`aggregate`]: merging partial aggregates;
-//! - [`time`]: dates and RFC 3339 timestamps;
 //! - [`deadline`]: the caller's deadline from gRPC metadata.
 
 #![forbid(unsafe_code)]
@@ -23,7 +22,6 @@ pub mod filter;
 pub mod limits;
 pub mod order;
 pub mod sortkey;
-pub mod time;
 pub mod token;
 
 pub use check::{CheckedAggregate, CheckedQuery};

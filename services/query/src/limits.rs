@@ -1,12 +1,12 @@
 //! Configurable limits on queries. Each is named in the error that reports
 //! it, by the key used in configuration files.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::QueryError;
 
 /// Limits a server applies to every query.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Longest filter text, in bytes.

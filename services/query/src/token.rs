@@ -17,9 +17,10 @@ use hmac::digest::Key;
 use hmac::{Hmac, Mac};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
+use yrd_proto::datetime;
 use yrd_proto::mesh::{FilterExpr, OrderKey};
 
-use crate::{QueryError, time};
+use crate::QueryError;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -145,7 +146,7 @@ impl PageTokens {
             return Err(QueryError::PageToken {
                 reason: format!(
                     "expired at {}; start again from the first page",
-                    time::format_timestamp(payload.expires)
+                    datetime::format_timestamp(payload.expires)
                 ),
             });
         }

@@ -3,13 +3,13 @@
 //! ID numbers are secret: no message produced here contains the number or
 //! any part of it, so that a rejected row can be reported safely.
 
-use yrd_query::time::{civil_from_days, days_from_civil};
+use time::{Date, Month};
 
 /// Weights of positions 1..=17: 2^(17-i) mod 11.
 const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
 
 /// Earliest birth year accepted; older dates are typing errors.
-const MIN_BIRTH_YEAR: i64 = 1900;
+const MIN_BIRTH_YEAR: u32 = 1900;
 
 /// The check character of the first 17 digits, or `None` if they are not
 /// 17 ASCII digits.
@@ -41,8 +41,12 @@ pub fn validate(id: &str) -> Result<(), String> {
         return Err("ID number's address code is not a valid area code".into());
     }
     let num = |s: &[u8]| s.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
-    let (year, month, day) = (i64::from(num(&b[6..10])), num(&b[10..12]), num(&b[12..14]));
-    if year < MIN_BIRTH_YEAR || days_from_civil(year, month, day).is_none() {
+    let (year, month, day) = (num(&b[6..10]), num(&b[10..12]), num(&b[12..14]));
+    let exists = || {
+        let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
+        Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()
+    };
+    if year < MIN_BIRTH_YEAR || exists().is_none() {
         return Err("ID number's birth date is not a valid date".into());
     }
     // Safe to slice: all 18 bytes were checked to be ASCII above.
@@ -52,11 +56,10 @@ pub fn validate(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds a valid number from a six-digit address code, a birth date in
-/// days since 1970-01-01 and a sequence number (taken mod 1000; odd for
-/// men, even for women).
-pub fn make(address: &str, birth_days_since_epoch: i64, seq: u16) -> String {
-    let (y, m, d) = civil_from_days(birth_days_since_epoch);
+/// Builds a valid number from a six-digit address code, a birth date and a
+/// sequence number (taken mod 1000; odd for men, even for women).
+pub fn make(address: &str, birth: Date, seq: u16) -> String {
+    let (y, m, d) = (birth.year(), u8::from(birth.month()), birth.day());
     let mut id = format!("{address}{y:04}{m:02}{d:02}{:03}", seq % 1000);
     let check = check_char(&id).unwrap_or('?');
     id.push(check);
@@ -66,7 +69,7 @@ pub fn make(address: &str, birth_days_since_epoch: i64, seq: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use yrd_query::time::parse_date;
+    use yrd_proto::datetime::parse_date;
 
     #[test]
     fn check_digit_by_hand() {

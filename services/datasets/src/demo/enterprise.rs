@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use yrd_query::time::{days_from_civil, format_date};
+use time::Month;
 
+use super::days;
 use super::names::{BRAND_CHARS, GIVEN_FEMALE, GIVEN_MALE, ROADS, SURNAMES};
 use super::rng::{log_normal, mix, row_rng, weighted};
 use super::{DemoSpec, scaled};
@@ -200,7 +201,7 @@ impl EnterpriseRecord {
             ("district", Cell::Text(self.district.to_owned())),
             ("industry", Cell::Text(self.industry.to_owned())),
             ("registered_capital", Cell::Real(self.registered_capital)),
-            ("established", Cell::Text(format_date(self.established_days))),
+            ("established", Cell::Text(days::text(self.established_days))),
             ("status", Cell::Text(self.status.to_owned())),
             ("address", Cell::Text(self.address)),
         ]
@@ -229,11 +230,6 @@ pub(crate) fn disposer_count(count: usize) -> usize {
 
 fn pick<'a>(rng: &mut ChaCha8Rng, items: &[&'a str]) -> &'a str {
     items[rng.random_range(0..items.len())]
-}
-
-fn date(y: i64, m: u32, d: u32) -> i64 {
-    // The literal dates below are all valid; 0 is never reached.
-    days_from_civil(y, m, d).unwrap_or(0)
 }
 
 /// A legal representative: name, and whether male (for the ID sequence).
@@ -277,6 +273,11 @@ fn org_body(seed: u64, region: &str, index: usize, new_form: bool) -> String {
     }
 }
 
+/// All enterprises of a province, as rows.
+pub(crate) fn rows(province: &'static Province, spec: DemoSpec) -> impl Iterator<Item = NamedRow> + Send + 'static {
+    (0..enterprise_count(&spec)).map(move |i| generate(province, &spec, i).into_row())
+}
+
 /// Enterprise `index` of `province`.
 pub(crate) fn generate(province: &'static Province, spec: &DemoSpec, index: usize) -> EnterpriseRecord {
     let mut rng = row_rng(spec.seed, province.code, TAG, index as u64);
@@ -305,16 +306,16 @@ pub(crate) fn generate(province: &'static Province, spec: &DemoSpec, index: usiz
     // Established 1980-2025, most of them recent: the register grew fast
     // after the 2014 registration reform. Disposers hold licences, so they
     // are older than the 2025 manifests.
-    let start = date(1980, 1, 1);
+    let start = days::of(1980, Month::January, 1);
     let end = if disposer {
-        date(2022, 12, 31)
+        days::of(2022, Month::December, 31)
     } else {
-        date(2025, 12, 31)
+        days::of(2025, Month::December, 31)
     };
     let back = rng.random::<f64>().powf(2.5) * (end - start) as f64;
     let established_days = end - back as i64;
 
-    let new_form = established_days >= date(2015, 10, 1);
+    let new_form = established_days >= days::of(2015, Month::October, 1);
     let org8 = org_body(spec.seed, region, index, new_form);
     let credit_code = credit_code::make('9', '1', district, &org8);
 
@@ -354,8 +355,8 @@ pub(crate) fn generate(province: &'static Province, spec: &DemoSpec, index: usiz
     let (legal_representative, male) = person_name(&mut rng);
     // Representatives were born 1950-2000 and were adults when the firm
     // was founded; most live in the firm's own district.
-    let born_lo = date(1950, 1, 1);
-    let born_hi = date(2000, 12, 31).min(established_days - 18 * 366);
+    let born_lo = days::of(1950, Month::January, 1);
+    let born_hi = days::of(2000, Month::December, 31).min(established_days - 18 * 366);
     let born = born_lo + ((rng.random::<f64>() + rng.random::<f64>()) / 2.0 * (born_hi - born_lo) as f64) as i64;
     let home = if rng.random_bool(0.6) {
         district
@@ -364,9 +365,9 @@ pub(crate) fn generate(province: &'static Province, spec: &DemoSpec, index: usiz
         c.districts[rng.random_range(0..c.districts.len())].0
     };
     let seq = rng.random_range(0..500u16) * 2 + u16::from(male);
-    let representative_id_number = resident_id::make(home, born, seq);
+    let representative_id_number = resident_id::make(home, days::date(born), seq);
 
-    let age_years = (date(2025, 12, 31) - established_days) as f64 / 365.25;
+    let age_years = (days::of(2025, Month::December, 31) - established_days) as f64 / 365.25;
     let status = if disposer {
         "active"
     } else {

@@ -21,25 +21,20 @@ use std::fmt;
 
 use crate::codes::regions::{self, Province};
 use crate::record::NamedRow;
+use crate::spec;
 
-mod air;
-mod enterprise;
+// The generators, one per dataset; the table of [`spec::DATASETS`] names
+// each dataset's.
+pub(crate) mod air;
+mod days;
+pub(crate) mod enterprise;
 mod names;
-mod property;
+pub(crate) mod property;
 mod rng;
-mod waste;
-mod water;
+pub(crate) mod waste;
+pub(crate) mod water;
 
 pub use enterprise::{EnterpriseRecord, enterprise_count};
-
-/// The datasets that have a demo generator.
-pub const DATASETS: [&str; 5] = [
-    "enterprise",
-    "air_quality",
-    "water_quality",
-    "hazardous_waste",
-    "property_rights",
-];
 
 /// What to generate: a seed and a size.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,7 +67,7 @@ impl fmt::Display for DemoError {
             Self::UnknownDataset(d) => write!(
                 f,
                 "no demo generator for dataset {d:?} (known: {})",
-                DATASETS.join(", ")
+                spec::ids().collect::<Vec<_>>().join(", ")
             ),
             Self::UnknownRegion(r) => write!(
                 f,
@@ -102,31 +97,19 @@ pub fn rows(
     region: &str,
     spec: &DemoSpec,
 ) -> Result<Box<dyn Iterator<Item = NamedRow> + Send>, DemoError> {
-    let province = province_for(region)?;
-    let spec = *spec;
-    Ok(match dataset {
-        "enterprise" => {
-            Box::new((0..enterprise_count(&spec)).map(move |i| enterprise::generate(province, &spec, i).into_row()))
-        }
-        "air_quality" => Box::new(air::rows(province, spec)),
-        "water_quality" => Box::new(water::rows(province.code, spec)),
-        "hazardous_waste" => Box::new(waste::rows(province, spec)),
-        "property_rights" => Box::new(property::rows(province, spec)),
-        other => return Err(DemoError::UnknownDataset(other.to_owned())),
-    })
+    let generator = generator(dataset)?;
+    Ok((generator.demo_rows)(province_for(region)?, *spec))
 }
 
 /// The number of rows [`rows`] yields.
 pub fn row_count_hint(dataset: &str, region: &str, spec: &DemoSpec) -> Result<usize, DemoError> {
-    let province = province_for(region)?;
-    Ok(match dataset {
-        "enterprise" => enterprise_count(spec),
-        "air_quality" => air::row_count(province, spec),
-        "water_quality" => water::row_count(province.code, spec),
-        "hazardous_waste" => waste::count(spec),
-        "property_rights" => property::count(spec),
-        other => return Err(DemoError::UnknownDataset(other.to_owned())),
-    })
+    let generator = generator(dataset)?;
+    Ok((generator.demo_count)(province_for(region)?, spec))
+}
+
+/// The spec holding `dataset`'s generator.
+fn generator(dataset: &str) -> Result<&'static spec::DatasetSpec, DemoError> {
+    spec::find(dataset).ok_or_else(|| DemoError::UnknownDataset(dataset.to_owned()))
 }
 
 /// Enterprise #`index` of `region`'s demo register, typed; `None` if the

@@ -3,8 +3,9 @@
 //! of the four: all are rows of the demo register.
 
 use rand::Rng;
-use yrd_query::time::{civil_from_days, days_from_civil, format_date};
+use time::Month;
 
+use super::days;
 use super::enterprise::{self, EnterpriseRecord, enterprise_count};
 use super::names::ROADS;
 use super::rng::{log_normal, row_rng, weighted};
@@ -129,13 +130,13 @@ fn deal(province: &'static Province, spec: &DemoSpec, index: usize) -> NamedRow 
         (listed_price * 0.9 / 100.0).round() * 100.0
     };
 
-    let first = days_from_civil(2024, 10, 1).unwrap_or(0);
-    let last_listing = days_from_civil(2025, 11, 30).unwrap_or(0);
-    let year_end = days_from_civil(2025, 12, 31).unwrap_or(0);
+    let first = days::of(2024, Month::October, 1);
+    let last_listing = days::of(2025, Month::November, 30);
+    let year_end = days::of(2025, Month::December, 31);
     let listed = first + rng.random_range(0..=(last_listing - first));
     // Listings run at least 20 working days before a deal.
     let deal_day = (listed + rng.random_range(28..=90)).min(year_end).max(listed);
-    let (year, _, _) = civil_from_days(listed);
+    let year = days::date(listed).year();
 
     vec![
         (
@@ -148,8 +149,8 @@ fn deal(province: &'static Province, spec: &DemoSpec, index: usize) -> NamedRow 
         ("asset_class", Cell::Text(class.to_owned())),
         ("listed_price", Cell::Real(listed_price)),
         ("deal_price", Cell::Real(deal_price)),
-        ("listed_date", Cell::Text(format_date(listed))),
-        ("deal_date", Cell::Text(format_date(deal_day))),
+        ("listed_date", Cell::Text(days::text(listed))),
+        ("deal_date", Cell::Text(days::text(deal_day))),
         ("transferor_credit_code", Cell::Text(from.credit_code)),
         ("transferor_name", Cell::Text(from.name)),
         ("transferee_credit_code", Cell::Text(to.credit_code)),

@@ -3,8 +3,9 @@
 //! of another of the four provinces: both are rows of the demo register.
 
 use rand::Rng;
-use yrd_query::time::{days_from_civil, format_date};
+use time::Month;
 
+use super::days;
 use super::enterprise::{self, DISPOSER_OFFSET, DISPOSER_STRIDE, disposer_count, enterprise_count};
 use super::rng::{log_normal, row_rng, weighted};
 use super::{DemoSpec, scaled};
@@ -81,8 +82,8 @@ fn manifest(province: &'static Province, spec: &DemoSpec, index: usize) -> Named
 
     // Shipped on a working day of 2025, received one to three days later;
     // late-December loads may still be on the road at the year's end.
-    let year_start = days_from_civil(2025, 1, 1).unwrap_or(0);
-    let year_end = days_from_civil(2025, 12, 31).unwrap_or(0);
+    let year_start = days::of(2025, Month::January, 1);
+    let year_end = days::of(2025, Month::December, 31);
     let mut shipped = year_start + rng.random_range(0..365);
     // 1970-01-01 was a Thursday: weekday 0 = Thursday, 2 = Saturday, 3 = Sunday.
     if matches!(shipped.rem_euclid(7), 2 | 3) && rng.random_bool(0.8) {
@@ -107,12 +108,12 @@ fn manifest(province: &'static Province, spec: &DemoSpec, index: usize) -> Named
         ("receiver_name", Cell::Text(receiver.name)),
         ("receiver_region", Cell::Text(receiver_province.code.to_owned())),
         ("quantity_tonnes", Cell::Real(quantity)),
-        ("shipped_date", Cell::Text(format_date(shipped))),
+        ("shipped_date", Cell::Text(days::text(shipped))),
     ];
     if in_transit {
         row.push(("status", Cell::Text("in_transit".to_owned())));
     } else {
-        row.push(("received_date", Cell::Text(format_date(received))));
+        row.push(("received_date", Cell::Text(days::text(received))));
         row.push(("status", Cell::Text("received".to_owned())));
     }
     row
