@@ -24,6 +24,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
@@ -388,9 +389,10 @@ fn write_node_configs(
 }
 
 /// Rows of the probe dataset in a store.
-fn probe_rows(store: &Store) -> anyhow::Result<u64> {
+async fn probe_rows(store: &dyn Store) -> anyhow::Result<u64> {
     Ok(store
-        .stats()?
+        .stats()
+        .await?
         .into_iter()
         .find(|(id, _)| id == PROBE_DATASET)
         .map_or(0, |(_, s)| s.rows))
@@ -410,7 +412,7 @@ async fn prepare_data(
         let store = yrd_node::server::open_store(config)
             .await
             .with_context(|| format!("opening the store of {} ({})", p.name_en, p.code))?;
-        let rows = probe_rows(&store)?;
+        let rows = probe_rows(store.as_ref()).await?;
         stores.push((*p, store, rows));
     }
     let record_path = dir.join("up.toml");
@@ -475,15 +477,14 @@ fn read_record(path: &Path) -> anyhow::Result<Option<DataRecord>> {
 }
 
 /// Generates one region's demo data on a blocking thread, with progress lines.
-async fn generate(p: &'static Province, store: Store, spec: DemoSpec) -> anyhow::Result<()> {
+async fn generate(p: &'static Province, store: Arc<dyn Store>, spec: DemoSpec) -> anyhow::Result<()> {
     println!(
         "generating {} ({}) demo data at scale {} (seed {}) ...",
         p.name_en, p.code, spec.scale, spec.seed
     );
     let started = Instant::now();
-    let loaded = tokio::task::spawn_blocking(move || yrd_node::import::generate(&store, p.code, &spec))
+    let loaded = yrd_node::import::generate(store.as_ref(), p.code, &spec)
         .await
-        .context("the generator thread failed")?
         .with_context(|| format!("generating demo data for {} ({})", p.name_en, p.code))?;
     let counts: Vec<String> = loaded.iter().map(|(id, rows)| format!("{rows} {id}")).collect();
     println!(
@@ -739,7 +740,8 @@ mod tests {
             ("320000", "Jiangsu")
         );
         assert_eq!(config.listen.port(), 50072);
-        assert_eq!(config.store.path, Path::new("320000.sqlite"));
+        let yrd_node::config::StoreConfig::Sqlite(store) = &config.store;
+        assert_eq!(store.path, Path::new("320000.sqlite"));
         assert_eq!((config.demo.seed, config.demo.scale), (7, 0.05));
         let tls = config.tls.unwrap();
         assert_eq!(tls.cert, Path::new("pki/node-320000-node-1.pem"));
