@@ -25,7 +25,7 @@ use yrd_query::{Limits, QueryError, aggregate, filter, order};
 use crate::config::NodeConfig;
 use crate::encode::{cell_value, encode_field, sort_key};
 use crate::error::NodeError;
-use crate::policy::{Access, Caller, DefaultPolicy, Permit, Policy};
+use crate::policy::{Access, Caller, DefaultPolicy, Mask, Policy};
 use crate::store::{self, DatasetStats, SortColumn, Store};
 
 /// The service name in metrics.
@@ -33,7 +33,7 @@ const DATA_NODE: &str = "yrd.mesh.v1.DataNode";
 
 /// Span of a node's Query or Aggregate handling.
 pub const SPAN_NODE_QUERY: &str = "node.query";
-/// Span of the store work of a query, on its blocking thread.
+/// Span of the store work of a query or an aggregate.
 pub const SPAN_STORE_QUERY: &str = "store.query";
 
 /// Messages buffered between the encoder and the response stream: a slow
@@ -65,6 +65,15 @@ struct PagePlan {
     after: Option<Vec<Value>>,
     page_size: u32,
     fingerprint: [u8; 32],
+}
+
+/// What the policy stage allows a query to show: the fields streamed after
+/// the sort columns, each with its mask, if any.
+#[derive(Debug)]
+struct Shown {
+    fields: Vec<usize>,
+    masks: Vec<Option<Mask>>,
+    batch_rows: usize,
 }
 
 /// A validated aggregate, ready for the policy stage.
@@ -265,9 +274,9 @@ impl NodeService {
         })
     }
 
-    /// The policy stage for a query: the permit, and the store's plan built
-    /// from it (refused columns left out, the row scope ANDed in).
-    fn authorize_query(&self, caller: &Caller, plan: &PagePlan) -> Result<(Permit, store::ScanPlan), QueryError> {
+    /// The policy stage for a query: what it shows, and the store's plan
+    /// built from the permit (refused columns left out, the row scope ANDed in).
+    fn authorize_query(&self, caller: &Caller, plan: &PagePlan) -> Result<(Shown, store::ScanPlan), QueryError> {
         let permit = self.inner.policy.authorize(
             caller,
             &Access {
@@ -280,7 +289,18 @@ impl NodeService {
             },
         )?;
         let visible = permit.visible(&plan.projection);
-        let columns = plan.order.iter().map(|k| k.field).chain(visible).collect();
+        let columns = plan
+            .order
+            .iter()
+            .map(|k| k.field)
+            .chain(visible.iter().copied())
+            .collect();
+        let batch_rows = self.batch_rows(plan.page_size);
+        let shown = Shown {
+            masks: visible.iter().map(|&f| permit.mask(f)).collect(),
+            fields: visible,
+            batch_rows,
+        };
         let scan = store::ScanPlan {
             schema: plan.schema.clone(),
             filter: permit.scoped_filter(plan.filter.clone()),
@@ -288,9 +308,9 @@ impl NodeService {
             after: plan.after.clone(),
             limit: u64::from(plan.page_size) + 1,
             columns,
-            batch_rows: self.batch_rows(plan.page_size),
+            batch_rows,
         };
-        Ok((permit, scan))
+        Ok((shown, scan))
     }
 
     /// The policy stage for an aggregate: the store's plan from the permit.
@@ -377,7 +397,7 @@ impl DataNode for NodeService {
         let plan = span
             .in_scope(|| self.plan_query(req))
             .map_err(|e| failed(&span, e.into()))?;
-        let (permit, scan) = span
+        let (shown, scan_plan) = span
             .in_scope(|| self.authorize_query(&caller, &plan))
             .map_err(|e| failed(&span, e.into()))?;
         let slot = self
@@ -386,6 +406,16 @@ impl DataNode for NodeService {
             .await
             .map_err(|e| failed(&span, e))?;
         let store_span = store_span(&span, self.inner.store.system());
+        // Started here, so that a plan the store cannot run is refused as
+        // the call's status, before any stream.
+        let scan = self
+            .inner
+            .store
+            .scan(scan_plan, deadline)
+            .instrument(store_span.clone())
+            .await
+            .map_err(|e| failed(&span, failed(&store_span, e.into())))?;
+        store_span.record("db.statement", scan.statement.as_str());
         // The request's span stays open until the stream ends, and takes its status.
         let server_span = tracing::Span::current();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
@@ -393,7 +423,7 @@ impl DataNode for NodeService {
         tokio::spawn(async move {
             let _slot = slot;
             let _open = yrd_telemetry::OpenStreamGuard::open();
-            let outcome = run_query(&state, &plan, &permit, scan, &tx, deadline, started)
+            let outcome = run_query(&state, &plan, &shown, scan, &tx, deadline, started)
                 .instrument(store_span.clone())
                 .await;
             let code = match &outcome {
@@ -526,20 +556,15 @@ fn failed(span: &tracing::Span, err: NodeError) -> NodeError {
 async fn run_query(
     state: &State,
     plan: &PagePlan,
-    permit: &Permit,
-    scan: store::ScanPlan,
+    shown: &Shown,
+    mut rows: store::Scan,
     tx: &mpsc::Sender<Result<QueryResponse, Status>>,
     deadline: Instant,
     started: Instant,
 ) -> Result<u64, NodeError> {
     let region = &state.config.region;
     let stats = dataset_stats(state, &plan.schema.id).await?;
-    let batch_rows = scan.batch_rows;
-    // The scan reads the sort columns first, then the visible fields.
-    let visible: Vec<usize> = scan.columns[plan.order.len()..].to_vec();
-    let masks: Vec<_> = visible.iter().map(|&f| permit.mask(f)).collect();
-    let mut rows = state.store.scan(scan, deadline).await?;
-    tracing::Span::current().record("db.statement", rows.statement.as_str());
+    let batch_rows = shown.batch_rows;
     let new_batch = || RowBatch {
         rows: Vec::with_capacity(batch_rows),
         sort_keys: Vec::with_capacity(batch_rows),
@@ -561,10 +586,11 @@ async fn run_query(
                 has_more = true;
                 break 'scan;
             }
+            // The scan reads the sort columns first, then the shown fields.
             let (keys, values) = cells.split_at(plan.order.len().min(cells.len()));
             sort_key(&plan.schema, &plan.order, keys, &mut key);
             let mut buf = Vec::with_capacity(192);
-            for ((&f, cell), mask) in visible.iter().zip(values).zip(&masks) {
+            for ((&f, cell), mask) in shown.fields.iter().zip(values).zip(&shown.masks) {
                 encode_field(&plan.schema.fields[f], cell.as_ref(), *mask, &mut buf);
             }
             bytes += buf.len() as u64;

@@ -288,3 +288,52 @@ pub async fn open(config: &StoreConfig, region: &str) -> Result<Arc<dyn Store>, 
         StoreConfig::Sqlite(c) => Ok(Arc::new(sqlite::SqliteStore::open_async(c.clone(), region).await?)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::NodeConfig;
+
+    fn store_of(text: &str) -> Result<StoreConfig, String> {
+        NodeConfig::parse(&format!("region = \"320000\"\n{text}"), "t.toml")
+            .map(|c| c.store)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_store_kind_defaults_to_sqlite() {
+        let path = |c: StoreConfig| {
+            let StoreConfig::Sqlite(s) = c;
+            s.path
+        };
+        assert_eq!(store_of("").unwrap(), StoreConfig::default());
+        assert_eq!(
+            path(store_of("[store]\npath = \"a.sqlite\"\n").unwrap()),
+            Path::new("a.sqlite")
+        );
+        assert_eq!(
+            path(store_of("[store]\nkind = \"sqlite\"\npath = \"b.sqlite\"\n").unwrap()),
+            Path::new("b.sqlite")
+        );
+    }
+
+    #[test]
+    fn an_unknown_kind_or_key_is_named() {
+        let e = store_of("[store]\nkind = \"postgres\"\n").unwrap_err();
+        assert!(e.contains("postgres") && e.contains("sqlite"), "{e}");
+        let e = store_of("[store]\nkind = \"sqlite\"\nfile = \"x\"\n").unwrap_err();
+        assert!(e.contains("file"), "{e}");
+        let e = store_of("[store]\nkind = 3\n").unwrap_err();
+        assert!(e.contains("kind"), "{e}");
+    }
+
+    #[test]
+    fn the_store_config_serializes_with_its_kind() {
+        let text = toml::to_string(&StoreConfig::default()).unwrap();
+        assert!(text.contains("kind = \"sqlite\""), "{text}");
+        let back: StoreConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, StoreConfig::default());
+    }
+}
