@@ -24,6 +24,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
@@ -33,7 +34,7 @@ use yrd_datasets::demo::DemoSpec;
 use yrd_gateway::config::RegionConfig;
 use yrd_gateway::{GatewayConfig, RunningGateway};
 use yrd_identity::{CaFiles, CertFiles, DEFAULT_TRUST_DOMAIN, IssueRequest, PeerId, Secret, TlsPaths};
-use yrd_node::config::{DemoConfig, StoreConfig};
+use yrd_node::config::{DemoConfig, SqliteConfig, StoreConfig};
 use yrd_node::{NodeConfig, RunningNode, Store};
 use yrd_telemetry::{Telemetry, TelemetryConfig};
 
@@ -332,10 +333,10 @@ fn node_config(p: &Province, port: u16, spec: &DemoSpec, secrets: &Secrets) -> a
     config.region_name = p.name_en.to_owned();
     config.listen = SocketAddr::from((HOST_IP, port));
     config.allow = vec!["gateway".to_owned()];
-    config.store = StoreConfig {
+    config.store = StoreConfig::Sqlite(SqliteConfig {
         path: PathBuf::from(format!("{}.sqlite", p.code)),
-        ..StoreConfig::default()
-    };
+        ..SqliteConfig::default()
+    });
     config.tls = Some(tls_paths(&id));
     config.demo = DemoConfig {
         seed: spec.seed,
@@ -376,9 +377,10 @@ fn write_node_configs(
 }
 
 /// Rows of the probe dataset in a store.
-fn probe_rows(store: &Store) -> anyhow::Result<u64> {
+async fn probe_rows(store: &dyn Store) -> anyhow::Result<u64> {
     Ok(store
-        .stats()?
+        .stats()
+        .await?
         .into_iter()
         .find(|(id, _)| id == PROBE_DATASET)
         .map_or(0, |(_, s)| s.rows))
@@ -398,7 +400,7 @@ async fn prepare_data(
         let store = yrd_node::server::open_store(config)
             .await
             .with_context(|| format!("opening the store of {} ({})", p.name_en, p.code))?;
-        let rows = probe_rows(&store)?;
+        let rows = probe_rows(store.as_ref()).await?;
         stores.push((*p, store, rows));
     }
     let record_path = dir.join("up.toml");
@@ -463,15 +465,14 @@ fn read_record(path: &Path) -> anyhow::Result<Option<DataRecord>> {
 }
 
 /// Generates one region's demo data on a blocking thread, with progress lines.
-async fn generate(p: &'static Province, store: Store, spec: DemoSpec) -> anyhow::Result<()> {
+async fn generate(p: &'static Province, store: Arc<dyn Store>, spec: DemoSpec) -> anyhow::Result<()> {
     println!(
         "generating {} ({}) demo data at scale {} (seed {}) ...",
         p.name_en, p.code, spec.scale, spec.seed
     );
     let started = Instant::now();
-    let loaded = tokio::task::spawn_blocking(move || yrd_node::import::generate(&store, p.code, &spec))
+    let loaded = yrd_node::import::generate(store.as_ref(), p.code, &spec)
         .await
-        .context("the generator thread failed")?
         .with_context(|| format!("generating demo data for {} ({})", p.name_en, p.code))?;
     let counts: Vec<String> = loaded.iter().map(|(id, rows)| format!("{rows} {id}")).collect();
     println!(
@@ -736,7 +737,8 @@ mod tests {
             ("320000", "Jiangsu")
         );
         assert_eq!(config.listen.port(), 50072);
-        assert_eq!(config.store.path, Path::new("320000.sqlite"));
+        let yrd_node::config::StoreConfig::Sqlite(store) = &config.store;
+        assert_eq!(store.path, Path::new("320000.sqlite"));
         assert_eq!((config.demo.seed, config.demo.scale), (7, 0.05));
         assert_eq!(config.query.page_token_secret, secrets().node_page_token_secret);
         let tls = config.tls.unwrap();
@@ -761,7 +763,7 @@ mod tests {
         for ((p, loaded), port) in configs.into_iter().zip(50071..) {
             // What was written, with its paths resolved as the loader does.
             let mut written = node_config(p, port, &spec, &secrets()).unwrap();
-            written.store.path = dir.path().join(&written.store.path);
+            written.store.resolve(dir.path());
             if let Some(tls) = written.tls.as_mut() {
                 tls.resolve(dir.path());
             }

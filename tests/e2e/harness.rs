@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use futures::StreamExt;
 use tonic::transport::Channel;
 use yrd_datasets::demo::DemoSpec;
-use yrd_node::{NodeConfig, RunningNode, Store};
+use yrd_node::config::SqliteConfig;
+use yrd_node::{NodeConfig, RunningNode, SqliteStore};
 use yrd_proto::mesh::data_node_client::DataNodeClient;
 use yrd_proto::mesh::{
     AggregateRequest, Metric, NodeAggregateRequest, NodeQueryRequest, NodeQuerySummary, QueryRequest, RegionStatus,
@@ -19,22 +20,27 @@ pub const SCALE: f64 = 0.02;
 /// Demo seed for tests.
 pub const SEED: u64 = 7;
 
-/// Writes `region`'s demo data into a new store at `path`, on a blocking thread.
+/// Writes `region`'s demo data into a new store at `path`.
 pub async fn generate_store(path: PathBuf, region: String) {
-    tokio::task::spawn_blocking(move || {
-        let store = Store::open(&path, &region, 2).expect("open store");
-        yrd_node::import::generate(
-            &store,
-            &region,
-            &DemoSpec {
-                seed: SEED,
-                scale: SCALE,
-            },
-        )
-        .expect("generate");
-    })
+    let store = SqliteStore::open_async(
+        SqliteConfig {
+            path,
+            max_idle_connections: 2,
+        },
+        &region,
+    )
     .await
-    .expect("generator task");
+    .expect("open store");
+    yrd_node::import::generate(
+        &store,
+        &region,
+        &DemoSpec {
+            seed: SEED,
+            scale: SCALE,
+        },
+    )
+    .await
+    .expect("generate");
 }
 
 /// A node serving generated data from a temporary folder.

@@ -121,8 +121,9 @@ impl Mesh {
         let mut replica = None;
         if let Some(i) = opts.replicated {
             let mut c = node_configs[i].clone();
-            c.store.path = dir.path().join(format!("{}-replica.sqlite", REGIONS[i]));
-            generate_store(c.store.path.clone(), REGIONS[i].to_owned()).await;
+            let path = dir.path().join(format!("{}-replica.sqlite", REGIONS[i]));
+            c.store.set_path(path.clone());
+            generate_store(path, REGIONS[i].to_owned()).await;
             replica = Some(yrd_node::start(c).await.unwrap());
         }
         let mut proxy = None;
@@ -206,7 +207,8 @@ impl Mesh {
 
     /// A direct SQLite connection to a region's store.
     pub fn sql(&self, region: usize) -> rusqlite::Connection {
-        rusqlite::Connection::open(&self.node_configs[region].store.path).unwrap()
+        let yrd_node::config::StoreConfig::Sqlite(store) = &self.node_configs[region].store;
+        rusqlite::Connection::open(&store.path).unwrap()
     }
 
     /// Stops a region's node (as if it crashed).

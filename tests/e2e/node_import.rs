@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use yrd_node::Store;
+use yrd_node::SqliteStore;
 use yrd_node::import::{Format, import_file};
 use yrd_proto::datasets::enterprise::v1::Enterprise;
 
@@ -70,8 +70,8 @@ fn count(node: &TestNode) -> i64 {
         .unwrap()
 }
 
-fn store(node: &TestNode) -> Store {
-    Store::open(&node.db, JIANGSU, 1).unwrap()
+fn store(node: &TestNode) -> SqliteStore {
+    SqliteStore::open(&node.db, JIANGSU, 1).unwrap()
 }
 
 #[tokio::test]
@@ -97,9 +97,8 @@ async fn one_bad_row_rejects_the_whole_file_with_line_numbers() {
     lines.push(fields.join(","));
     let path = write(dir.path(), "ent.csv", &lines);
     let st = store(&node);
-    let outcome = tokio::task::spawn_blocking(move || import_file(&st, JIANGSU, "enterprise", &path, Format::Csv))
+    let outcome = import_file(&st, JIANGSU, "enterprise", &path, Format::Csv)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(outcome.inserted, 0);
     let lines: Vec<u64> = outcome.rejected.iter().map(|r| r.line).collect();
@@ -140,9 +139,8 @@ async fn duplicates_and_secret_values_are_reported_without_the_secret() {
     ];
     let path = write(dir.path(), "ent.csv", &lines);
     let st = store(&node);
-    let outcome = tokio::task::spawn_blocking(move || import_file(&st, JIANGSU, "enterprise", &path, Format::Csv))
+    let outcome = import_file(&st, JIANGSU, "enterprise", &path, Format::Csv)
         .await
-        .unwrap()
         .unwrap();
     let lines: Vec<u64> = outcome.rejected.iter().map(|r| r.line).collect();
     assert_eq!(lines, vec![3, 4], "{:?}", outcome.rejected);
@@ -183,11 +181,9 @@ async fn valid_json_lines_are_imported_and_served() {
     lines.insert(1, String::new());
     let path = write(dir.path(), "ent.jsonl", &lines);
     let st = store(&node);
-    let outcome =
-        tokio::task::spawn_blocking(move || import_file(&st, JIANGSU, "enterprise", &path, Format::JsonLines))
-            .await
-            .unwrap()
-            .unwrap();
+    let outcome = import_file(&st, JIANGSU, "enterprise", &path, Format::JsonLines)
+        .await
+        .unwrap();
     assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
     assert_eq!(outcome.inserted, 3);
     assert_eq!(count(&node), before + 3);
@@ -221,9 +217,8 @@ async fn a_header_naming_an_unknown_field_rejects_the_file() {
         &[format!("{HEADER},colour"), format!("{},\"red\"", valid_rows(1)[0])],
     );
     let st = store(&node);
-    let outcome = tokio::task::spawn_blocking(move || import_file(&st, JIANGSU, "enterprise", &path, Format::Csv))
+    let outcome = import_file(&st, JIANGSU, "enterprise", &path, Format::Csv)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(outcome.rejected.len(), 1);
     assert_eq!(outcome.rejected[0].line, 1);

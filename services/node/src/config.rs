@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use yrd_identity::{Secret, TlsPaths};
 use yrd_query::Limits;
 
+pub use crate::store::StoreConfig;
+pub use crate::store::sqlite::SqliteConfig;
 pub use yrd_identity::ConfigError;
 
 /// A region node's configuration. It serializes back to the TOML it is
@@ -58,25 +60,6 @@ pub struct NodeConfig {
     /// Identities that may call this node (`gateway`, `gateway/<name>`, ...).
     #[serde(default = "default_allow")]
     pub allow: Vec<String>,
-}
-
-/// Where and how the node keeps its data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    /// SQLite database file.
-    pub path: PathBuf,
-    /// Read connections kept open for reuse.
-    pub max_idle_connections: usize,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            path: PathBuf::from("node.sqlite"),
-            max_idle_connections: 8,
-        }
-    }
 }
 
 /// Seed and scale of the demo data.
@@ -165,9 +148,7 @@ impl NodeConfig {
         let mut config = Self::parse(&text, &shown)?;
         config.apply_env(&shown, |k| std::env::var(k).ok())?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        if config.store.path.is_relative() {
-            config.store.path = base.join(&config.store.path);
-        }
+        config.store.resolve(base);
         if let Some(tls) = config.tls.as_mut() {
             tls.resolve(base);
         }
@@ -194,7 +175,7 @@ impl NodeConfig {
             })?;
         }
         if let Some(v) = get("YRD_STORE_PATH") {
-            self.store.path = PathBuf::from(v);
+            self.store.set_path(PathBuf::from(v));
         }
         if let Some(v) = get("YRD_PAGE_TOKEN_SECRET") {
             self.query.page_token_secret = Secret::new(v);

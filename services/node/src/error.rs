@@ -3,6 +3,8 @@
 use tonic::Status;
 use yrd_query::QueryError;
 
+use crate::store::StoreError;
+
 /// Anything that can go wrong in the node.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -11,7 +13,7 @@ pub enum NodeError {
     Query(#[from] QueryError),
     /// The store failed.
     #[error("store: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(StoreError),
     /// The store holds data for another schema or region.
     #[error("store {path}: {reason}")]
     StoreMismatch {
@@ -49,6 +51,20 @@ pub enum NodeError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+impl From<StoreError> for NodeError {
+    /// The one place a store's error becomes the node's: what the caller
+    /// did (a bad plan, leaving, running out of time) keeps its meaning.
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Query(q) => Self::Query(q),
+            StoreError::DeadlineExceeded(ms) => Self::DeadlineExceeded(ms),
+            StoreError::Cancelled => Self::Cancelled,
+            StoreError::Mismatch { path, reason } => Self::StoreMismatch { path, reason },
+            other => Self::Store(other),
+        }
+    }
 }
 
 impl From<NodeError> for Status {

@@ -1,10 +1,12 @@
 //! Loading data: `yrd-node import` (CSV or JSON Lines) and `yrd-node
 //! generate` (the demo data). Both pass every row through the same
-//! validation, and both are all or nothing.
+//! validation, and both are all or nothing ([`Store::load`]). The rows are
+//! read lazily, as the store pulls them off the async threads.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::sync::Arc;
 
 use yrd_datasets::Cell;
 use yrd_datasets::demo::{self, DemoSpec};
@@ -58,9 +60,9 @@ pub fn check_row(
     }
 }
 
-/// Imports a file into a dataset, appending to its rows. Blocks.
-pub fn import_file(
-    store: &Store,
+/// Imports a file into a dataset, appending to its rows.
+pub async fn import_file(
+    store: &dyn Store,
     region: &str,
     dataset: &str,
     path: &Path,
@@ -77,6 +79,7 @@ pub fn import_file(
         path: path.display().to_string(),
         source,
     };
+    let region = region.to_owned();
     let file = File::open(path).map_err(io)?;
     match format {
         Format::Csv => {
@@ -100,7 +103,9 @@ pub fn import_file(
                     });
                 }
             };
-            let mut rows = reader.into_records().map(|rec| {
+            let rows_schema = schema.clone();
+            let rows = reader.into_records().map(move |rec| {
+                let schema = &rows_schema;
                 let rec = rec.map_err(|e| Rejection {
                     line: e.position().map_or(0, |p| p.line()),
                     reason: format!("not valid CSV: {e}"),
@@ -121,12 +126,14 @@ pub fn import_file(
                         reason: errors.join("; "),
                     });
                 }
-                check_row(&schema, region, line, cells)
+                check_row(schema, &region, line, cells)
             });
-            store.load(&schema, false, &mut rows)
+            Ok(store.load(schema, false, Box::new(rows)).await?)
         }
         Format::JsonLines => {
-            let mut lines = BufReader::new(file).lines().enumerate().filter_map(|(i, l)| {
+            let rows_schema = schema.clone();
+            let lines = BufReader::new(file).lines().enumerate().filter_map(move |(i, l)| {
+                let schema = &rows_schema;
                 let line = i as u64 + 1;
                 match l {
                     Err(e) => Some(Err(Rejection {
@@ -135,29 +142,30 @@ pub fn import_file(
                     })),
                     Ok(text) if text.trim().is_empty() => None,
                     Ok(text) => {
-                        Some(json_row(&schema, line, &text).and_then(|cells| check_row(&schema, region, line, cells)))
+                        Some(json_row(schema, line, &text).and_then(|cells| check_row(schema, &region, line, cells)))
                     }
                 }
             });
-            store.load(&schema, false, &mut lines)
+            Ok(store.load(schema, false, Box::new(lines)).await?)
         }
     }
 }
 
-/// Replaces every dataset's rows with the region's demo data. Blocks.
-pub fn generate(store: &Store, region: &str, spec: &DemoSpec) -> Result<Vec<(String, u64)>, NodeError> {
+/// Replaces every dataset's rows with the region's demo data.
+pub async fn generate(store: &dyn Store, region: &str, spec: &DemoSpec) -> Result<Vec<(String, u64)>, NodeError> {
     let mut loaded = Vec::new();
     for schema in store.registry().datasets() {
         let rows = demo::rows(&schema.id, region, spec).map_err(|e| NodeError::Demo(e.to_string()))?;
-        let mut checked = rows.enumerate().map(|(i, named)| {
+        let (rows_schema, region_owned) = (Arc::clone(schema), region.to_owned());
+        let checked = rows.enumerate().map(move |(i, named)| {
             let line = i as u64 + 1;
-            let cells = cells_from_named(schema, named).map_err(|v| Rejection {
+            let cells = cells_from_named(&rows_schema, named).map_err(|v| Rejection {
                 line,
                 reason: v.to_string(),
             })?;
-            check_row(schema, region, line, cells)
+            check_row(&rows_schema, &region_owned, line, cells)
         });
-        let outcome = store.load(schema, true, &mut checked)?;
+        let outcome = store.load(schema.clone(), true, Box::new(checked)).await?;
         if let Some(first) = outcome.rejected.first() {
             // A generator must never write what its importer rejects.
             return Err(NodeError::Demo(format!(

@@ -115,9 +115,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let outcome = runtime.block_on(async {
                 let store = server::open_store(&config).await?;
-                let region = config.region.clone();
-                tokio::task::spawn_blocking(move || import::import_file(&store, &region, &dataset, &file, format))
-                    .await?
+                import::import_file(store.as_ref(), &config.region, &dataset, &file, format)
+                    .await
                     .map_err(anyhow::Error::from)
             })?;
             if outcome.rejected.is_empty() {
@@ -138,9 +137,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let loaded = runtime.block_on(async {
                 let store = server::open_store(&config).await?;
-                let region = config.region.clone();
-                tokio::task::spawn_blocking(move || import::generate(&store, &region, &spec))
-                    .await?
+                import::generate(store.as_ref(), &config.region, &spec)
+                    .await
                     .map_err(anyhow::Error::from)
             })?;
             for (dataset, rows) in loaded {

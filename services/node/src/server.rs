@@ -40,16 +40,9 @@ impl RunningNode {
     }
 }
 
-/// Opens the store on a blocking thread.
-pub async fn open_store(config: &NodeConfig) -> Result<Store, NodeError> {
-    let (path, region, idle) = (
-        config.store.path.clone(),
-        config.region.clone(),
-        config.store.max_idle_connections,
-    );
-    tokio::task::spawn_blocking(move || Store::open(&path, &region, idle))
-        .await
-        .map_err(|e| NodeError::Task(e.to_string()))?
+/// Opens the configured store.
+pub async fn open_store(config: &NodeConfig) -> Result<Arc<dyn Store>, NodeError> {
+    crate::store::open(&config.store, &config.region).await
 }
 
 /// The health, reflection and DataNode services, DataNode behind the

@@ -1,42 +1,43 @@
 //! The DataNode service: catalog, queries and aggregates over the store.
-//! Handlers validate and plan on the async side, then run the store work on
-//! a blocking thread that feeds a bounded channel to the response stream.
+//! Handlers check and plan the request, ask the policy stage for a permit,
+//! build the store's plan from the permit, and stream the store's typed
+//! rows through the one encoder into a bounded response channel.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost_types::Any;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use yrd_proto::freshness;
 use yrd_proto::mesh::data_node_server::DataNode;
 use yrd_proto::mesh::{
-    AggregateFunction, AggregateGroup, AggregateResponse, Catalog, GetCatalogRequest, MetricPartial,
+    AggregateFunction, AggregateGroup, AggregateResponse, Catalog, FilterExpr, GetCatalogRequest, MetricPartial,
     NodeAggregateRequest, NodeQueryRequest, NodeQueryResponse, NodeQuerySummary, RegionStatus, RowBatch, Value,
-    node_query_response, value,
+    node_query_response,
 };
 use yrd_proto::schema::{DatasetSchema, FieldType};
 use yrd_query::sortkey::KeyWriter;
 use yrd_query::{CheckedAggregate, CheckedQuery, Limits, QueryError, aggregate};
 
 use crate::config::NodeConfig;
+use crate::encode::{cell_value, encode_field, sort_key};
 use crate::error::NodeError;
-use crate::store::Store;
-use crate::store::encode::{encode_field, sort_key};
-use crate::store::sql::{self, SortColumn, Statement};
+use crate::policy::{Access, Caller, DefaultPolicy, Mask, Policy};
+use crate::store::{self, DatasetStats, SortColumn, Store};
 
 /// The service name in metrics.
 const DATA_NODE: &str = "yrd.mesh.v1.DataNode";
 
 /// Span of a node's Query or Aggregate handling.
 pub const SPAN_NODE_QUERY: &str = "node.query";
-/// Span of the store work of a query, on its blocking thread.
+/// Span of the store work of a query or an aggregate.
 pub const SPAN_STORE_QUERY: &str = "store.query";
 
-/// Messages buffered between the store thread and the response stream: a
-/// slow client slows the store reader, it does not grow memory.
+/// Messages buffered between the encoder and the response stream: a slow
+/// client slows the store reader, it does not grow memory.
 const STREAM_BUFFER: usize = 2;
 
 /// The DataNode implementation.
@@ -48,35 +49,56 @@ pub struct NodeService {
 #[derive(Debug)]
 struct State {
     config: NodeConfig,
-    store: Store,
+    store: Arc<dyn Store>,
+    policy: Arc<dyn Policy>,
     permits: Arc<Semaphore>,
 }
 
-/// A validated query, ready to run.
+/// A validated query, ready for the policy stage.
 #[derive(Debug)]
 struct PagePlan {
     schema: Arc<DatasetSchema>,
-    statement: Statement,
+    filter: Option<FilterExpr>,
     order: Vec<SortColumn>,
     projection: Vec<usize>,
+    after: Option<Vec<Value>>,
     page_size: u32,
 }
 
-/// A validated aggregate, ready to run.
+/// What the policy stage allows a query to show: the fields streamed after
+/// the sort columns, each with its mask, if any.
+#[derive(Debug)]
+struct Shown {
+    fields: Vec<usize>,
+    masks: Vec<Option<Mask>>,
+    batch_rows: usize,
+}
+
+/// A validated aggregate, ready for the policy stage.
 #[derive(Debug)]
 struct AggregatePlan {
     schema: Arc<DatasetSchema>,
-    statement: Statement,
+    filter: Option<FilterExpr>,
     group_by: Vec<usize>,
     metrics: Vec<(AggregateFunction, Option<usize>)>,
 }
 
 impl NodeService {
-    /// A service over `store`, configured by `config`.
-    pub fn new(config: NodeConfig, store: Store) -> Self {
+    /// A service over `store`, configured by `config`, with the default policy.
+    pub fn new(config: NodeConfig, store: Arc<dyn Store>) -> Self {
+        Self::with_policy(config, store, Arc::new(DefaultPolicy))
+    }
+
+    /// A service over `store` whose permits come from `policy`.
+    pub fn with_policy(config: NodeConfig, store: Arc<dyn Store>, policy: Arc<dyn Policy>) -> Self {
         let permits = Arc::new(Semaphore::new(config.query.max_concurrent));
         Self {
-            inner: Arc::new(State { config, store, permits }),
+            inner: Arc::new(State {
+                config,
+                store,
+                policy,
+                permits,
+            }),
         }
     }
 
@@ -84,48 +106,103 @@ impl NodeService {
         &self.inner.config.limits
     }
 
+    /// Checks a node request once, with the same code the gateway ran.
     fn plan_query(&self, req: &NodeQueryRequest) -> Result<PagePlan, QueryError> {
         let (checked, after) = CheckedQuery::from_node_request(req, self.inner.store.registry(), self.limits())?;
-        let order: Vec<SortColumn> = checked
+        let order = checked
             .sort_columns()
             .into_iter()
             .map(|(field, descending)| SortColumn { field, descending })
             .collect();
-        let statement = sql::select_page(
-            &checked.schema,
-            &order,
-            &checked.projection,
-            checked.filter.as_ref(),
-            after.as_deref(),
-            u64::from(checked.page_size) + 1,
-        )?;
         Ok(PagePlan {
             schema: checked.schema,
-            statement,
+            filter: checked.filter,
             order,
             projection: checked.projection,
+            after,
             page_size: checked.page_size,
         })
     }
 
+    /// Checks a node's aggregate request once.
     fn plan_aggregate(&self, req: &NodeAggregateRequest) -> Result<AggregatePlan, QueryError> {
         let checked = CheckedAggregate::from_node_request(req, self.inner.store.registry(), self.limits())?;
-        let statement = sql::aggregate(
-            &checked.schema,
-            checked.filter.as_ref(),
-            &checked.group_fields,
-            &checked.metric_fields,
-            self.limits().max_groups as u64 + 1,
-        )?;
         Ok(AggregatePlan {
             schema: checked.schema,
-            statement,
+            filter: checked.filter,
             group_by: checked.group_fields,
             metrics: checked.metric_fields,
         })
     }
 
-    async fn permit(&self, deadline: Instant) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
+    /// The policy stage for a query: what it shows, and the store's plan
+    /// built from the permit (refused columns left out, the row scope ANDed in).
+    fn authorize_query(&self, caller: &Caller, plan: &PagePlan) -> Result<(Shown, store::ScanPlan), QueryError> {
+        let permit = self.inner.policy.authorize(
+            caller,
+            &Access {
+                schema: &plan.schema,
+                filter: plan.filter.as_ref(),
+                order: &plan.order,
+                projection: &plan.projection,
+                group_by: &[],
+                metrics: &[],
+            },
+        )?;
+        let visible = permit.visible(&plan.projection);
+        let columns = plan
+            .order
+            .iter()
+            .map(|k| k.field)
+            .chain(visible.iter().copied())
+            .collect();
+        let batch_rows = self.batch_rows(plan.page_size);
+        let shown = Shown {
+            masks: visible.iter().map(|&f| permit.mask(f)).collect(),
+            fields: visible,
+            batch_rows,
+        };
+        let scan = store::ScanPlan {
+            schema: plan.schema.clone(),
+            filter: permit.scoped_filter(plan.filter.clone()),
+            order: plan.order.clone(),
+            after: plan.after.clone(),
+            limit: u64::from(plan.page_size) + 1,
+            columns,
+            batch_rows,
+        };
+        Ok((shown, scan))
+    }
+
+    /// The policy stage for an aggregate: the store's plan from the permit.
+    fn authorize_aggregate(&self, caller: &Caller, plan: &AggregatePlan) -> Result<store::AggregatePlan, QueryError> {
+        let permit = self.inner.policy.authorize(
+            caller,
+            &Access {
+                schema: &plan.schema,
+                filter: plan.filter.as_ref(),
+                order: &[],
+                projection: &[],
+                group_by: &plan.group_by,
+                metrics: &plan.metrics,
+            },
+        )?;
+        Ok(store::AggregatePlan {
+            schema: plan.schema.clone(),
+            filter: permit.scoped_filter(plan.filter.clone()),
+            group_by: plan.group_by.clone(),
+            metrics: plan.metrics.clone(),
+            limit: self.limits().max_groups as u64 + 1,
+        })
+    }
+
+    /// Rows per streamed batch for a page of `page_size` rows.
+    fn batch_rows(&self, page_size: u32) -> usize {
+        self.inner.config.query.batch_rows.min(page_size.max(1) as usize)
+    }
+
+    /// A query slot, waiting no longer than the deadline.
+    async fn slot(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, NodeError> {
         let wait = self.inner.permits.clone().acquire_owned();
         match tokio::time::timeout_at(deadline.into(), wait).await {
             Ok(Ok(p)) => Ok(p),
@@ -143,10 +220,7 @@ impl NodeService {
 #[tonic::async_trait]
 impl DataNode for NodeService {
     async fn get_catalog(&self, _req: Request<GetCatalogRequest>) -> Result<Response<Catalog>, Status> {
-        let store = self.inner.store.clone();
-        let stats = tokio::task::spawn_blocking(move || store.stats())
-            .await
-            .map_err(|e| NodeError::Task(e.to_string()))??;
+        let stats = self.inner.store.stats().await.map_err(NodeError::from)?;
         let region = &self.inner.config.region;
         let datasets = self
             .inner
@@ -182,32 +256,41 @@ impl DataNode for NodeService {
     async fn query(&self, req: Request<NodeQueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
         let started = Instant::now();
         let deadline = self.deadline(&req);
+        let caller = caller_of(&req);
         let req = req.into_inner();
         let span = request_span("Query", &self.inner.config.region, &req.dataset);
         let plan = span
             .in_scope(|| self.plan_query(&req))
             .map_err(|e| failed(&span, e.into()))?;
-        let permit = self
-            .permit(deadline)
+        let (shown, scan_plan) = span
+            .in_scope(|| self.authorize_query(&caller, &plan))
+            .map_err(|e| failed(&span, e.into()))?;
+        let slot = self
+            .slot(deadline)
             .instrument(span.clone())
             .await
             .map_err(|e| failed(&span, e))?;
-        let store_span = store_span(&span, &plan.statement.sql);
+        let store_span = store_span(&span, self.inner.store.system());
+        // Started here, so that a plan the store cannot run is refused as
+        // the call's status, before any stream.
+        let scan = self
+            .inner
+            .store
+            .scan(scan_plan, deadline)
+            .instrument(store_span.clone())
+            .await
+            .map_err(|e| failed(&span, failed(&store_span, e.into())))?;
+        store_span.record("db.statement", scan.statement.as_str());
         // The request's span stays open until the stream ends, and takes its status.
         let server_span = tracing::Span::current();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let state = self.inner.clone();
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let sender = Sender {
-                tx: tx.clone(),
-                handle,
-                deadline,
-            };
-            let _entered = store_span.enter();
+        tokio::spawn(async move {
+            let _slot = slot;
             let _open = yrd_telemetry::OpenStreamGuard::open();
-            let outcome = run_query(&state, &plan, &sender, started);
+            let outcome = run_query(&state, &plan, &shown, scan, &tx, deadline, started)
+                .instrument(store_span.clone())
+                .await;
             let code = match &outcome {
                 Ok(_) => tonic::Code::Ok,
                 Err(NodeError::Cancelled) => tonic::Code::Cancelled,
@@ -230,7 +313,7 @@ impl DataNode for NodeService {
                 Err(err) => {
                     let status = Status::from(failed(&store_span, err));
                     span.record("otel.status_code", "ERROR");
-                    let _ = sender.send(Err(status));
+                    let _ = send(&tx, Err(status), deadline).await;
                 }
             }
         });
@@ -240,29 +323,33 @@ impl DataNode for NodeService {
     async fn aggregate(&self, req: Request<NodeAggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
         let started = Instant::now();
         let deadline = self.deadline(&req);
+        let caller = caller_of(&req);
         let req = req.into_inner();
         let span = request_span("Aggregate", &self.inner.config.region, &req.dataset);
         let plan = span
             .in_scope(|| self.plan_aggregate(&req))
             .map_err(|e| failed(&span, e.into()))?;
-        let permit = self
-            .permit(deadline)
+        let store_plan = span
+            .in_scope(|| self.authorize_aggregate(&caller, &plan))
+            .map_err(|e| failed(&span, e.into()))?;
+        let slot = self
+            .slot(deadline)
             .instrument(span.clone())
             .await
             .map_err(|e| failed(&span, e))?;
-        let store_span = store_span(&span, &plan.statement.sql);
-        let state = self.inner.clone();
-        let response = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let _entered = store_span.enter();
-            let result = run_aggregate(&state, &plan, deadline, started).map_err(|e| failed(&store_span, e));
+        let store_span = store_span(&span, self.inner.store.system());
+        let response = async {
+            let _slot = slot;
+            let result = run_aggregate(&self.inner, &plan, store_plan, deadline, started)
+                .await
+                .map_err(|e| failed(&store_span, e));
             if let Ok(r) = &result {
                 store_span.record("yrd.rows", r.groups.len());
             }
             result
-        })
+        }
+        .instrument(store_span.clone())
         .await
-        .map_err(|e| NodeError::Task(e.to_string()))?
         .map_err(|e| failed(&span, e))?;
         span.record("yrd.rows", response.groups.len());
         yrd_telemetry::request_done(DATA_NODE, "Aggregate", tonic::Code::Ok, started.elapsed());
@@ -271,47 +358,22 @@ impl DataNode for NodeService {
     }
 }
 
-/// The sending end of a query stream, used from a blocking thread: every
-/// send waits for room in the bounded channel, but never past the deadline.
-struct Sender {
-    tx: mpsc::Sender<Result<NodeQueryResponse, Status>>,
-    handle: tokio::runtime::Handle,
+/// Who sent `req`: the verified peer, or anonymous in insecure mode.
+fn caller_of<T>(req: &Request<T>) -> Caller {
+    yrd_identity::peer_id(req).map_or(Caller::Anonymous, Caller::Peer)
+}
+
+/// Sends one message of a query stream, waiting for room in the bounded
+/// channel, but never past the deadline.
+async fn send(
+    tx: &mpsc::Sender<Result<NodeQueryResponse, Status>>,
+    msg: Result<NodeQueryResponse, Status>,
     deadline: Instant,
-}
-
-impl Sender {
-    fn send(&self, msg: Result<NodeQueryResponse, Status>) -> Result<(), NodeError> {
-        match self
-            .handle
-            .block_on(tokio::time::timeout_at(self.deadline.into(), self.tx.send(msg)))
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(NodeError::Cancelled),
-            Err(_) => Err(NodeError::DeadlineExceeded(0)),
-        }
-    }
-}
-
-fn interrupt_handler(
-    conn: &rusqlite::Connection,
-    tx: mpsc::Sender<Result<NodeQueryResponse, Status>>,
-    deadline: Instant,
-) {
-    // SQLite calls this every few thousand VM steps: a long sort or scan
-    // stops soon after the client goes away or the deadline passes.
-    conn.progress_handler(4_000, Some(move || tx.is_closed() || Instant::now() >= deadline));
-}
-
-fn interrupted(err: rusqlite::Error, sender: &Sender, started: Instant) -> NodeError {
-    match err {
-        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::OperationInterrupted => {
-            if sender.tx.is_closed() {
-                NodeError::Cancelled
-            } else {
-                NodeError::DeadlineExceeded(started.elapsed().as_millis())
-            }
-        }
-        other => other.into(),
+) -> Result<(), NodeError> {
+    match tokio::time::timeout_at(deadline.into(), tx.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(NodeError::Cancelled),
+        Err(_) => Err(NodeError::DeadlineExceeded(0)),
     }
 }
 
@@ -330,16 +392,16 @@ fn request_span(method: &str, region: &str, dataset: &str) -> tracing::Span {
     )
 }
 
-/// The span of the store work: the SQL shape with its placeholders, never
-/// the bound values.
-fn store_span(parent: &tracing::Span, sql: &str) -> tracing::Span {
+/// The span of the store work. The statement's shape (placeholders, never
+/// the bound values) is recorded once the store has built it.
+fn store_span(parent: &tracing::Span, system: &'static str) -> tracing::Span {
     tracing::info_span!(
         parent: parent,
         SPAN_STORE_QUERY,
         "otel.kind" = "client",
-        "db.system" = "sqlite",
+        "db.system" = system,
         "db.operation" = "SELECT",
-        "db.statement" = sql,
+        "db.statement" = tracing::field::Empty,
         "yrd.rows" = tracing::field::Empty,
         "otel.status_code" = tracing::field::Empty,
         "otel.status_description" = tracing::field::Empty,
@@ -354,22 +416,21 @@ fn failed(span: &tracing::Span, err: NodeError) -> NodeError {
     err
 }
 
-fn run_query(state: &State, plan: &PagePlan, sender: &Sender, started: Instant) -> Result<u64, NodeError> {
+/// Streams one page: the store's rows through the encoder (masked as the
+/// permit says) into response batches, then the summary: whether more
+/// rows follow the last one sent.
+async fn run_query(
+    state: &State,
+    plan: &PagePlan,
+    shown: &Shown,
+    mut rows: store::Scan,
+    tx: &mpsc::Sender<Result<NodeQueryResponse, Status>>,
+    deadline: Instant,
+    started: Instant,
+) -> Result<u64, NodeError> {
     let region = &state.config.region;
-    let stats = state
-        .store
-        .stats()?
-        .into_iter()
-        .find(|(id, _)| *id == plan.schema.id)
-        .map(|(_, s)| s)
-        .unwrap_or_default();
-    let conn = state.store.reader()?;
-    interrupt_handler(&conn, sender.tx.clone(), sender.deadline);
-    let mut stmt = conn.prepare_cached(&plan.statement.sql)?;
-    let mut rows = stmt
-        .query(rusqlite::params_from_iter(plan.statement.params.iter()))
-        .map_err(|e| interrupted(e, sender, started))?;
-    let batch_rows = state.config.query.batch_rows.min(plan.page_size.max(1) as usize);
+    let stats = dataset_stats(state, &plan.schema.id).await?;
+    let batch_rows = shown.batch_rows;
     let new_batch = || RowBatch {
         rows: Vec::with_capacity(batch_rows),
         sort_keys: Vec::with_capacity(batch_rows),
@@ -379,40 +440,55 @@ fn run_query(state: &State, plan: &PagePlan, sender: &Sender, started: Instant) 
     let mut batch = new_batch();
     let mut key = KeyWriter::new();
     let (mut count, mut bytes, mut has_more) = (0u64, 0u64, false);
-    let offset = plan.order.len();
-    loop {
-        let row = match rows.next() {
-            Ok(Some(row)) => row,
+    'scan: loop {
+        let cells_batch = match tokio::time::timeout_at(deadline.into(), rows.rows.recv()).await {
+            Ok(Some(item)) => item?,
             Ok(None) => break,
-            Err(e) => return Err(interrupted(e, sender, started)),
+            Err(_) => return Err(NodeError::DeadlineExceeded(started.elapsed().as_millis())),
         };
-        if count == u64::from(plan.page_size) {
-            has_more = true;
-            break;
-        }
-        sort_key(&plan.schema, &plan.order, row, &mut key)?;
-        let mut buf = Vec::with_capacity(192);
-        for (j, &f) in plan.projection.iter().enumerate() {
-            encode_field(&plan.schema.fields[f], row.get_ref(offset + j)?, &mut buf);
-        }
-        bytes += buf.len() as u64;
-        batch.rows.push(Any {
-            type_url: plan.schema.type_url.clone(),
-            value: buf,
-        });
-        batch.sort_keys.push(key.as_bytes().to_vec());
-        count += 1;
-        if batch.rows.len() >= batch_rows {
-            let full = std::mem::replace(&mut batch, new_batch());
-            sender.send(Ok(NodeQueryResponse {
-                kind: Some(node_query_response::Kind::Batch(full)),
-            }))?;
+        for cells in cells_batch {
+            if count == u64::from(plan.page_size) {
+                has_more = true;
+                break 'scan;
+            }
+            // The scan reads the sort columns first, then the shown fields.
+            let (keys, values) = cells.split_at(plan.order.len().min(cells.len()));
+            sort_key(&plan.schema, &plan.order, keys, &mut key);
+            let mut buf = Vec::with_capacity(192);
+            for ((&f, cell), mask) in shown.fields.iter().zip(values).zip(&shown.masks) {
+                encode_field(&plan.schema.fields[f], cell.as_ref(), *mask, &mut buf);
+            }
+            bytes += buf.len() as u64;
+            batch.rows.push(Any {
+                type_url: plan.schema.type_url.clone(),
+                value: buf,
+            });
+            batch.sort_keys.push(key.as_bytes().to_vec());
+            count += 1;
+            if batch.rows.len() >= batch_rows {
+                let full = std::mem::replace(&mut batch, new_batch());
+                send(
+                    tx,
+                    Ok(NodeQueryResponse {
+                        kind: Some(node_query_response::Kind::Batch(full)),
+                    }),
+                    deadline,
+                )
+                .await?;
+            }
         }
     }
+    // Stops the store's work at once when the page is full.
+    drop(rows);
     if !batch.rows.is_empty() {
-        sender.send(Ok(NodeQueryResponse {
-            kind: Some(node_query_response::Kind::Batch(batch)),
-        }))?;
+        send(
+            tx,
+            Ok(NodeQueryResponse {
+                kind: Some(node_query_response::Kind::Batch(batch)),
+            }),
+            deadline,
+        )
+        .await?;
     }
     yrd_telemetry::rows_streamed(&plan.schema.id, count, bytes);
     let summary = NodeQuerySummary {
@@ -425,68 +501,64 @@ fn run_query(state: &State, plan: &PagePlan, sender: &Sender, started: Instant) 
         more: has_more,
         trace_id: yrd_telemetry::current_trace_id(),
     };
-    sender.send(Ok(NodeQueryResponse {
-        kind: Some(node_query_response::Kind::Summary(summary)),
-    }))?;
+    send(
+        tx,
+        Ok(NodeQueryResponse {
+            kind: Some(node_query_response::Kind::Summary(summary)),
+        }),
+        deadline,
+    )
+    .await?;
     Ok(count)
 }
 
-fn run_aggregate(
+/// Runs an aggregate at the store and finishes its partials.
+async fn run_aggregate(
     state: &State,
     plan: &AggregatePlan,
+    store_plan: store::AggregatePlan,
     deadline: Instant,
     started: Instant,
 ) -> Result<AggregateResponse, NodeError> {
     let region = &state.config.region;
-    let stats = state
-        .store
-        .stats()?
-        .into_iter()
-        .find(|(id, _)| *id == plan.schema.id)
-        .map(|(_, s)| s)
-        .unwrap_or_default();
-    let conn = state.store.reader()?;
-    conn.progress_handler(4_000, Some(move || Instant::now() >= deadline));
-    let mut stmt = conn.prepare_cached(&plan.statement.sql)?;
-    let mut rows = stmt
-        .query(rusqlite::params_from_iter(plan.statement.params.iter()))
-        .map_err(|e| deadline_error(e, started))?;
+    let stats = dataset_stats(state, &plan.schema.id).await?;
+    let aggregated = state.store.aggregate(store_plan, deadline).await?;
+    tracing::Span::current().record("db.statement", aggregated.statement.as_str());
     let max_groups = state.config.limits.max_groups;
-    let mut groups = Vec::new();
-    while let Some(row) = rows.next().map_err(|e| deadline_error(e, started))? {
-        if groups.len() == max_groups {
-            return Err(QueryError::Limit {
-                param: "group_by",
-                limit: "max_groups",
-                max: max_groups as u64,
-                actual: max_groups as u64 + 1,
-            }
-            .into());
+    if aggregated.groups.len() > max_groups {
+        return Err(QueryError::Limit {
+            param: "group_by",
+            limit: "max_groups",
+            max: max_groups as u64,
+            actual: max_groups as u64 + 1,
         }
-        let mut keys = Vec::with_capacity(plan.group_by.len());
-        for (i, &f) in plan.group_by.iter().enumerate() {
-            keys.push(to_value(plan.schema.fields[f].ty, row.get_ref(i)?));
-        }
-        let mut metrics = Vec::with_capacity(plan.metrics.len());
-        for (m, (function, field)) in plan.metrics.iter().enumerate() {
-            let base = plan.group_by.len() + m * 4;
-            let count: i64 = row.get(base)?;
-            let sum: f64 = row.get(base + 1)?;
-            let ty = field.map_or(FieldType::Int, |f| plan.schema.fields[f].ty);
-            let (min, max) = (
-                to_value(ty, row.get_ref(base + 2)?),
-                to_value(ty, row.get_ref(base + 3)?),
-            );
-            let mut partial = MetricPartial {
-                count: count.max(0).unsigned_abs(),
-                sum,
-                min: min.kind.is_some().then_some(min),
-                max: max.kind.is_some().then_some(max),
-                value: None,
-            };
-            aggregate::finish(&mut partial, *function);
-            metrics.push(partial);
-        }
+        .into());
+    }
+    let mut groups = Vec::with_capacity(aggregated.groups.len());
+    for group in aggregated.groups {
+        let keys = plan
+            .group_by
+            .iter()
+            .zip(group.keys)
+            .map(|(&f, cell)| cell_value(plan.schema.fields[f].ty, cell))
+            .collect();
+        let metrics = plan
+            .metrics
+            .iter()
+            .zip(group.metrics)
+            .map(|((function, field), p)| {
+                let ty = field.map_or(FieldType::Int, |f| plan.schema.fields[f].ty);
+                let mut partial = MetricPartial {
+                    count: p.count,
+                    sum: p.sum,
+                    min: p.min.map(|c| cell_value(ty, Some(c))),
+                    max: p.max.map(|c| cell_value(ty, Some(c))),
+                    value: None,
+                };
+                aggregate::finish(&mut partial, *function);
+                partial
+            })
+            .collect();
         groups.push(AggregateGroup { keys, metrics });
     }
     let n = groups.len() as u64;
@@ -502,29 +574,14 @@ fn run_aggregate(
     })
 }
 
-fn deadline_error(err: rusqlite::Error, started: Instant) -> NodeError {
-    match err {
-        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::OperationInterrupted => {
-            NodeError::DeadlineExceeded(started.elapsed().as_millis())
-        }
-        other => other.into(),
-    }
-}
-
-fn to_value(ty: FieldType, v: rusqlite::types::ValueRef<'_>) -> Value {
-    use rusqlite::types::ValueRef;
-    let kind = match (ty, v) {
-        (_, ValueRef::Null | ValueRef::Blob(_)) => None,
-        (FieldType::Date, ValueRef::Text(t)) => Some(value::Kind::DateValue(String::from_utf8_lossy(t).into_owned())),
-        (_, ValueRef::Text(t)) => Some(value::Kind::StringValue(String::from_utf8_lossy(t).into_owned())),
-        (FieldType::Timestamp, ValueRef::Integer(s)) => Some(value::Kind::TimestampValue(prost_types::Timestamp {
-            seconds: s,
-            nanos: 0,
-        })),
-        (FieldType::Bool, ValueRef::Integer(i)) => Some(value::Kind::BoolValue(i != 0)),
-        (FieldType::Double, ValueRef::Integer(i)) => Some(value::Kind::DoubleValue(i as f64)),
-        (_, ValueRef::Integer(i)) => Some(value::Kind::IntValue(i)),
-        (_, ValueRef::Real(r)) => Some(value::Kind::DoubleValue(r)),
-    };
-    Value { kind }
+/// The size and freshness of one dataset.
+async fn dataset_stats(state: &State, dataset: &str) -> Result<DatasetStats, NodeError> {
+    Ok(state
+        .store
+        .stats()
+        .await?
+        .into_iter()
+        .find(|(id, _)| id == dataset)
+        .map(|(_, s)| s)
+        .unwrap_or_default())
 }

@@ -1,22 +1,166 @@
-//! The embedded SQLite store. Tables and indexes are derived from the
-//! dataset descriptors. Every method here blocks: call them from
-//! `tokio::task::spawn_blocking`, never on the async runtime.
+//! The store seam: what the node asks of wherever a region keeps its data.
+//!
+//! The vocabulary is backend-neutral: a [`ScanPlan`] or an [`AggregatePlan`]
+//! goes in (typed filter, sort columns, resume key, limit, columns, all
+//! named by field index into the dataset's descriptor), typed cells come out.
+//! No user text and no refused field ever reaches a store: plans are built
+//! from checked queries and the policy stage's permit.
+//!
+//! Backends are modules ([`sqlite`]; PostgreSQL later) and a variant of
+//! [`StoreConfig`]; [`open`] is the one place that picks one. Every backend
+//! runs the same [`conformance`] suite.
 
-pub mod encode;
-pub mod sql;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod sqlite;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
-use rusqlite::{Connection, OpenFlags, ffi::ErrorCode};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Deserializer, Serialize};
+use tokio::sync::mpsc;
 use yrd_datasets::Cell;
+use yrd_proto::mesh::{AggregateFunction, FilterExpr, Value};
 use yrd_proto::schema::{DatasetSchema, Registry};
+use yrd_query::QueryError;
 
 use crate::error::NodeError;
 
-/// How long a connection waits for a lock held by another.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// One row's cells: `None` is NULL. Which fields they hold is said by the
+/// plan that produced them.
+pub type Cells = Vec<Option<Cell>>;
+
+/// Rows to load: each is its 1-based input line and its cells in schema
+/// order, or the rejection the caller's validation already made. The
+/// iterator may block (it may read a file); backends drive it off the async
+/// threads.
+pub type RowSource = Box<dyn Iterator<Item = Result<(u64, Cells), Rejection>> + Send>;
+
+/// The receiving end of a scan: batches of rows, each row's cells aligned
+/// with [`ScanPlan::columns`]. Bounded: a slow consumer slows the store.
+/// Dropping it stops the scan.
+pub type RowReceiver = mpsc::Receiver<Result<Vec<Cells>, StoreError>>;
+
+/// A region's store, as the node uses it. Object safe, so the node holds an
+/// `Arc<dyn Store>` chosen by configuration; every method is async-friendly
+/// (a blocking backend does its work on `spawn_blocking`).
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// The datasets this store holds.
+    fn registry(&self) -> &'static Registry;
+
+    /// The backend's name for telemetry (`db.system`), such as `sqlite`.
+    fn system(&self) -> &'static str;
+
+    /// Row counts and freshness of every dataset, ordered by dataset id.
+    fn stats(&self) -> BoxFuture<'_, Result<Vec<(String, DatasetStats)>, StoreError>>;
+
+    /// Writes rows of one dataset all or nothing: every row, or none when
+    /// any is rejected (by the caller's validation, given as `Err`, or by the
+    /// store, for a duplicate primary key), with every rejection and its line.
+    /// With `replace`, the dataset's existing rows go in the same transaction.
+    fn load(
+        &self,
+        schema: Arc<DatasetSchema>,
+        replace: bool,
+        rows: RowSource,
+    ) -> BoxFuture<'_, Result<LoadOutcome, StoreError>>;
+
+    /// Starts a scan. Rows arrive in `plan.order` order, strictly after
+    /// `plan.after`, at most `plan.limit` of them, in batches of at most
+    /// `plan.batch_rows`. The scan stops soon after the receiver is dropped
+    /// or `deadline` passes (then the last item is
+    /// [`StoreError::DeadlineExceeded`]).
+    fn scan(&self, plan: ScanPlan, deadline: Instant) -> BoxFuture<'_, Result<Scan, StoreError>>;
+
+    /// Runs an aggregate: at most `plan.limit` groups, in group-key order.
+    /// Dropping the future stops the work, as does the deadline.
+    fn aggregate(&self, plan: AggregatePlan, deadline: Instant) -> BoxFuture<'_, Result<Aggregated, StoreError>>;
+}
+
+/// A started scan.
+#[derive(Debug)]
+pub struct Scan {
+    /// The statement's shape, for the store span: placeholders, never values.
+    pub statement: String,
+    /// The rows.
+    pub rows: RowReceiver,
+}
+
+/// A finished aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregated {
+    /// The statement's shape, for the store span: placeholders, never values.
+    pub statement: String,
+    /// The groups, ordered by their keys.
+    pub groups: Vec<GroupCells>,
+}
+
+/// One sort key: a field index and its direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SortColumn {
+    /// Index into the schema's fields.
+    pub field: usize,
+    /// Descending.
+    pub descending: bool,
+}
+
+/// What to read for one page of a query.
+#[derive(Debug, Clone)]
+pub struct ScanPlan {
+    /// The dataset.
+    pub schema: Arc<DatasetSchema>,
+    /// Rows to keep, with any row scope of the permit already ANDed in.
+    pub filter: Option<FilterExpr>,
+    /// Sort columns, the primary key last, so the order is total.
+    pub order: Vec<SortColumn>,
+    /// Resume strictly after these key values, one per sort column.
+    pub after: Option<Vec<Value>>,
+    /// Most rows to return.
+    pub limit: u64,
+    /// Field indexes to read, in the order of each row's cells; a field may
+    /// appear more than once.
+    pub columns: Vec<usize>,
+    /// Most rows per batch sent to the receiver (at least 1).
+    pub batch_rows: usize,
+}
+
+/// What to compute for an aggregate.
+#[derive(Debug, Clone)]
+pub struct AggregatePlan {
+    /// The dataset.
+    pub schema: Arc<DatasetSchema>,
+    /// Rows to aggregate, with any row scope already ANDed in.
+    pub filter: Option<FilterExpr>,
+    /// Field indexes to group by; none gives one group of every row.
+    pub group_by: Vec<usize>,
+    /// Metrics: a function and its field (`None` for `count(*)`).
+    pub metrics: Vec<(AggregateFunction, Option<usize>)>,
+    /// Most groups to return.
+    pub limit: u64,
+}
+
+/// One group of an aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupCells {
+    /// The group's key cells, aligned with `group_by`.
+    pub keys: Cells,
+    /// One partial per metric, aligned with `metrics`.
+    pub metrics: Vec<Partial>,
+}
+
+/// The mergeable partial of one metric over one group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partial {
+    /// Non-null values (rows, for `count(*)`).
+    pub count: u64,
+    /// Sum of the values (0 for a non-numeric field or `count(*)`).
+    pub sum: f64,
+    /// Smallest value, if any (none for `count(*)`).
+    pub min: Option<Cell>,
+    /// Largest value, if any (none for `count(*)`).
+    pub max: Option<Cell>,
+}
 
 /// A rejected input row: its line number and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +182,7 @@ pub struct LoadOutcome {
 }
 
 /// A dataset's size and freshness in this store.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DatasetStats {
     /// Rows held.
     pub rows: u64,
@@ -46,264 +190,150 @@ pub struct DatasetStats {
     pub updated_at: Option<SystemTime>,
 }
 
-/// The store of one region node.
-#[derive(Debug, Clone)]
-pub struct Store {
-    inner: Arc<Inner>,
+/// What a store can fail with, whatever the backend. Messages name
+/// parameters, statements and causes, never a bound value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The plan cannot be expressed (a literal of the wrong type, a resume
+    /// key that does not match the order): the caller's fault.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// The work ran past its deadline.
+    #[error("deadline exceeded after {0} ms")]
+    DeadlineExceeded(u128),
+    /// The consumer went away.
+    #[error("cancelled by the caller")]
+    Cancelled,
+    /// The store holds data for another schema or region.
+    #[error("store {path}: {reason}")]
+    Mismatch {
+        /// The store's location.
+        path: String,
+        /// What does not match.
+        reason: String,
+    },
+    /// The backend failed.
+    #[error("{system}: {source}")]
+    Backend {
+        /// The backend, as in [`Store::system`].
+        system: &'static str,
+        /// The backend's own error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A blocking task failed to run to completion.
+    #[error("store task failed: {0}")]
+    Task(String),
 }
 
-#[derive(Debug)]
-struct Inner {
-    path: PathBuf,
-    registry: &'static Registry,
-    idle: Mutex<Vec<Connection>>,
-    max_idle: usize,
+/// Which store a node uses and how: `[store] kind = "sqlite"` and the
+/// backend's keys. Without `kind`, the store is SQLite, so configs written
+/// before there was a choice still load.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StoreConfig {
+    /// The embedded SQLite store.
+    Sqlite(sqlite::SqliteConfig),
 }
 
-/// A read connection borrowed from the store; returned to it on drop.
-pub struct Reader {
-    conn: Option<Connection>,
-    store: Arc<Inner>,
-}
-
-impl std::ops::Deref for Reader {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        // Present from creation until drop.
-        self.conn
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("reader used after drop"))
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self::Sqlite(sqlite::SqliteConfig::default())
     }
 }
 
-impl Drop for Reader {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            conn.progress_handler(0, None::<fn() -> bool>);
-            if let Ok(mut idle) = self.store.idle.lock()
-                && idle.len() < self.store.max_idle
-            {
-                idle.push(conn);
-            }
+impl<'de> Deserialize<'de> for StoreConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // An internally tagged enum whose tag may be left out: read the
+        // table, take `kind` (SQLite when absent), hand the rest to the
+        // variant, whose own `deny_unknown_fields` names a stray key.
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let kind = match table.remove("kind") {
+            None => "sqlite".to_owned(),
+            Some(toml::Value::String(s)) => s,
+            Some(other) => return Err(D::Error::custom(format!("kind: expected a string, found {other}"))),
+        };
+        match kind.as_str() {
+            "sqlite" => sqlite::SqliteConfig::deserialize(toml::Value::Table(table))
+                .map(Self::Sqlite)
+                .map_err(D::Error::custom),
+            other => Err(D::Error::unknown_variant(other, &["sqlite"])),
         }
     }
 }
 
-impl Store {
-    /// Opens (creating if needed) the store at `path` for `region`, with a
-    /// table per standard dataset. A store made for another region or
-    /// another schema is refused.
-    pub fn open(path: &Path, region: &str, max_idle: usize) -> Result<Self, NodeError> {
-        let registry = Registry::standard().map_err(|e| NodeError::Schema(e.to_string()))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
-        let store = Self {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                registry,
-                idle: Mutex::new(Vec::new()),
-                max_idle,
-            }),
-        };
-        let mut conn = store.writer()?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        let tx = conn.transaction()?;
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS _yrd_store (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS _yrd_dataset (id TEXT PRIMARY KEY, ddl TEXT NOT NULL,
-                 row_count INTEGER NOT NULL DEFAULT 0, updated_at INTEGER);",
-        )?;
-        let mismatch = |reason: String| NodeError::StoreMismatch {
-            path: path.display().to_string(),
-            reason,
-        };
-        let stored: Option<String> = tx
-            .query_row("SELECT value FROM _yrd_store WHERE key = 'region'", [], |r| r.get(0))
-            .ok();
-        match stored {
-            Some(r) if r != region => return Err(mismatch(format!("holds region {r}, not {region}"))),
-            Some(_) => {}
-            None => {
-                tx.execute("INSERT INTO _yrd_store (key, value) VALUES ('region', ?)", [region])?;
-            }
-        }
-        for schema in registry.datasets() {
-            let ddl = sql::create_table(schema);
-            let joined = ddl.join(";\n");
-            let existing: Option<String> = tx
-                .query_row("SELECT ddl FROM _yrd_dataset WHERE id = ?", [&schema.id], |r| r.get(0))
-                .ok();
-            match existing {
-                Some(d) if d != joined => {
-                    return Err(mismatch(format!(
-                        "dataset {} was created for another schema; export it and re-import into a new store",
-                        schema.id
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    for stmt in &ddl {
-                        tx.execute(stmt, [])?;
-                    }
-                    tx.execute(
-                        "INSERT INTO _yrd_dataset (id, ddl) VALUES (?, ?)",
-                        [&schema.id, &joined],
-                    )?;
+impl StoreConfig {
+    /// Resolves relative paths against `base` (the config file's folder).
+    pub fn resolve(&mut self, base: &std::path::Path) {
+        match self {
+            Self::Sqlite(c) => {
+                if c.path.is_relative() {
+                    c.path = base.join(&c.path);
                 }
             }
         }
-        tx.commit()?;
-        Ok(store)
     }
 
-    /// The datasets this store holds.
-    pub fn registry(&self) -> &'static Registry {
-        self.inner.registry
+    /// Applies `YRD_STORE_PATH`: the SQLite file.
+    pub fn set_path(&mut self, path: std::path::PathBuf) {
+        match self {
+            Self::Sqlite(c) => c.path = path,
+        }
+    }
+}
+
+/// Opens (creating if needed) the configured store for `region`.
+pub async fn open(config: &StoreConfig, region: &str) -> Result<Arc<dyn Store>, NodeError> {
+    match config {
+        StoreConfig::Sqlite(c) => Ok(Arc::new(sqlite::SqliteStore::open_async(c.clone(), region).await?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::NodeConfig;
+
+    fn store_of(text: &str) -> Result<StoreConfig, String> {
+        NodeConfig::parse(&format!("region = \"320000\"\n{text}"), "t.toml")
+            .map(|c| c.store)
+            .map_err(|e| e.to_string())
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
-    fn writer(&self) -> Result<Connection, NodeError> {
-        let conn = Connection::open(&self.inner.path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        Ok(conn)
-    }
-
-    /// Borrows a read-only connection.
-    pub fn reader(&self) -> Result<Reader, NodeError> {
-        let pooled = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let conn = match pooled {
-            Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.inner.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-                )?;
-                c.busy_timeout(BUSY_TIMEOUT)?;
-                c
-            }
+    #[test]
+    fn the_store_kind_defaults_to_sqlite() {
+        let path = |c: StoreConfig| {
+            let StoreConfig::Sqlite(s) = c;
+            s.path
         };
-        Ok(Reader {
-            conn: Some(conn),
-            store: self.inner.clone(),
-        })
+        assert_eq!(store_of("").unwrap(), StoreConfig::default());
+        assert_eq!(
+            path(store_of("[store]\npath = \"a.sqlite\"\n").unwrap()),
+            Path::new("a.sqlite")
+        );
+        assert_eq!(
+            path(store_of("[store]\nkind = \"sqlite\"\npath = \"b.sqlite\"\n").unwrap()),
+            Path::new("b.sqlite")
+        );
     }
 
-    /// Row counts and freshness of every dataset.
-    pub fn stats(&self) -> Result<Vec<(String, DatasetStats)>, NodeError> {
-        let conn = self.reader()?;
-        let mut stmt = conn.prepare_cached("SELECT id, row_count, updated_at FROM _yrd_dataset ORDER BY id")?;
-        let rows = stmt.query_map([], |r| {
-            let id: String = r.get(0)?;
-            let rows: i64 = r.get(1)?;
-            let updated: Option<i64> = r.get(2)?;
-            Ok((
-                id,
-                DatasetStats {
-                    rows: rows.max(0).unsigned_abs(),
-                    updated_at: updated.map(|s| UNIX_EPOCH + Duration::from_secs(s.max(0).unsigned_abs())),
-                },
-            ))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    #[test]
+    fn an_unknown_kind_or_key_is_named() {
+        let e = store_of("[store]\nkind = \"postgres\"\n").unwrap_err();
+        assert!(e.contains("postgres") && e.contains("sqlite"), "{e}");
+        let e = store_of("[store]\nkind = \"sqlite\"\nfile = \"x\"\n").unwrap_err();
+        assert!(e.contains("file"), "{e}");
+        let e = store_of("[store]\nkind = 3\n").unwrap_err();
+        assert!(e.contains("kind"), "{e}");
     }
 
-    /// Writes rows of one dataset in one transaction: all of them, or none
-    /// when any is rejected (by the caller's validation, given as `Err`, or
-    /// by the store, for a duplicate primary key). With `replace`, the
-    /// dataset's existing rows are removed in the same transaction.
-    pub fn load(
-        &self,
-        schema: &DatasetSchema,
-        replace: bool,
-        rows: &mut dyn Iterator<Item = Result<(u64, Vec<Option<Cell>>), Rejection>>,
-    ) -> Result<LoadOutcome, NodeError> {
-        let mut conn = self.writer()?;
-        let tx = conn.transaction()?;
-        if replace {
-            tx.execute(&format!("DELETE FROM {}", sql::table(schema)), [])?;
-        }
-        let mut outcome = LoadOutcome::default();
-        {
-            let mut insert = tx.prepare(&sql::insert(schema))?;
-            for row in rows {
-                let (line, cells) = match row {
-                    Ok(r) => r,
-                    Err(rejection) => {
-                        outcome.rejected.push(rejection);
-                        continue;
-                    }
-                };
-                let params = rusqlite::params_from_iter(cells.iter().map(cell_to_sql));
-                match insert.execute(params) {
-                    Ok(_) => outcome.inserted += 1,
-                    Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
-                        outcome.rejected.push(Rejection {
-                            line,
-                            reason: duplicate_reason(schema, &cells),
-                        });
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        if !outcome.rejected.is_empty() {
-            // Dropping the transaction rolls it back: nothing is half-written.
-            outcome.inserted = 0;
-            return Ok(outcome);
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let count: i64 = tx.query_row(&format!("SELECT COUNT(*) FROM {}", sql::table(schema)), [], |r| {
-            r.get(0)
-        })?;
-        tx.execute(
-            "UPDATE _yrd_dataset SET row_count = ?, updated_at = ? WHERE id = ?",
-            rusqlite::params![count, now as i64, schema.id],
-        )?;
-        tx.commit()?;
-        Ok(outcome)
+    #[test]
+    fn the_store_config_serializes_with_its_kind() {
+        let text = toml::to_string(&StoreConfig::default()).unwrap();
+        assert!(text.contains("kind = \"sqlite\""), "{text}");
+        let back: StoreConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, StoreConfig::default());
     }
-}
-
-fn cell_to_sql(cell: &Option<Cell>) -> rusqlite::types::Value {
-    use rusqlite::types::Value;
-    match cell {
-        None => Value::Null,
-        Some(Cell::Text(s)) => Value::Text(s.clone()),
-        Some(Cell::Int(i) | Cell::Time(i)) => Value::Integer(*i),
-        Some(Cell::Real(r)) => Value::Real(*r),
-        Some(Cell::Bool(b)) => Value::Integer(i64::from(*b)),
-    }
-}
-
-fn duplicate_reason(schema: &DatasetSchema, cells: &[Option<Cell>]) -> String {
-    // Primary key fields are sortable, so never personal or secret: safe to name.
-    let key: Vec<String> = schema
-        .primary_key
-        .iter()
-        .map(|&i| {
-            let v = match &cells[i] {
-                Some(Cell::Text(s)) => s.clone(),
-                Some(Cell::Int(n) | Cell::Time(n)) => n.to_string(),
-                Some(Cell::Real(r)) => r.to_string(),
-                Some(Cell::Bool(b)) => b.to_string(),
-                None => "null".into(),
-            };
-            format!("{} = {v}", schema.fields[i].name)
-        })
-        .collect();
-    format!(
-        "duplicate primary key ({}): the store or an earlier line already has it",
-        key.join(", ")
-    )
 }

@@ -7,6 +7,8 @@ use yrd_proto::mesh::{AggregateFunction, CompareOp, FilterExpr, Value, filter_ex
 use yrd_proto::schema::{DatasetSchema, FieldType};
 use yrd_query::QueryError;
 
+use crate::store::SortColumn;
+
 /// A statement and its parameters, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Statement {
@@ -14,15 +16,6 @@ pub struct Statement {
     pub sql: String,
     /// Values bound to the placeholders.
     pub params: Vec<SqlValue>,
-}
-
-/// One sort key: a field index and its direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SortColumn {
-    /// Index into the schema's fields.
-    pub field: usize,
-    /// Descending.
-    pub descending: bool,
 }
 
 /// Quotes an identifier. Names come from descriptors (`[a-z0-9_]`), the
@@ -229,22 +222,17 @@ pub fn keyset(
     Ok(())
 }
 
-/// `SELECT <sort columns>, <projection> FROM t WHERE ... ORDER BY ... LIMIT n`.
+/// `SELECT <columns> FROM t WHERE ... ORDER BY ... LIMIT n`.
 pub fn select_page(
     schema: &DatasetSchema,
     order: &[SortColumn],
-    projection: &[usize],
+    columns: &[usize],
     filter_expr: Option<&FilterExpr>,
     after: Option<&[Value]>,
     limit: u64,
 ) -> Result<Statement, QueryError> {
     let mut params = Vec::new();
-    let cols: Vec<String> = order
-        .iter()
-        .map(|k| k.field)
-        .chain(projection.iter().copied())
-        .map(|i| ident(&schema.fields[i].name))
-        .collect();
+    let cols: Vec<String> = columns.iter().map(|&i| ident(&schema.fields[i].name)).collect();
     let mut sql = format!("SELECT {} FROM {}", cols.join(", "), table(schema));
     let mut conds = Vec::new();
     if let Some(e) = filter_expr {
@@ -442,7 +430,7 @@ mod tests {
                 kind: Some(value::Kind::StringValue("91320".into())),
             },
         ];
-        let st = select_page(&schema, &order, &[code], None, Some(&after), 11).unwrap();
+        let st = select_page(&schema, &order, &[cap, code, code], None, Some(&after), 11).unwrap();
         assert_eq!(
             st.sql,
             "SELECT \"registered_capital\", \"credit_code\", \"credit_code\" FROM \"ds_enterprise\" WHERE ((\"registered_capital\" < ?) OR (\"registered_capital\" = ? AND \"credit_code\" > ?)) ORDER BY \"registered_capital\" DESC, \"credit_code\" LIMIT 11"
