@@ -9,7 +9,7 @@ use serde::Deserialize;
 use yrd_identity::TlsPaths;
 use yrd_query::Limits;
 
-pub use yrd_identity::ConfigError;
+pub use yrd_server::ConfigError;
 
 /// The gateway's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -21,6 +21,10 @@ pub struct GatewayConfig {
     /// Address the gRPC listener binds.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// At shutdown (SIGTERM, SIGINT), how long open calls may go on before
+    /// they are ended with `UNAVAILABLE`, such as `"10s"`.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     /// Plaintext everywhere, for development only: a warning is logged at start.
     #[serde(default)]
     pub insecure: bool,
@@ -141,6 +145,10 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 50070))
 }
 
+fn default_shutdown_grace() -> Duration {
+    yrd_server::DEFAULT_SHUTDOWN_GRACE
+}
+
 fn default_trust_domain() -> String {
     "yrd.mesh".into()
 }
@@ -152,7 +160,7 @@ fn default_allow() -> Vec<String> {
 impl GatewayConfig {
     /// Reads, overrides from the environment, resolves paths and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let (text, shown) = yrd_identity::read_config(path)?;
+        let (text, shown) = yrd_server::read_config(path)?;
         let mut config = Self::parse(&text, &shown)?;
         config.apply_env(&shown, |k| std::env::var(k).ok())?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
@@ -165,7 +173,7 @@ impl GatewayConfig {
 
     /// Parses TOML text; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        yrd_identity::parse_toml(text, origin)
+        yrd_server::parse_toml(text, origin)
     }
 
     /// Applies `YRD_LISTEN` and `YRD_PAGE_TOKEN_SECRET`.

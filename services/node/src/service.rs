@@ -27,9 +27,6 @@ use crate::store::encode::{encode_field, sort_key};
 use crate::store::sql::{self, SortColumn, Statement};
 use crate::store::{DatasetStats, Store};
 
-/// The service name in metrics.
-const DATA_NODE: &str = "yrd.mesh.v1.DataNode";
-
 /// Span of a node's Query or Aggregate handling.
 pub const SPAN_NODE_QUERY: &str = "node.query";
 /// Span of the store work of a query, on its blocking thread.
@@ -279,9 +276,13 @@ impl NodeService {
         }
     }
 
+    /// The request's deadline, from the server's deadline layer (the
+    /// longest a query may run when the layer did not run).
     fn deadline<T>(&self, req: &Request<T>) -> Instant {
-        let max = self.inner.config.query.max_query_time();
-        Instant::now() + yrd_query::deadline::requested(req.metadata()).map_or(max, |a| a.min(max))
+        yrd_server::Deadline::of(req).map_or_else(
+            || Instant::now() + self.inner.config.query.max_query_time(),
+            |d| d.instant(),
+        )
     }
 }
 
@@ -334,8 +335,6 @@ impl DataNode for NodeService {
             .await
             .map_err(|e| failed(&span, e))?;
         let store_span = store_span(&span, &plan.statement.sql);
-        // The request's span stays open until the stream ends, and takes its status.
-        let server_span = tracing::Span::current();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let state = self.inner.clone();
         let handle = tokio::runtime::Handle::current();
@@ -349,14 +348,6 @@ impl DataNode for NodeService {
             let _entered = store_span.enter();
             let _open = yrd_telemetry::OpenStreamGuard::open();
             let outcome = run_query(&state, &plan, &sender, started);
-            let code = match &outcome {
-                Ok(_) => tonic::Code::Ok,
-                Err(NodeError::Cancelled) => tonic::Code::Cancelled,
-                Err(NodeError::DeadlineExceeded(_)) => tonic::Code::DeadlineExceeded,
-                Err(_) => tonic::Code::Internal,
-            };
-            yrd_telemetry::request_done(DATA_NODE, "Query", code, started.elapsed());
-            yrd_telemetry::record_status(&server_span, code);
             match outcome {
                 Ok(rows) => {
                     store_span.record("yrd.rows", rows);
@@ -406,8 +397,6 @@ impl DataNode for NodeService {
         .map_err(|e| NodeError::Task(e.to_string()))?
         .map_err(|e| failed(&span, e))?;
         span.record("yrd.rows", response.groups.len());
-        yrd_telemetry::request_done(DATA_NODE, "Aggregate", tonic::Code::Ok, started.elapsed());
-        yrd_telemetry::record_status(&tracing::Span::current(), tonic::Code::Ok);
         Ok(Response::new(response))
     }
 }
