@@ -238,3 +238,93 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::layers::testing::{next, request, scripted, streaming, trailers};
+
+    fn code(headers: &http::HeaderMap) -> Option<Code> {
+        headers
+            .get(tonic::Status::GRPC_STATUS)
+            .map(|v| Code::from_bytes(v.as_bytes()))
+    }
+
+    #[tokio::test]
+    async fn a_stream_open_at_the_drain_ends_with_unavailable() {
+        let drain = Drain::new();
+        let (inner, answer) = scripted();
+        let mut svc = drain.layer().layer(inner);
+        let (response, mut stream) = streaming();
+        answer.send(response).ok().unwrap();
+        let response = svc.call(request("/yrd.mesh.v1.DataNode/Query")).await.unwrap();
+        assert_eq!(code(response.headers()), None, "a streaming answer");
+        let mut body = response.into_body();
+        stream
+            .frames
+            .send(Frame::data(Bytes::from_static(b"row")))
+            .await
+            .unwrap();
+        let first = next(&mut body).await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"row"));
+
+        drain.start();
+        let last = next(&mut body).await.unwrap().unwrap();
+        let trailers = last.into_trailers().unwrap();
+        let status = tonic::Status::from_header_map(&trailers).unwrap();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.message(), "the server is shutting down");
+        assert!(next(&mut body).await.is_none(), "nothing after the trailers");
+        assert!(body.is_end_stream());
+        // The handler's end of the stream learns that nobody reads.
+        (&mut stream.dropped).await.unwrap();
+        assert!(stream.frames.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_call_still_computing_at_the_drain_gets_a_trailers_only_unavailable() {
+        let drain = Drain::new();
+        let (inner, answer) = scripted();
+        let mut svc = drain.layer().layer(inner);
+        let call = svc.call(request("/yrd.mesh.v1.DataNode/Aggregate"));
+        drain.start();
+        let response = call.await.unwrap();
+        assert_eq!(code(response.headers()), Some(Code::Unavailable));
+        assert!(response.body().is_end_stream());
+        // The handler was dropped with the call.
+        assert!(answer.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_by_itself_is_left_alone() {
+        let drain = Drain::new();
+        let (inner, answer) = scripted();
+        let mut svc = drain.layer().layer(inner);
+        let (response, stream) = streaming();
+        answer.send(response).ok().unwrap();
+        let mut body = svc.call(request("/x/y")).await.unwrap().into_body();
+        stream.frames.send(trailers(Code::Ok)).await.unwrap();
+        let t = next(&mut body).await.unwrap().unwrap().into_trailers().unwrap();
+        assert_eq!(code(&t), Some(Code::Ok));
+        // A drain after the stream's own trailers adds nothing.
+        drain.start();
+        assert!(next(&mut body).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn without_a_drain_calls_run_normally() {
+        let drain = Drain::new();
+        let (inner, answer) = scripted();
+        let mut svc = drain.layer().layer(inner);
+        drop(drain);
+        let (response, stream) = streaming();
+        answer.send(response).ok().unwrap();
+        let mut body = svc.call(request("/x/y")).await.unwrap().into_body();
+        stream.frames.send(Frame::data(Bytes::from_static(b"a"))).await.unwrap();
+        assert!(next(&mut body).await.unwrap().unwrap().is_data());
+        drop(stream.frames);
+        assert!(next(&mut body).await.is_none());
+    }
+}

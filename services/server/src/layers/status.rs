@@ -218,3 +218,95 @@ where
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body::Frame;
+
+    use super::*;
+    use crate::layers::testing::{next, refused, request, scripted, streaming, trailers};
+
+    fn layer() -> StatusLayer {
+        // The recorder first: what is counted before it is installed is lost.
+        yrd_telemetry::metrics_handle().unwrap();
+        StatusLayer::new(yrd_telemetry::server_span)
+    }
+
+    /// `yrd_requests_total` for these labels, as `/metrics` shows it.
+    fn count(service: &str, method: &str, code: &str) -> f64 {
+        let text = yrd_telemetry::metrics_handle().unwrap().render();
+        let labels = [
+            format!("service=\"{service}\""),
+            format!("method=\"{method}\""),
+            format!("code=\"{code}\""),
+        ];
+        text.lines()
+            .filter(|l| l.starts_with("yrd_requests_total{") && labels.iter().all(|x| l.contains(x.as_str())))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_refusal_before_any_message_is_counted_with_its_code() {
+        let (inner, answer) = scripted();
+        let mut svc = layer().layer(inner);
+        answer
+            .send(refused(tonic::Status::invalid_argument("filter: bad")))
+            .ok()
+            .unwrap();
+        let response = svc.call(request("/t.Refused/Aggregate")).await.unwrap();
+        drop(response);
+        assert_eq!(count("t.Refused", "Aggregate", "INVALID_ARGUMENT"), 1.0);
+        assert_eq!(count("t.Refused", "Aggregate", "CANCELLED"), 0.0, "counted once");
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_counted_at_its_end_with_the_status_of_its_trailers() {
+        let (inner, answer) = scripted();
+        let mut svc = layer().layer(inner);
+        let (response, stream) = streaming();
+        answer.send(response).ok().unwrap();
+        let mut body = svc.call(request("/t.Stream/Query")).await.unwrap().into_body();
+        stream
+            .frames
+            .send(Frame::data(Bytes::from_static(b"row")))
+            .await
+            .unwrap();
+        assert!(next(&mut body).await.unwrap().unwrap().is_data());
+        assert_eq!(count("t.Stream", "Query", "OK"), 0.0, "not before the end");
+        stream.frames.send(trailers(Code::ResourceExhausted)).await.unwrap();
+        assert!(next(&mut body).await.unwrap().unwrap().is_trailers());
+        assert_eq!(count("t.Stream", "Query", "RESOURCE_EXHAUSTED"), 1.0);
+        drop(body);
+        assert_eq!(count("t.Stream", "Query", "CANCELLED"), 0.0, "counted once");
+    }
+
+    #[tokio::test]
+    async fn a_stream_abandoned_by_its_caller_counts_as_cancelled() {
+        let (inner, answer) = scripted();
+        let mut svc = layer().layer(inner);
+        let (response, _stream) = streaming();
+        answer.send(response).ok().unwrap();
+        let body = svc.call(request("/t.Gone/Query")).await.unwrap().into_body();
+        drop(body);
+        assert_eq!(count("t.Gone", "Query", "CANCELLED"), 1.0);
+
+        // Gone before the answer started, too.
+        let (inner, _answer) = scripted();
+        let mut svc = layer().layer(inner);
+        let call = svc.call(request("/t.Gone/Aggregate"));
+        drop(call);
+        assert_eq!(count("t.Gone", "Aggregate", "CANCELLED"), 1.0);
+    }
+
+    #[tokio::test]
+    async fn paths_no_route_serves_do_not_become_labels() {
+        let (inner, answer) = scripted();
+        let mut svc = layer().layer(inner);
+        answer.send(refused(tonic::Status::unimplemented(""))).ok().unwrap();
+        drop(svc.call(request("/attacker.Chosen/Name")).await.unwrap());
+        assert_eq!(count("unknown", "unknown", "UNIMPLEMENTED"), 1.0);
+        assert_eq!(count("attacker.Chosen", "Name", "UNIMPLEMENTED"), 0.0);
+    }
+}
