@@ -11,4 +11,6 @@ mod node_import;
 mod node_query;
 #[path = "../../services/telemetry/tests/common/mod.rs"]
 mod otlp;
+mod shutdown;
+mod status;
 mod telemetry;
