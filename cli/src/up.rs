@@ -59,8 +59,6 @@ const HOST_IP: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const SERVER_NAME: &str = "localhost";
 /// How long to wait for every region to pass a health check.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long open calls get to finish at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A certificate closer to expiry than this is renewed at start.
 const RENEW_BEFORE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The dataset whose row count tells whether a store holds demo data.
@@ -99,7 +97,9 @@ struct Mesh {
 }
 
 impl Mesh {
-    /// Stops the gateway first (no new client calls), then the nodes.
+    /// Stops the gateway first (no new client calls), then the nodes; each
+    /// lets open calls finish within its `shutdown_grace`, then ends them
+    /// with `UNAVAILABLE`.
     async fn shutdown(self) {
         if let Some(gateway) = self.gateway
             && let Err(e) = gateway.shutdown().await
@@ -138,6 +138,9 @@ async fn serve(args: &UpArgs, telemetry: &Telemetry) -> anyhow::Result<()> {
     if let Some(var) = CONFLICTING_ENV.iter().find(|v| std::env::var_os(v).is_some()) {
         bail!("{var} is set; it would apply to all four nodes of the local mesh. Unset it to run `yrdctl up`");
     }
+    // Installed first: a signal while the data is prepared waits for a
+    // clean shutdown instead of killing the process.
+    let mut signals = yrd_server::ShutdownSignals::install()?;
     let node_ports = node_ports(args.port)?;
     let admin_port = admin_port(args.port, args.admin_port)?;
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -170,16 +173,12 @@ async fn serve(args: &UpArgs, telemetry: &Telemetry) -> anyhow::Result<()> {
     }
     print_usage(&dir, &mesh, telemetry.otlp_endpoint());
 
-    let signal = shutdown_signal().await;
+    let signal = signals.recv().await;
     println!("\n{}: shutting down", signal.unwrap_or("signal"));
     tokio::select! {
-        result = tokio::time::timeout(SHUTDOWN_GRACE, mesh.shutdown()) => {
-            if result.is_err() {
-                tracing::warn!("open calls did not finish within {SHUTDOWN_GRACE:?}; stopping anyway");
-            }
-        }
-        // A second Ctrl-C means now.
-        _ = tokio::signal::ctrl_c() => tracing::warn!("stopping without waiting for open calls"),
+        () = mesh.shutdown() => {}
+        // A second signal means now.
+        _ = signals.recv() => tracing::warn!("stopping without waiting for open calls"),
     }
     Ok(())
 }
@@ -663,24 +662,6 @@ fn print_usage(dir: &Path, mesh: &Mesh, otlp_endpoint: Option<&str>) {
         app.key.display()
     );
     println!("\nPress Ctrl-C to stop.");
-}
-
-/// Waits for Ctrl-C or, on Unix, SIGTERM; names the one that came.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.map(|()| "Ctrl-C").context("listening for Ctrl-C"),
-            _ = term.recv() => Ok("SIGTERM"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.context("listening for Ctrl-C")?;
-        Ok("Ctrl-C")
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use yrd_identity::{Secret, TlsPaths};
 use yrd_query::Limits;
 
-pub use yrd_identity::ConfigError;
+pub use yrd_server::ConfigError;
 
 /// The gateway's configuration. It serializes back to the TOML it is read
 /// from, which is how `yrdctl up` writes the gateway's config.
@@ -24,6 +24,10 @@ pub struct GatewayConfig {
     /// Address the gRPC listener binds.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// At shutdown (SIGTERM, SIGINT), how long open calls may go on before
+    /// they are ended with `UNAVAILABLE`, such as `"10s"`.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     /// Plaintext everywhere, for development only: a warning is logged at start.
     #[serde(default)]
     pub insecure: bool,
@@ -137,6 +141,10 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 50070))
 }
 
+fn default_shutdown_grace() -> Duration {
+    yrd_server::DEFAULT_SHUTDOWN_GRACE
+}
+
 fn default_trust_domain() -> String {
     "yrd.mesh".into()
 }
@@ -152,6 +160,7 @@ impl Default for GatewayConfig {
         Self {
             name: default_name(),
             listen: default_listen(),
+            shutdown_grace: default_shutdown_grace(),
             insecure: false,
             tls: None,
             trust_domain: default_trust_domain(),
@@ -169,7 +178,7 @@ impl Default for GatewayConfig {
 impl GatewayConfig {
     /// Reads, overrides from the environment, resolves paths and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let (text, shown) = yrd_identity::read_config(path)?;
+        let (text, shown) = yrd_server::read_config(path)?;
         let mut config = Self::parse(&text, &shown)?;
         config.apply_env(&shown, |k| std::env::var(k).ok())?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
@@ -182,7 +191,7 @@ impl GatewayConfig {
 
     /// Parses TOML text; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        yrd_identity::parse_toml(text, origin)
+        yrd_server::parse_toml(text, origin)
     }
 
     /// Applies `YRD_LISTEN` and `YRD_PAGE_TOKEN_SECRET`.

@@ -47,6 +47,9 @@ pub enum GatewayError {
     /// Telemetry could not be set up.
     #[error(transparent)]
     Telemetry(#[from] yrd_telemetry::TelemetryError),
+    /// Serving failed (binding, reflection, the server task).
+    #[error(transparent)]
+    Server(#[from] yrd_server::ServerError),
     /// A socket could not be bound.
     #[error("{addr}: {source}")]
     Bind {

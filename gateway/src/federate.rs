@@ -28,9 +28,6 @@ use crate::error::GatewayError;
 use crate::plan::{AggregatePlan, QueryPlan};
 use crate::registry::{Region, Registry};
 
-/// The service name in metrics.
-const FEDERATION: &str = "yrd.mesh.v1.Federation";
-
 /// Span of one federated query's fan-out: the parent of the region calls.
 pub const SPAN_FANOUT: &str = "gateway.fanout";
 /// Span of the merge (or forwarding) of the regions' rows.
@@ -171,11 +168,8 @@ impl Federator {
         trace_id: String,
         out: mpsc::Sender<Result<QueryResponse, Status>>,
     ) -> Code {
-        let started = Instant::now();
         let _open = yrd_telemetry::OpenStreamGuard::open();
-        let code = self.page(plan, deadline, trace_id, out).await;
-        yrd_telemetry::request_done(FEDERATION, "Query", code, started.elapsed());
-        code
+        self.page(plan, deadline, trace_id, out).await
     }
 
     /// One page; returns the gRPC code the application saw.

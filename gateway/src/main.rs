@@ -55,9 +55,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     let served: anyhow::Result<()> = runtime.block_on(async {
+        // Installed before start: a signal that comes during start waits
+        // for a clean shutdown instead of killing the process.
+        let mut signals = yrd_server::ShutdownSignals::install()?;
         let gateway = yrd_gateway::start(config).await?;
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-        tracing::info!("shutting down");
+        let signal = signals.recv().await?;
+        tracing::info!(signal, "shutting down");
         gateway.shutdown().await?;
         Ok(())
     });

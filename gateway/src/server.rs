@@ -1,15 +1,17 @@
 //! The gateway's gRPC server: Federation (applications only), health and
-//! reflection, over mutual TLS.
+//! reflection, over mutual TLS, behind the layers every process shares
+//! ([`yrd_server::serve`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tonic::service::Routes;
+use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
-use yrd_identity::{Authorizer, Serving, TlsMaterial};
+use yrd_identity::{Authorizer, TlsMaterial};
 use yrd_proto::mesh::federation_server::FederationServer;
 use yrd_proto::schema::Registry as Schemas;
 use yrd_query::token::PageTokens;
+use yrd_server::{DeadlinePolicy, ServeOptions, Serving};
 
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
@@ -29,12 +31,13 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
-    /// Stops accepting, lets open calls finish, and waits.
+    /// Stops accepting, lets open calls finish within the config's
+    /// `shutdown_grace`, ends the rest with `UNAVAILABLE`, and waits.
     pub async fn shutdown(self) -> Result<(), GatewayError> {
         if let Some(admin) = self.admin {
             admin.stop();
         }
-        self.server.shutdown().await.map_err(GatewayError::Task)
+        Ok(self.server.shutdown().await?)
     }
 }
 
@@ -70,23 +73,12 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     let authorizer = Arc::new(Authorizer::from_rules(&config.trust_domain, &config.allow)?);
     let service = GatewayService::new(config.clone(), registry.clone(), schemas, tokens);
 
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<FederationServer<GatewayService>>().await;
-    let reflection = |b: tonic_reflection::server::Builder<'static>| {
-        b.register_encoded_file_descriptor_set(yrd_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1()
-        .map_err(|e| GatewayError::Config(e.to_string()))?;
-    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1alpha()
-        .map_err(|e| GatewayError::Config(e.to_string()))?;
     let federation = FederationServer::new(service).max_encoding_message_size(64 * 1024 * 1024);
-
-    let routes = Routes::new(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    let routes = yrd_server::standard_routes(
+        &[<FederationServer<GatewayService> as NamedService>::NAME],
+        &[yrd_proto::FILE_DESCRIPTOR_SET],
+    )
+    .await?;
     // In insecure mode there are no certificates to authorize by.
     let routes = if tls.is_some() {
         routes.add_service(InterceptedService::new(federation, authorizer.interceptor()))
@@ -94,12 +86,12 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         routes.add_service(federation)
     };
     let server_tls = tls.as_ref().map(yrd_identity::server_config).transpose()?;
-    let server = yrd_identity::serve(routes, config.listen, server_tls, yrd_telemetry::server_span)
-        .await
-        .map_err(|source| GatewayError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
+    let deadlines = DeadlinePolicy {
+        default: config.query.default_deadline,
+        max: config.query.max_deadline,
+    };
+    let options = ServeOptions::new(deadlines).with_shutdown_grace(config.shutdown_grace);
+    let server = yrd_server::serve(routes, config.listen, server_tls, options).await?;
     let admin = match config.admin_listen {
         Some(at) => {
             // Ready when the config is loaded (it is) and a region answers.

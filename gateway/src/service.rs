@@ -79,11 +79,13 @@ impl GatewayService {
         &self.inner.config.limits
     }
 
-    /// The caller's deadline, bounded by configuration.
+    /// The caller's deadline, bounded by configuration (in the server's
+    /// deadline layer), less a margin.
     fn deadline<T>(&self, req: &Request<T>) -> Instant {
-        let q = &self.inner.config.query;
-        let asked = yrd_query::deadline::requested(req.metadata());
-        let d = asked.unwrap_or(q.default_deadline).min(q.max_deadline);
+        let d = match yrd_server::Deadline::of(req) {
+            Some(deadline) => deadline.remaining(),
+            None => self.inner.config.query.default_deadline,
+        };
         // Regions get a little less than the caller, so that the partial
         // answer and its summary reach the caller before its own timer fires.
         Instant::now() + d - (d / 10).min(DEADLINE_MARGIN)
@@ -195,13 +197,8 @@ impl Federation for GatewayService {
         let trace_id = yrd_telemetry::current_trace_id();
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let federator = self.inner.federator.clone();
-        // The request's span stays open until the stream ends, and takes its status.
-        let server_span = tracing::Span::current();
         let run = federator.run(plan, deadline, trace_id.clone(), tx).instrument(fanout);
-        tokio::spawn(async move {
-            let code = run.await;
-            yrd_telemetry::record_status(&server_span, code);
-        });
+        tokio::spawn(run);
         let mut response = Response::new(ReceiverStream::new(rx));
         if let Ok(v) = trace_id.parse() {
             response.metadata_mut().insert(TRACE_ID_HEADER, v);

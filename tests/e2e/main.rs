@@ -13,4 +13,6 @@ mod node_query;
 #[path = "../../services/telemetry/tests/common/mod.rs"]
 mod otlp;
 mod region_client;
+mod shutdown;
+mod status;
 mod telemetry;

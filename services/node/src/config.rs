@@ -13,7 +13,7 @@ use yrd_query::Limits;
 
 pub use crate::store::StoreConfig;
 pub use crate::store::sqlite::SqliteConfig;
-pub use yrd_identity::ConfigError;
+pub use yrd_server::ConfigError;
 
 /// A region node's configuration. It serializes back to the TOML it is
 /// read from, which is how `yrdctl up` writes node configs.
@@ -28,6 +28,10 @@ pub struct NodeConfig {
     /// Address the gRPC listener binds (`127.0.0.1:0` picks a free port).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// At shutdown (SIGTERM, SIGINT), how long open calls may go on before
+    /// they are ended with `UNAVAILABLE`, such as `"10s"`.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     /// The store.
     #[serde(default)]
     pub store: StoreConfig,
@@ -121,6 +125,10 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 50051))
 }
 
+fn default_shutdown_grace() -> Duration {
+    yrd_server::DEFAULT_SHUTDOWN_GRACE
+}
+
 impl NodeConfig {
     /// The configuration of a node of `region` with every other key at its
     /// default, as a file naming only `region` would give.
@@ -129,6 +137,7 @@ impl NodeConfig {
             region: region.into(),
             region_name: String::new(),
             listen: default_listen(),
+            shutdown_grace: default_shutdown_grace(),
             store: StoreConfig::default(),
             demo: DemoConfig::default(),
             limits: Limits::default(),
@@ -144,7 +153,7 @@ impl NodeConfig {
 
     /// Reads, overrides from the environment, resolves paths and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let (text, shown) = yrd_identity::read_config(path)?;
+        let (text, shown) = yrd_server::read_config(path)?;
         let mut config = Self::parse(&text, &shown)?;
         config.apply_env(&shown, |k| std::env::var(k).ok())?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
@@ -158,7 +167,7 @@ impl NodeConfig {
 
     /// Parses TOML text; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        yrd_identity::parse_toml(text, origin)
+        yrd_server::parse_toml(text, origin)
     }
 
     /// Applies `YRD_REGION`, `YRD_LISTEN`, `YRD_STORE_PATH` and
@@ -254,7 +263,15 @@ mod tests {
         assert_eq!(c.listen.port(), 50051);
         assert_eq!(c.allow, vec!["gateway".to_owned()]);
         assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10));
         c.validate("t.toml").unwrap();
+        let c = NodeConfig::parse("region = \"320000\"\nshutdown_grace = \"1m 30s\"\n", "t.toml").unwrap();
+        assert_eq!(c.shutdown_grace, Duration::from_secs(90));
+        let e = NodeConfig::parse("region = \"320000\"\nshutdown_grace = \"soon\"\n", "t.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("\"soon\"") && e.to_string().contains("duration"),
+            "{e}"
+        );
     }
 
     #[test]

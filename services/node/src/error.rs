@@ -43,6 +43,9 @@ pub enum NodeError {
     /// Telemetry could not be set up.
     #[error(transparent)]
     Telemetry(#[from] yrd_telemetry::TelemetryError),
+    /// Serving failed (binding, reflection, the server task).
+    #[error(transparent)]
+    Server(#[from] yrd_server::ServerError),
     /// A file could not be read.
     #[error("{path}: {source}")]
     Io {

@@ -100,9 +100,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(async {
+            // Installed before start: a signal that comes while the store
+            // opens waits for a clean shutdown instead of killing the process.
+            let mut signals = yrd_server::ShutdownSignals::install()?;
             let node = server::start(config).await?;
-            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-            tracing::info!("shutting down");
+            let signal = signals.recv().await?;
+            tracing::info!(signal, "shutting down");
             node.shutdown().await?;
             Ok(ExitCode::SUCCESS)
         }),

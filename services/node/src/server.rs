@@ -1,14 +1,17 @@
 //! The node's gRPC server: DataNode (for the identities the config
 //! allows, gateways by default), the standard health service and server
 //! reflection (v1 and v1alpha), over mutual TLS. Connections are accepted
-//! in one place, [`yrd_identity::serve`].
+//! in one place, [`yrd_server::serve`], behind the layers every process
+//! shares (deadline, status and metrics, graceful drain).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tonic::server::NamedService;
 use tonic::service::Routes;
-use yrd_identity::{Authorizer, Serving};
+use yrd_identity::Authorizer;
 use yrd_proto::mesh::data_node_server::DataNodeServer;
+use yrd_server::{DeadlinePolicy, ServeOptions, Serving};
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
@@ -26,12 +29,13 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    /// Stops accepting, lets open calls finish, and waits.
+    /// Stops accepting, lets open calls finish within the config's
+    /// `shutdown_grace`, ends the rest with `UNAVAILABLE`, and waits.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         if let Some(admin) = self.admin {
             admin.stop();
         }
-        self.server.shutdown().await.map_err(NodeError::Task)
+        Ok(self.server.shutdown().await?)
     }
 
     /// Stops at once, dropping open calls (as a crash would).
@@ -48,21 +52,11 @@ pub async fn open_store(config: &NodeConfig) -> Result<Arc<dyn Store>, NodeError
 /// The health, reflection and DataNode services, DataNode behind the
 /// authorizer (none in insecure mode).
 pub async fn routes(service: NodeService, authorizer: Option<Arc<Authorizer>>) -> Result<Routes, NodeError> {
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<DataNodeServer<NodeService>>().await;
-    let reflection = |b: tonic_reflection::server::Builder<'static>| {
-        b.register_encoded_file_descriptor_set(yrd_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1()
-        .map_err(|e| NodeError::Schema(e.to_string()))?;
-    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1alpha()
-        .map_err(|e| NodeError::Schema(e.to_string()))?;
-    let routes = Routes::new(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    let routes = yrd_server::standard_routes(
+        &[<DataNodeServer<NodeService> as NamedService>::NAME],
+        &[yrd_proto::FILE_DESCRIPTOR_SET],
+    )
+    .await?;
     Ok(match authorizer {
         Some(a) => routes.add_service(DataNodeServer::with_interceptor(service, a.interceptor())),
         None => routes.add_service(DataNodeServer::new(service)),
@@ -97,14 +91,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
     let store = open_store(&config).await?;
     let (listen, region, admin_listen) = (config.listen, config.region.clone(), config.admin_listen);
+    let options = ServeOptions::new(DeadlinePolicy::at_most(config.query.max_query_time))
+        .with_shutdown_grace(config.shutdown_grace);
     let service = NodeService::new(config, store);
     let routes = routes(service, authorizer).await?;
-    let server = yrd_identity::serve(routes, listen, tls, yrd_telemetry::server_span)
-        .await
-        .map_err(|source| NodeError::Io {
-            path: listen.to_string(),
-            source,
-        })?;
+    let server = yrd_server::serve(routes, listen, tls, options).await?;
     let admin = match admin_listen {
         // The node is ready once its store is open and it serves.
         Some(at) => Some(yrd_telemetry::start_admin(at, Arc::new(|| true)).await?),

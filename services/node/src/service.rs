@@ -28,9 +28,6 @@ use crate::error::NodeError;
 use crate::policy::{Access, Caller, DefaultPolicy, Mask, Policy};
 use crate::store::{self, DatasetStats, SortColumn, Store};
 
-/// The service name in metrics.
-const DATA_NODE: &str = "yrd.mesh.v1.DataNode";
-
 /// Span of a node's Query or Aggregate handling.
 pub const SPAN_NODE_QUERY: &str = "node.query";
 /// Span of the store work of a query or an aggregate.
@@ -211,9 +208,13 @@ impl NodeService {
         }
     }
 
+    /// The request's deadline, from the server's deadline layer (the
+    /// longest a query may run when the layer did not run).
     fn deadline<T>(&self, req: &Request<T>) -> Instant {
-        let max = self.inner.config.query.max_query_time;
-        Instant::now() + yrd_query::deadline::requested(req.metadata()).map_or(max, |a| a.min(max))
+        yrd_server::Deadline::of(req).map_or_else(
+            || Instant::now() + self.inner.config.query.max_query_time,
+            |d| d.instant(),
+        )
     }
 }
 
@@ -281,8 +282,6 @@ impl DataNode for NodeService {
             .await
             .map_err(|e| failed(&span, failed(&store_span, e.into())))?;
         store_span.record("db.statement", scan.statement.as_str());
-        // The request's span stays open until the stream ends, and takes its status.
-        let server_span = tracing::Span::current();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let state = self.inner.clone();
         tokio::spawn(async move {
@@ -291,14 +290,6 @@ impl DataNode for NodeService {
             let outcome = run_query(&state, &plan, &shown, scan, &tx, deadline, started)
                 .instrument(store_span.clone())
                 .await;
-            let code = match &outcome {
-                Ok(_) => tonic::Code::Ok,
-                Err(NodeError::Cancelled) => tonic::Code::Cancelled,
-                Err(NodeError::DeadlineExceeded(_)) => tonic::Code::DeadlineExceeded,
-                Err(_) => tonic::Code::Internal,
-            };
-            yrd_telemetry::request_done(DATA_NODE, "Query", code, started.elapsed());
-            yrd_telemetry::record_status(&server_span, code);
             match outcome {
                 Ok(rows) => {
                     store_span.record("yrd.rows", rows);
@@ -352,8 +343,6 @@ impl DataNode for NodeService {
         .await
         .map_err(|e| failed(&span, e))?;
         span.record("yrd.rows", response.groups.len());
-        yrd_telemetry::request_done(DATA_NODE, "Aggregate", tonic::Code::Ok, started.elapsed());
-        yrd_telemetry::record_status(&tracing::Span::current(), tonic::Code::Ok);
         Ok(Response::new(response))
     }
 }

@@ -33,7 +33,7 @@ pub use meters::{
     SPANS_DROPPED_TOTAL, certificate_expiry, metrics_handle, region_call_done, request_done, rows_streamed,
 };
 pub use propagation::{
-    SERVER_SPAN, TraceInjector, code_name, current_trace_id, inject, injector, record_status, server_span,
+    SERVER_SPAN, TraceInjector, code_name, current_trace_id, inject, injector, record_status, rpc_parts, server_span,
 };
 pub use setup::{Telemetry, global_buffer, init, set_tracing_enabled, tracing_enabled};
 

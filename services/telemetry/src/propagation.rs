@@ -146,7 +146,7 @@ pub fn code_name(code: Code) -> &'static str {
 
 /// `"/yrd.mesh.v1.DataNode/Query"` → `("yrd.mesh.v1.DataNode", "Query")`;
 /// a path of another shape is all service, with an empty method.
-fn rpc_parts(path: &str) -> (&str, &str) {
+pub fn rpc_parts(path: &str) -> (&str, &str) {
     let path = path.strip_prefix('/').unwrap_or(path);
     path.split_once('/').unwrap_or((path, ""))
 }

@@ -25,10 +25,10 @@ use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Server};
 use yrd_identity::{
-    Authorizer, Ca, IncomingOptions, IssueRequest, PeerId, TlsMaterial, client_config, crypto_provider, ensure_ca,
-    issue, issue_in_memory, peer_id, peer_id_from_der, server_config, tls_incoming, tls_incoming_with,
-    tonic_client_tls,
+    Authorizer, Ca, IssueRequest, PeerId, TlsMaterial, client_config, crypto_provider, ensure_ca, issue,
+    issue_in_memory, peer_id, peer_id_from_der, server_config, tonic_client_tls,
 };
+use yrd_server::{IncomingOptions, tls_incoming, tls_incoming_with};
 
 const TD: &str = "yrd.mesh";
 

@@ -59,7 +59,7 @@ impl Default for IncomingOptions {
 /// The stream never yields an error and ends only when dropped; dropping it
 /// (as tonic does on shutdown) closes the listening socket. tonic implements
 /// `Connected` for the yielded streams, so handlers can read the verified
-/// client certificate with `request.peer_certs()` (or [`crate::peer_id`]).
+/// client certificate with `request.peer_certs()` (or `yrd_identity::peer_id`).
 pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
