@@ -136,22 +136,9 @@ impl From<tonic::Status> for StatusError {
             message: status.message().to_owned(),
             violations,
             info,
-            client_timeout: client_timer_fired(&status),
+            client_timeout: yrd_gateway::client::tonic_timer_fired(&status),
         }
     }
-}
-
-/// Whether tonic's own timer ended the call, known by the typed cause in
-/// the status's source chain (never by its message text).
-fn client_timer_fired(status: &tonic::Status) -> bool {
-    let mut cause = std::error::Error::source(status);
-    while let Some(err) = cause {
-        if err.is::<tonic::TimeoutExpired>() {
-            return true;
-        }
-        cause = err.source();
-    }
-    false
 }
 
 impl fmt::Display for StatusError {

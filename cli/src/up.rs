@@ -83,8 +83,10 @@ struct DataRecord {
 struct Secrets {
     /// Signs the gateway's page tokens.
     gateway_page_token_secret: Secret,
-    /// Signs the nodes' page tokens.
-    node_page_token_secret: Secret,
+    /// Written by earlier versions, when nodes signed page tokens too;
+    /// read and ignored so that an existing data directory still starts.
+    #[serde(default, skip_serializing, rename = "node_page_token_secret")]
+    _node_page_token_secret: Option<Secret>,
 }
 
 /// The processes of a running mesh.
@@ -154,11 +156,11 @@ async fn serve(args: &UpArgs, telemetry: &Telemetry) -> anyhow::Result<()> {
         seed: args.seed,
         scale: args.scale,
     };
-    let mut configs = write_node_configs(&dir, &node_ports, &asked, &secrets)?;
+    let mut configs = write_node_configs(&dir, &node_ports, &asked)?;
     let spec = prepare_data(&dir, &configs, asked).await?;
     if spec != asked {
         // Record in the node configs what their stores really hold.
-        configs = write_node_configs(&dir, &node_ports, &spec, &secrets)?;
+        configs = write_node_configs(&dir, &node_ports, &spec)?;
     }
 
     let mut mesh = Mesh::default();
@@ -281,7 +283,7 @@ fn load_or_create_secrets(path: &Path) -> anyhow::Result<Secrets> {
     }
     let secrets = Secrets {
         gateway_page_token_secret: Secret::new(random_hex()?),
-        node_page_token_secret: Secret::new(random_hex()?),
+        _node_page_token_secret: None,
     };
     let text = format!(
         "# Made once by `yrdctl up`: page tokens stay valid across restarts.\n{}",
@@ -326,7 +328,7 @@ fn tls_paths(id: &PeerId) -> TlsPaths {
 }
 
 /// The config of one region's node, paths relative to the data directory.
-fn node_config(p: &Province, port: u16, spec: &DemoSpec, secrets: &Secrets) -> anyhow::Result<NodeConfig> {
+fn node_config(p: &Province, port: u16, spec: &DemoSpec) -> anyhow::Result<NodeConfig> {
     let id = PeerId::node(DEFAULT_TRUST_DOMAIN, p.code, NODE_NAME)?;
     let mut config = NodeConfig::new(p.code);
     config.region_name = p.name_en.to_owned();
@@ -341,7 +343,6 @@ fn node_config(p: &Province, port: u16, spec: &DemoSpec, secrets: &Secrets) -> a
         seed: spec.seed,
         scale: spec.scale,
     };
-    config.query.page_token_secret = secrets.node_page_token_secret.clone();
     Ok(config)
 }
 
@@ -361,14 +362,13 @@ fn write_node_configs(
     dir: &Path,
     ports: &[u16],
     spec: &DemoSpec,
-    secrets: &Secrets,
 ) -> anyhow::Result<Vec<(&'static Province, NodeConfig)>> {
     PROVINCES
         .iter()
         .zip(ports)
         .map(|(p, &port)| {
             let path = dir.join(format!("node-{}.toml", p.code));
-            let config = node_config(p, port, spec, secrets)?;
+            let config = node_config(p, port, spec)?;
             write_private(&path, &node_config_text(p, &config)?)?;
             Ok((p, NodeConfig::load(&path)?))
         })
@@ -671,7 +671,7 @@ mod tests {
     fn secrets() -> Secrets {
         Secrets {
             gateway_page_token_secret: Secret::new("0123456789abcdef0123456789abcdef"),
-            node_page_token_secret: Secret::new("fedcba9876543210fedcba9876543210"),
+            _node_page_token_secret: None,
         }
     }
 
@@ -706,11 +706,7 @@ mod tests {
     #[test]
     fn generated_configs_parse_and_validate() {
         let spec = DemoSpec { seed: 7, scale: 0.05 };
-        let text = node_config_text(
-            &PROVINCES[1],
-            &node_config(&PROVINCES[1], 50072, &spec, &secrets()).unwrap(),
-        )
-        .unwrap();
+        let text = node_config_text(&PROVINCES[1], &node_config(&PROVINCES[1], 50072, &spec).unwrap()).unwrap();
         let config = NodeConfig::parse(&text, "node-320000.toml").unwrap();
         config.validate("node-320000.toml").unwrap();
         assert_eq!(
@@ -721,7 +717,6 @@ mod tests {
         let yrd_node::config::StoreConfig::Sqlite(store) = &config.store;
         assert_eq!(store.path, Path::new("320000.sqlite"));
         assert_eq!((config.demo.seed, config.demo.scale), (7, 0.05));
-        assert_eq!(config.query.page_token_secret, secrets().node_page_token_secret);
         let tls = config.tls.unwrap();
         assert_eq!(tls.cert, Path::new("pki/node-320000-node-1.pem"));
 
@@ -740,10 +735,10 @@ mod tests {
     fn written_configs_load_back_equal() {
         let dir = tempfile::tempdir().unwrap();
         let spec = DemoSpec { seed: 7, scale: 0.05 };
-        let configs = write_node_configs(dir.path(), &[50071, 50072, 50073, 50074], &spec, &secrets()).unwrap();
+        let configs = write_node_configs(dir.path(), &[50071, 50072, 50073, 50074], &spec).unwrap();
         for ((p, loaded), port) in configs.into_iter().zip(50071..) {
             // What was written, with its paths resolved as the loader does.
-            let mut written = node_config(p, port, &spec, &secrets()).unwrap();
+            let mut written = node_config(p, port, &spec).unwrap();
             written.store.resolve(dir.path());
             if let Some(tls) = written.tls.as_mut() {
                 tls.resolve(dir.path());

@@ -614,7 +614,7 @@ impl<M: NodeMethod> Service<RegionRequest<M>> for NodeCall<M> {
 /// Whether tonic's own `grpc-timeout` timer ended the call, by its typed
 /// cause in the status's source chain. Its timer is set later than the
 /// stack's, but both can expire before a busy task is next polled.
-fn tonic_timer_fired(status: &Status) -> bool {
+pub fn tonic_timer_fired(status: &Status) -> bool {
     let mut cause = std::error::Error::source(status);
     while let Some(err) = cause {
         if err.is::<tonic::TimeoutExpired>() {

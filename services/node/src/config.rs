@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use yrd_identity::{Secret, TlsPaths};
+use yrd_identity::TlsPaths;
 use yrd_query::Limits;
 
 pub use crate::store::StoreConfig;
@@ -93,12 +93,6 @@ pub struct QueryConfig {
     pub max_query_time: Duration,
     /// Queries running at once; more wait for a slot.
     pub max_concurrent: usize,
-    /// Secret that signs page tokens. Replicas of a region share it. When
-    /// empty, a random one is made at start and tokens do not survive a restart.
-    pub page_token_secret: Secret,
-    /// How long a page token stays valid (`"1h"`).
-    #[serde(with = "humantime_serde")]
-    pub page_token_ttl: Duration,
 }
 
 impl Default for QueryConfig {
@@ -107,8 +101,6 @@ impl Default for QueryConfig {
             batch_rows: 500,
             max_query_time: Duration::from_secs(60),
             max_concurrent: 16,
-            page_token_secret: Secret::default(),
-            page_token_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -186,9 +178,6 @@ impl NodeConfig {
         if let Some(v) = get("YRD_STORE_PATH") {
             self.store.set_path(PathBuf::from(v));
         }
-        if let Some(v) = get("YRD_PAGE_TOKEN_SECRET") {
-            self.query.page_token_secret = Secret::new(v);
-        }
         Ok(())
     }
 
@@ -223,9 +212,6 @@ impl NodeConfig {
         }
         if self.query.max_query_time < Duration::from_secs(1) {
             return Err(err("query.max_query_time", "must be at least 1s".into()));
-        }
-        if !self.query.page_token_secret.is_empty() && self.query.page_token_secret.len() < 16 {
-            return Err(err("query.page_token_secret", "must be at least 16 bytes long".into()));
         }
         if !self.insecure && self.tls.is_none() {
             return Err(err("tls", "required unless insecure = true (development only)".into()));
@@ -282,13 +268,8 @@ mod tests {
 
     #[test]
     fn durations_are_humantime_strings() {
-        let c = NodeConfig::parse(
-            "region = \"320000\"\n[query]\nmax_query_time = \"90s\"\npage_token_ttl = \"2h 30m\"\n",
-            "t.toml",
-        )
-        .unwrap();
+        let c = NodeConfig::parse("region = \"320000\"\n[query]\nmax_query_time = \"90s\"\n", "t.toml").unwrap();
         assert_eq!(c.query.max_query_time, Duration::from_secs(90));
-        assert_eq!(c.query.page_token_ttl, Duration::from_secs(9000));
         let text = toml::to_string(&c).unwrap();
         assert!(text.contains("max_query_time = \"1m 30s\""), "{text}");
         assert_eq!(NodeConfig::parse(&text, "t.toml").unwrap(), c);
@@ -308,22 +289,12 @@ mod tests {
     }
 
     #[test]
-    fn the_page_token_secret_is_redacted() {
-        let c = NodeConfig::parse(
-            "region = \"320000\"\n[query]\npage_token_secret = \"s3cr3t-s3cr3t-s3cr3t\"\n",
-            "t.toml",
-        )
-        .unwrap();
-        assert_eq!(c.query.page_token_secret.expose(), "s3cr3t-s3cr3t-s3cr3t");
-        let debug = format!("{c:?}");
-        assert!(!debug.contains("s3cr3t"), "{debug}");
-        assert!(debug.contains("page_token_secret: \"<redacted>\""), "{debug}");
-        let mut c = NodeConfig::new("320000");
-        c.insecure = true;
-        c.query.page_token_secret = Secret::new("short-s3cr3t");
-        let e = c.validate("t.toml").unwrap_err();
-        assert_eq!(e.key, "query.page_token_secret");
-        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+    fn nodes_issue_no_page_tokens_so_take_no_token_keys() {
+        // Paging state lives in the gateway's tokens; a node resumes from
+        // the sort key it is sent, so a token key in a node config is a
+        // mistake worth naming.
+        let e = NodeConfig::parse("region = \"320000\"\n[query]\npage_token_secret = \"x\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("page_token_secret"), "{e}");
     }
 
     #[test]

@@ -9,14 +9,12 @@
 //! - [`sortkey`]: order-preserving byte encoding of sort keys, so that rows
 //!   can be merged without decoding them;
 //! - [`token`]: signed, expiring page tokens bound to their query;
-//! - [`aggregate`]: merging partial aggregates;
-//! - [`deadline`]: the caller's deadline from gRPC metadata.
+//! - [`aggregate`]: merging partial aggregates.
 
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
 pub mod check;
-pub mod deadline;
 pub mod error;
 pub mod filter;
 pub mod limits;
