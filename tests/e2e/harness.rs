@@ -191,3 +191,50 @@ pub fn violations(status: &tonic::Status) -> Vec<(String, String)> {
         })
         .unwrap_or_default()
 }
+
+/// A plain HTTP/1.1 GET on loopback; the body of a 200 answer.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 200"),
+        "{path}: {}",
+        out.lines().next().unwrap_or("")
+    );
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// The error a call ended with: its status, or the first message of its
+/// stream (the node refuses some requests there); panics when it succeeded.
+pub async fn first_error<T: std::fmt::Debug>(
+    call: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+    shown: &str,
+) -> tonic::Status {
+    match call {
+        Err(e) => e,
+        Ok(resp) => match resp.into_inner().next().await {
+            Some(Err(e)) => e,
+            other => panic!("{shown}: expected an error, got {other:?}"),
+        },
+    }
+}
+
+/// Asserts that `err` is `code` with one BadRequest violation on `field`,
+/// whose text or the message mentions `mention`.
+pub fn assert_refused(err: &tonic::Status, code: tonic::Code, field: &str, mention: &str, shown: &str) {
+    assert_eq!(err.code(), code, "{shown}: {err:?}");
+    let v = violations(err);
+    assert_eq!(v.len(), 1, "{shown}: {err:?}");
+    assert_eq!(v[0].0, field, "{shown}");
+    assert!(
+        err.message().contains(mention) || v[0].1.contains(mention),
+        "{shown}: {err:?}"
+    );
+}

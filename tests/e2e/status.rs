@@ -8,6 +8,7 @@ use tonic::Code;
 use yrd_proto::mesh::{AggregateRequest, QueryRequest};
 use yrd_telemetry::TelemetryConfig;
 
+use crate::harness::http_get;
 use crate::mesh::{Mesh, MeshOptions};
 
 /// The trace the refused call continues, so that its spans can be found.
@@ -107,23 +108,4 @@ async fn refused_and_answered_calls_are_counted_and_traced_with_their_status() {
         Some("3"),
         "{span:?}"
     );
-}
-
-/// A plain HTTP/1.1 GET on loopback; the body of a 200 answer.
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(
-        out.starts_with("HTTP/1.1 200"),
-        "{path}: {}",
-        out.lines().next().unwrap_or("")
-    );
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
 }

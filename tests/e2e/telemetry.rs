@@ -10,6 +10,7 @@ use futures::StreamExt;
 use yrd_proto::mesh::{QueryRequest, QuerySummary, query_response};
 use yrd_telemetry::TelemetryConfig;
 
+use crate::harness::http_get;
 use crate::mesh::{Mesh, MeshOptions, REGIONS};
 use crate::otlp::{Received, hex, require_clean_otel_env, start_receiver};
 
@@ -258,23 +259,4 @@ async fn a_dead_collector_neither_fails_nor_slows_queries() {
     .await
     .unwrap();
     assert!(dropped > 0, "spans that could not be exported are counted");
-}
-
-/// A plain HTTP/1.1 GET on loopback.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(
-        out.starts_with("HTTP/1.1 200"),
-        "{path}: {}",
-        out.lines().next().unwrap_or("")
-    );
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
 }
