@@ -139,6 +139,28 @@ impl GatewayService {
     }
 }
 
+/// Plans a request for `dataset` inside the planning span, which takes an
+/// error status when planning refuses the request. The span is returned so
+/// that the caller can record what planning chose.
+fn planned<T>(
+    dataset: &str,
+    plan: impl FnOnce() -> Result<T, GatewayError>,
+) -> (tracing::Span, Result<T, GatewayError>) {
+    let span = tracing::info_span!(
+        SPAN_PLAN,
+        "yrd.component" = "gateway",
+        "yrd.dataset" = dataset,
+        "yrd.regions" = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty,
+        "otel.status_description" = tracing::field::Empty,
+    );
+    let result = span.in_scope(plan).inspect_err(|e| {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", e.to_string().as_str());
+    });
+    (span, result)
+}
+
 #[tonic::async_trait]
 impl Federation for GatewayService {
     async fn list_datasets(&self, req: Request<ListDatasetsRequest>) -> Result<Response<ListDatasetsResponse>, Status> {
@@ -169,18 +191,8 @@ impl Federation for GatewayService {
     async fn query(&self, req: Request<QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
         let deadline = self.deadline(&req);
         let req = req.into_inner();
-        let plan_span = tracing::info_span!(
-            SPAN_PLAN,
-            "yrd.component" = "gateway",
-            "yrd.dataset" = req.dataset.as_str(),
-            "yrd.regions" = tracing::field::Empty,
-            "otel.status_code" = tracing::field::Empty,
-            "otel.status_description" = tracing::field::Empty,
-        );
-        let plan = plan_span.in_scope(|| self.plan(&req)).inspect_err(|e| {
-            plan_span.record("otel.status_code", "ERROR");
-            plan_span.record("otel.status_description", e.to_string().as_str());
-        })?;
+        let (plan_span, plan) = planned(&req.dataset, || self.plan(&req));
+        let plan = plan?;
         let asked: Vec<&str> = plan
             .regions
             .iter()
@@ -209,20 +221,10 @@ impl Federation for GatewayService {
     async fn aggregate(&self, req: Request<AggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
         let deadline = self.deadline(&req);
         let req = req.into_inner();
-        let plan_span = tracing::info_span!(
-            SPAN_PLAN,
-            "yrd.component" = "gateway",
-            "yrd.dataset" = req.dataset.as_str(),
-            "otel.status_code" = tracing::field::Empty,
-            "otel.status_description" = tracing::field::Empty,
-        );
-        let plan = plan_span
-            .in_scope(|| plan::plan_aggregate(&req, self.inner.schemas, self.registry(), self.limits()))
-            .inspect_err(|e| {
-                plan_span.record("otel.status_code", "ERROR");
-                plan_span.record("otel.status_description", e.to_string().as_str());
-            })?;
-        drop(plan_span);
+        let (_, plan) = planned(&req.dataset, || {
+            plan::plan_aggregate(&req, self.inner.schemas, self.registry(), self.limits())
+        });
+        let plan = plan?;
         let fanout = tracing::info_span!(SPAN_FANOUT, "yrd.dataset" = plan.aggregate.schema.id.as_str());
         let response = self
             .inner
