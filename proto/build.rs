@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 const MESH_PROTOS: &[&str] = &[
     "yrd/mesh/v1/options.proto",
     "yrd/mesh/v1/query.proto",
+    "yrd/mesh/v1/access.proto",
+    "yrd/mesh/v1/audit.proto",
+    "yrd/mesh/v1/assertion.proto",
     "yrd/mesh/v1/node.proto",
     "yrd/mesh/v1/federation.proto",
 ];

@@ -89,6 +89,10 @@ pub enum PeerKind {
     Gateway,
     /// An application (a client).
     App,
+    /// A region's operator: decides access requests (a client; needs --region).
+    Operator,
+    /// A region's auditor: reads the region's audit (a client; needs --region).
+    Auditor,
 }
 
 /// Arguments of `yrdctl pki issue`.

@@ -449,6 +449,7 @@ mod tests {
                 established: "2016-03-09".into(),
                 status: "active".into(),
                 address: "苏州市虎丘区, \"A\" 座".into(),
+                ..Enterprise::default()
             },
             "yrd.datasets.enterprise.v1.Enterprise",
         )

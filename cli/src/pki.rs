@@ -40,20 +40,29 @@ pub fn init(args: &PkiInitArgs) -> anyhow::Result<()> {
 /// node needs its region, a gateway or an application has none; servers
 /// (nodes, gateways) get the local names unless told otherwise.
 pub fn issue_request(trust_domain: &str, args: &PkiIssueArgs) -> anyhow::Result<IssueRequest> {
-    let id = match (args.kind, &args.region) {
-        (PeerKind::Node, None) => bail!(
-            "--region is required for --kind node: a node's identity is \
-             spiffe://{trust_domain}/region/<region>/node/{}",
-            args.name
-        ),
-        (PeerKind::Node, Some(region)) => {
-            if !is_province_code(region) {
-                bail!("--region {region:?} is not a GB/T 2260 province-level code such as 320000");
-            }
-            PeerId::node(trust_domain, region, &args.name)?
+    let regional = |region: &Option<String>, kind: &str| -> anyhow::Result<String> {
+        let Some(region) = region else {
+            bail!(
+                "--region is required for --kind {kind}: its identity is \
+                 spiffe://{trust_domain}/region/<region>/{kind}/{}",
+                args.name
+            )
+        };
+        if !is_province_code(region) {
+            bail!("--region {region:?} is not a GB/T 2260 province-level code such as 320000");
         }
-        (PeerKind::Gateway, Some(_)) => bail!("--region applies only to --kind node: a gateway identity has no region"),
-        (PeerKind::App, Some(_)) => bail!("--region applies only to --kind node: an app identity has no region"),
+        Ok(region.clone())
+    };
+    let id = match (args.kind, &args.region) {
+        (PeerKind::Node, region) => PeerId::node(trust_domain, &regional(region, "node")?, &args.name)?,
+        (PeerKind::Operator, region) => PeerId::operator(trust_domain, &regional(region, "operator")?, &args.name)?,
+        (PeerKind::Auditor, region) => PeerId::auditor(trust_domain, &regional(region, "auditor")?, &args.name)?,
+        (PeerKind::Gateway, Some(_)) => {
+            bail!("--region applies only to regional kinds (node, operator, auditor): a gateway identity has no region")
+        }
+        (PeerKind::App, Some(_)) => {
+            bail!("--region applies only to regional kinds (node, operator, auditor): an app identity has no region")
+        }
         (PeerKind::Gateway, None) => PeerId::gateway(trust_domain, &args.name)?,
         (PeerKind::App, None) => PeerId::app(trust_domain, &args.name)?,
     };
@@ -151,7 +160,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("--region applies only to --kind node") && e.contains("gateway"),
+            e.contains("--region applies only to regional kinds") && e.contains("gateway"),
             "{e}"
         );
         let e = request(&["--kind", "app", "--name", "dash", "--region", "320000"])

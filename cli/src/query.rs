@@ -144,6 +144,7 @@ impl Summary {
                     elapsed: prost_types::Duration::try_from(t.elapsed).ok(),
                     freshness: t.freshness,
                     message: t.message.clone(),
+                    ..RegionStatus::default()
                 })
             })
             .collect()
@@ -319,6 +320,7 @@ mod tests {
             }),
             freshness: None,
             message: message.into(),
+            ..RegionStatus::default()
         }
     }
 

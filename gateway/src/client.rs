@@ -54,6 +54,11 @@ pub const RETRY_PERCENT: f32 = 0.2;
 /// How long a call counts towards the retry budget.
 const RETRY_TTL: Duration = Duration::from_secs(10);
 
+/// Interim metadata naming the subject of a call.
+pub const SUBJECT_HEADER: &str = "yrd-subject";
+/// Interim metadata carrying the declared purpose.
+pub const PURPOSE_HEADER: &str = "yrd-purpose";
+
 /// How much later than the stack's own timer the node's (and tonic's
 /// client-side) `grpc-timeout` timer fires. tonic reports its own timer as
 /// `CANCELLED`; set a little later, the stack's typed deadline is the one
@@ -61,15 +66,44 @@ const RETRY_TTL: Duration = Duration::from_secs(10);
 /// its typed cause), while the node still stops soon after.
 const NODE_GRACE: Duration = Duration::from_millis(50);
 
-/// Calls `region` with `message` through its client stack, within `deadline`.
+/// Calls `region` with `message` through its client stack, within
+/// `deadline`, for the gateway itself (catalogs, probes): no application is
+/// acted for.
 pub async fn call<M: NodeMethod>(
     region: &Arc<Region>,
     message: M,
     deadline: Instant,
 ) -> Result<<M::Reply as Reply>::Output, Status> {
+    call_for(region, message, deadline, &Arc::new(Acting::default())).await
+}
+
+/// Calls `region` with `message` on behalf of `acting` (the application and
+/// its declared purpose), within `deadline`.
+pub async fn call_for<M: NodeMethod>(
+    region: &Arc<Region>,
+    message: M,
+    deadline: Instant,
+    acting: &Arc<Acting>,
+) -> Result<<M::Reply as Reply>::Output, Status> {
     stack::<M>(region.clone())
-        .oneshot(RegionRequest { message, deadline })
+        .oneshot(RegionRequest {
+            message,
+            deadline,
+            acting: acting.clone(),
+        })
         .await
+}
+
+/// Whom the gateway acts for in a region call: the caller's verified
+/// identity and the purpose it declared. Every attempt of the call tells
+/// the node (see [`NodeCall`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acting {
+    /// The application (operator, auditor) the gateway acts for; `None`
+    /// for the gateway's own calls and in insecure mode.
+    pub subject: Option<yrd_identity::PeerId>,
+    /// The purpose declared; empty when none.
+    pub purpose: String,
 }
 
 /// The client stack of `region` for method `M`.
@@ -108,6 +142,8 @@ pub struct RegionRequest<M> {
     pub message: M,
     /// When the caller stops waiting.
     pub deadline: Instant,
+    /// Whom the call is for.
+    pub acting: Arc<Acting>,
 }
 
 /// A DataNode method, named by its request message type.
@@ -598,6 +634,15 @@ impl<M: NodeMethod> Service<RegionRequest<M>> for NodeCall<M> {
     fn call(&mut self, req: RegionRequest<M>) -> Self::Future {
         let mut request = tonic::Request::new(req.message);
         request.set_timeout(req.deadline.saturating_duration_since(Instant::now()) + NODE_GRACE);
+        // Interim, until the signed on-behalf-of assertion replaces it.
+        if let Some(subject) = &req.acting.subject
+            && let Ok(v) = subject.uri().parse()
+        {
+            request.metadata_mut().insert(SUBJECT_HEADER, v);
+        }
+        if let Ok(v) = req.acting.purpose.parse() {
+            request.metadata_mut().insert(PURPOSE_HEADER, v);
+        }
         let answer = M::send(self.client.clone(), request);
         Box::pin(async move {
             answer.await.map(tonic::Response::into_inner).map_err(|status| {

@@ -189,7 +189,7 @@ impl Federator {
             };
             let req = plan.query.node_request(&cursor.last_key, plan.page_size());
             let (tx, rx) = mpsc::channel(self.region_buffer);
-            tokio::spawn(region_task(region.clone(), req, deadline, tx).in_current_span());
+            tokio::spawn(region_task(region.clone(), req, deadline, plan.acting.clone(), tx).in_current_span());
             runs.push(RegionRun {
                 region: choice.region.clone(),
                 rx,
@@ -429,12 +429,13 @@ impl Federator {
         let calls = plan.regions.iter().map(|(id, skip)| {
             let region = self.registry.get(id).cloned();
             let node_req = node_req.clone();
+            let acting = plan.acting.clone();
             async move {
                 let started = Instant::now();
                 let result = match (skip, region) {
                     (Some(reason), _) => return (RegionStatus::skipped(id.as_str(), reason.as_str()), None),
                     (None, None) => Err(Status::internal("region vanished")),
-                    (None, Some(region)) => client::call(&region, node_req, deadline).await,
+                    (None, Some(region)) => client::call_for(&region, node_req, deadline, &acting).await,
                 };
                 let elapsed = started.elapsed();
                 match result {
@@ -485,8 +486,14 @@ impl Federator {
 
 /// Streams one region's answer into `tx`; ends at the summary, an error,
 /// the deadline, or when the receiver is dropped (which cancels the call).
-async fn region_task(region: Arc<Region>, req: NodeQueryRequest, deadline: Instant, tx: mpsc::Sender<RegionEvent>) {
-    let mut stream = match client::call(&region, req, deadline).await {
+async fn region_task(
+    region: Arc<Region>,
+    req: NodeQueryRequest,
+    deadline: Instant,
+    acting: Arc<client::Acting>,
+    tx: mpsc::Sender<RegionEvent>,
+) {
+    let mut stream = match client::call_for(&region, req, deadline, &acting).await {
         Ok(stream) => stream,
         Err(status) => {
             let _ = tx.send(RegionEvent::Failed(status)).await;

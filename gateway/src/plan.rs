@@ -3,6 +3,7 @@
 //! touches, and recover the per-region cursors of a page token.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use yrd_proto::mesh::{AggregateRequest, Consistency, FilterExpr, QueryRequest};
@@ -10,6 +11,7 @@ use yrd_proto::schema::{DatasetSchema, Registry as Schemas};
 use yrd_query::token::{Cursor, PageTokens};
 use yrd_query::{CheckedAggregate, CheckedQuery, Limits, filter};
 
+use crate::client::Acting;
 use crate::error::GatewayError;
 use crate::registry::Registry;
 
@@ -36,6 +38,8 @@ pub struct QueryPlan {
     pub consistency: Consistency,
     /// Binds page tokens to this query.
     pub fingerprint: [u8; 32],
+    /// Whom the regions are asked for.
+    pub acting: Arc<Acting>,
 }
 
 impl QueryPlan {
@@ -59,6 +63,8 @@ pub struct AggregatePlan {
     pub regions: Vec<(String, Option<String>)>,
     /// BEST_EFFORT or ALL_REGIONS.
     pub consistency: Consistency,
+    /// Whom the regions are asked for.
+    pub acting: Arc<Acting>,
 }
 
 /// Chooses the regions a request touches: those named (all when none),
@@ -114,6 +120,7 @@ pub fn plan_query(
     registry: &Registry,
     limits: &Limits,
     tokens: &PageTokens,
+    acting: Arc<Acting>,
 ) -> Result<QueryPlan, GatewayError> {
     let query = CheckedQuery::from_request(req, schemas, limits)?;
     let consistency = consistency(req.consistency);
@@ -122,6 +129,12 @@ pub fn plan_query(
     let choices = choose_regions(registry, &requested, query.filter.as_ref(), region_field)?;
     let mut fp_regions = requested.clone();
     fp_regions.push(format!("consistency={}", consistency as i32));
+    // A token serves the application it was handed to, for the purpose it
+    // declared: another caller cannot resume it.
+    if let Some(subject) = &acting.subject {
+        fp_regions.push(format!("subject={subject}"));
+    }
+    fp_regions.push(format!("purpose={}", acting.purpose));
     let fingerprint = query.fingerprint(&fp_regions);
     let resumed = if req.page_token.is_empty() {
         None
@@ -168,6 +181,7 @@ pub fn plan_query(
         regions,
         consistency,
         fingerprint,
+        acting,
     })
 }
 
@@ -178,6 +192,7 @@ pub fn plan_aggregate(
     schemas: &Schemas,
     registry: &Registry,
     limits: &Limits,
+    acting: Arc<Acting>,
 ) -> Result<AggregatePlan, GatewayError> {
     let aggregate = CheckedAggregate::from_request(req, schemas, limits)?;
     let region_field = &aggregate.schema.fields[aggregate.schema.region_field].name;
@@ -191,5 +206,6 @@ pub fn plan_aggregate(
         aggregate,
         regions,
         consistency: consistency(req.consistency),
+        acting,
     })
 }

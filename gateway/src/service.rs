@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
+use yrd_identity::PeerId;
 use yrd_proto::mesh::federation_server::Federation;
 use yrd_proto::mesh::{
     AggregateRequest, AggregateResponse, Catalog, Consistency, DatasetInfo, EndpointInfo, ExplainResponse,
@@ -16,7 +17,7 @@ use yrd_proto::mesh::{
 use yrd_proto::schema::Registry as Schemas;
 use yrd_query::{Limits, filter};
 
-use crate::client;
+use crate::client::{self, Acting};
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::federate::{Federator, SPAN_FANOUT, region_state};
@@ -91,13 +92,14 @@ impl GatewayService {
         Instant::now() + d - (d / 10).min(DEADLINE_MARGIN)
     }
 
-    fn plan(&self, req: &QueryRequest) -> Result<QueryPlan, GatewayError> {
+    fn plan(&self, req: &QueryRequest, peer: Option<PeerId>) -> Result<QueryPlan, GatewayError> {
         plan::plan_query(
             req,
             self.inner.schemas,
             self.registry(),
             self.limits(),
             &self.inner.federator.tokens,
+            acting(peer, &req.purpose),
         )
     }
 
@@ -190,8 +192,9 @@ impl Federation for GatewayService {
 
     async fn query(&self, req: Request<QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
         let deadline = self.deadline(&req);
+        let peer = yrd_identity::peer_id(&req);
         let req = req.into_inner();
-        let (plan_span, plan) = planned(&req.dataset, || self.plan(&req));
+        let (plan_span, plan) = planned(&req.dataset, || self.plan(&req, peer));
         let plan = plan?;
         let asked: Vec<&str> = plan
             .regions
@@ -220,9 +223,16 @@ impl Federation for GatewayService {
 
     async fn aggregate(&self, req: Request<AggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
         let deadline = self.deadline(&req);
+        let peer = yrd_identity::peer_id(&req);
         let req = req.into_inner();
         let (_, plan) = planned(&req.dataset, || {
-            plan::plan_aggregate(&req, self.inner.schemas, self.registry(), self.limits())
+            plan::plan_aggregate(
+                &req,
+                self.inner.schemas,
+                self.registry(),
+                self.limits(),
+                acting(peer.clone(), &req.purpose),
+            )
         });
         let plan = plan?;
         let fanout = tracing::info_span!(SPAN_FANOUT, "yrd.dataset" = plan.aggregate.schema.id.as_str());
@@ -238,7 +248,8 @@ impl Federation for GatewayService {
     async fn explain(&self, req: Request<QueryRequest>) -> Result<Response<ExplainResponse>, Status> {
         let deadline = self.deadline(&req);
         let region_deadline = deadline.saturating_duration_since(Instant::now());
-        let plan = self.plan(&req.into_inner())?;
+        let peer = yrd_identity::peer_id(&req);
+        let plan = self.plan(&req.into_inner(), peer)?;
         let included: Vec<&str> = plan
             .regions
             .iter()
@@ -287,6 +298,7 @@ impl Federation for GatewayService {
                 } else {
                     None
                 },
+                policy: None,
             })
             .collect();
         Ok(Response::new(ExplainResponse {
@@ -324,4 +336,12 @@ impl Federation for GatewayService {
             .collect();
         Ok(Response::new(ListRegionsResponse { regions }))
     }
+}
+
+/// Whom a region call acts for: the verified caller and its purpose.
+fn acting(peer: Option<PeerId>, purpose: &str) -> Arc<Acting> {
+    Arc::new(Acting {
+        subject: peer,
+        purpose: purpose.trim().to_owned(),
+    })
 }

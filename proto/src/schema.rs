@@ -118,6 +118,9 @@ pub struct FieldSchema {
     pub min: Option<f64>,
     /// Title in Chinese.
     pub title_zh: String,
+    /// The mask applied when no grant names another (PERSONAL and SECRET
+    /// fields always have one), in the node's mask vocabulary.
+    pub default_mask: Option<String>,
 }
 
 impl FieldSchema {
@@ -139,6 +142,7 @@ impl FieldSchema {
             sortable: self.sortable,
             required: self.required,
             title_zh: self.title_zh.clone(),
+            default_mask: self.default_mask.clone().unwrap_or_default(),
         }
     }
 }
@@ -244,6 +248,12 @@ impl DatasetSchema {
                     field.name()
                 )));
             }
+            if matches!(sensitivity, Sensitivity::Personal | Sensitivity::Secret) && fopts.default_mask.is_empty() {
+                return Err(invalid(format!(
+                    "field {} is personal or secret and declares no default_mask",
+                    field.name()
+                )));
+            }
             fields.push(FieldSchema {
                 name: field.name().to_owned(),
                 number: field.number(),
@@ -258,6 +268,7 @@ impl DatasetSchema {
                 required: fopts.required,
                 min: fopts.has_min.then_some(fopts.min),
                 title_zh: fopts.title_zh,
+                default_mask: (!fopts.default_mask.is_empty()).then_some(fopts.default_mask),
             });
         }
         let by_name: HashMap<String, usize> = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();

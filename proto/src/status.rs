@@ -21,7 +21,7 @@ impl RegionStatus {
             rows,
             elapsed: prost_types::Duration::try_from(elapsed).ok(),
             freshness,
-            message: String::new(),
+            ..Self::default()
         }
     }
 
@@ -49,8 +49,8 @@ impl RegionStatus {
             state: state as i32,
             rows,
             elapsed: prost_types::Duration::try_from(elapsed).ok(),
-            freshness: None,
             message: message.into(),
+            ..Self::default()
         }
     }
 

@@ -14,6 +14,7 @@ use tonic::{Code, Request, Response, Status};
 use yrd_gateway::client;
 use yrd_gateway::registry::{EndpointHealth, Region, RegionEndpoint};
 use yrd_identity::{PeerId, TlsMaterial, TlsPaths};
+use yrd_proto::mesh;
 use yrd_proto::mesh::data_node_server::{DataNode, DataNodeServer};
 use yrd_proto::mesh::{
     AggregateResponse, Catalog, GetCatalogRequest, NodeAggregateRequest, NodeQueryRequest, NodeQueryResponse,
@@ -103,6 +104,47 @@ impl DataNode for ScriptedNode {
     async fn aggregate(&self, _req: Request<NodeAggregate>) -> Result<Response<AggregateResponse>, Status> {
         self.begin().await?;
         Ok(Response::new(AggregateResponse::default()))
+    }
+
+    async fn explain(&self, _req: Request<NodeQueryRequest>) -> Result<Response<mesh::PolicyDecision>, Status> {
+        Err(Status::unimplemented("scripted node"))
+    }
+
+    async fn request_access(
+        &self,
+        _req: Request<mesh::RequestAccessRequest>,
+    ) -> Result<Response<mesh::AccessRequest>, Status> {
+        Err(Status::unimplemented("scripted node"))
+    }
+
+    async fn list_access_requests(
+        &self,
+        _req: Request<mesh::ListAccessRequestsRequest>,
+    ) -> Result<Response<mesh::ListAccessRequestsResponse>, Status> {
+        Err(Status::unimplemented("scripted node"))
+    }
+
+    async fn decide_access(
+        &self,
+        _req: Request<mesh::DecideAccessRequest>,
+    ) -> Result<Response<mesh::AccessRequest>, Status> {
+        Err(Status::unimplemented("scripted node"))
+    }
+
+    async fn revoke_access(
+        &self,
+        _req: Request<mesh::RevokeAccessRequest>,
+    ) -> Result<Response<mesh::AccessRequest>, Status> {
+        Err(Status::unimplemented("scripted node"))
+    }
+
+    type ReadAuditStream = ReceiverStream<Result<mesh::AuditLines, Status>>;
+
+    async fn read_audit(
+        &self,
+        _req: Request<mesh::ReadAuditRequest>,
+    ) -> Result<Response<Self::ReadAuditStream>, Status> {
+        Err(Status::unimplemented("scripted node"))
     }
 }
 

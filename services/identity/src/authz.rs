@@ -33,6 +33,9 @@ pub fn peer_id<T>(req: &Request<T>) -> Option<PeerId> {
 /// | `node`                  | every region node                        |
 /// | `node/<region>`         | every node of region `<region>`          |
 /// | `node/<region>/<name>`  | the node `<name>` of region `<region>`   |
+/// | `operator`, `auditor`   | every operator (auditor) of every region |
+/// | `operator/<region>`     | every operator of region `<region>`      |
+/// | `operator/<region>/<name>` | one operator (likewise `auditor/…`)   |
 ///
 /// Names and regions follow the identity rules (`[A-Za-z0-9._-]`, 1–64
 /// characters); surrounding whitespace is ignored; anything else is an error
@@ -51,6 +54,15 @@ enum RuleKind {
     Node,
     Gateway,
     App,
+    Operator,
+    Auditor,
+}
+
+impl RuleKind {
+    /// Whether identities of this kind belong to a region.
+    fn regional(self) -> bool {
+        matches!(self, Self::Node | Self::Operator | Self::Auditor)
+    }
 }
 
 impl AllowRule {
@@ -65,18 +77,22 @@ impl AllowRule {
             Some((&"gateway", rest)) => (RuleKind::Gateway, rest),
             Some((&"app", rest)) => (RuleKind::App, rest),
             Some((&"node", rest)) => (RuleKind::Node, rest),
-            _ => return Err(bad("it must start with gateway, app or node".into())),
+            Some((&"operator", rest)) => (RuleKind::Operator, rest),
+            Some((&"auditor", rest)) => (RuleKind::Auditor, rest),
+            _ => return Err(bad("it must start with gateway, app, node, operator or auditor".into())),
         };
         let check = |what: &str, s: &str| check_segment(what, s).map(|()| s.to_owned()).map_err(bad);
         let (region, name) = match (kind, rest) {
             (_, []) => (None, None),
-            (RuleKind::Node, [region]) => (Some(check("region", region)?), None),
-            (RuleKind::Node, [region, name]) => (Some(check("region", region)?), Some(check("name", name)?)),
+            (k, [region]) if k.regional() => (Some(check("region", region)?), None),
+            (k, [region, name]) if k.regional() => (Some(check("region", region)?), Some(check("name", name)?)),
             (RuleKind::Gateway | RuleKind::App, [name]) => (None, Some(check("name", name)?)),
-            (RuleKind::Node, _) => {
-                return Err(bad("a node rule is node, node/<region> or node/<region>/<name>".into()));
+            (k, _) if k.regional() => {
+                return Err(bad(
+                    "node, operator and auditor rules are <kind>, <kind>/<region> or <kind>/<region>/<name>".into(),
+                ));
             }
-            (RuleKind::Gateway | RuleKind::App, _) => {
+            _ => {
                 return Err(bad("gateway and app rules are <kind> or <kind>/<name>".into()));
             }
         };
@@ -87,7 +103,9 @@ impl AllowRule {
     pub fn matches(&self, id: &PeerId) -> bool {
         let kind_and_region = match (&self.kind, &id.role) {
             (RuleKind::Gateway, Role::Gateway) | (RuleKind::App, Role::App) => true,
-            (RuleKind::Node, Role::Node { region }) => self.region.as_ref().is_none_or(|r| r == region),
+            (RuleKind::Node, Role::Node { region })
+            | (RuleKind::Operator, Role::Operator { region })
+            | (RuleKind::Auditor, Role::Auditor { region }) => self.region.as_ref().is_none_or(|r| r == region),
             _ => false,
         };
         kind_and_region && self.name.as_ref().is_none_or(|n| *n == id.name)
@@ -100,6 +118,8 @@ impl fmt::Display for AllowRule {
             RuleKind::Node => "node",
             RuleKind::Gateway => "gateway",
             RuleKind::App => "app",
+            RuleKind::Operator => "operator",
+            RuleKind::Auditor => "auditor",
         })?;
         for part in [&self.region, &self.name].into_iter().flatten() {
             write!(f, "/{part}")?;

@@ -31,6 +31,9 @@ pub enum IdentityError {
         /// The file that exists.
         present: PathBuf,
     },
+    /// A signature could not be made or does not verify.
+    #[error("signature: {0}")]
+    Signature(String),
     /// A PEM file (or in-memory PEM) has no usable content.
     #[error("{source_name}: {reason}")]
     Pem {

@@ -4,7 +4,12 @@
 //! spiffe://<trust-domain>/region/<region>/node/<name>
 //! spiffe://<trust-domain>/gateway/<name>
 //! spiffe://<trust-domain>/app/<name>
+//! spiffe://<trust-domain>/region/<region>/operator/<name>
+//! spiffe://<trust-domain>/region/<region>/auditor/<name>
 //! ```
+//!
+//! Operators decide access requests for their region and auditors read its
+//! audit; neither reads data (GB/T 39477-2020 separates these roles).
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,16 +38,36 @@ pub enum Role {
     Gateway,
     /// An application that queries the gateway.
     App,
+    /// A region's operator: decides access requests for that region.
+    Operator {
+        /// The region id.
+        region: String,
+    },
+    /// A region's auditor: reads that region's audit.
+    Auditor {
+        /// The region id.
+        region: String,
+    },
 }
 
 impl Role {
     /// The role's kind as used in URIs, file names and allow rules:
-    /// `"node"`, `"gateway"` or `"app"`.
+    /// `"node"`, `"gateway"`, `"app"`, `"operator"` or `"auditor"`.
     pub fn kind(&self) -> &'static str {
         match self {
             Role::Node { .. } => "node",
             Role::Gateway => "gateway",
             Role::App => "app",
+            Role::Operator { .. } => "operator",
+            Role::Auditor { .. } => "auditor",
+        }
+    }
+
+    /// The region of a regional role (node, operator, auditor).
+    pub fn region(&self) -> Option<&str> {
+        match self {
+            Role::Node { region } | Role::Operator { region } | Role::Auditor { region } => Some(region),
+            Role::Gateway | Role::App => None,
         }
     }
 }
@@ -81,6 +106,28 @@ impl PeerId {
         Self::checked(trust_domain, Role::App, name)
     }
 
+    /// A region operator's identity, validated.
+    pub fn operator(trust_domain: &str, region: &str, name: &str) -> Result<Self, IdentityError> {
+        Self::checked(
+            trust_domain,
+            Role::Operator {
+                region: region.to_owned(),
+            },
+            name,
+        )
+    }
+
+    /// A region auditor's identity, validated.
+    pub fn auditor(trust_domain: &str, region: &str, name: &str) -> Result<Self, IdentityError> {
+        Self::checked(
+            trust_domain,
+            Role::Auditor {
+                region: region.to_owned(),
+            },
+            name,
+        )
+    }
+
     fn checked(trust_domain: &str, role: Role, name: &str) -> Result<Self, IdentityError> {
         let id = PeerId {
             trust_domain: trust_domain.to_owned(),
@@ -113,11 +160,23 @@ impl PeerId {
                 },
                 *name,
             ),
+            ["region", region, "operator", name] => (
+                Role::Operator {
+                    region: (*region).to_owned(),
+                },
+                *name,
+            ),
+            ["region", region, "auditor", name] => (
+                Role::Auditor {
+                    region: (*region).to_owned(),
+                },
+                *name,
+            ),
             ["gateway", name] => (Role::Gateway, *name),
             ["app", name] => (Role::App, *name),
             _ => {
                 return Err(bad(
-                    "the path must be /region/<region>/node/<name>, /gateway/<name> or /app/<name>",
+                    "the path must be /region/<region>/node|operator|auditor/<name>, /gateway/<name> or /app/<name>",
                 ));
             }
         };
@@ -141,7 +200,7 @@ impl PeerId {
             reason,
         };
         check_trust_domain(&self.trust_domain).map_err(bad)?;
-        if let Role::Node { region } = &self.role {
+        if let Some(region) = self.role.region() {
             check_segment("region", region).map_err(bad)?;
         }
         check_segment("name", &self.name).map_err(bad)
@@ -152,34 +211,37 @@ impl PeerId {
         self.to_string()
     }
 
-    /// The kind of process: `"node"`, `"gateway"` or `"app"`.
+    /// The kind: `"node"`, `"gateway"`, `"app"`, `"operator"` or `"auditor"`.
     pub fn kind(&self) -> &'static str {
         self.role.kind()
     }
 
-    /// The region of a node; `None` for gateways and apps.
+    /// The region of a node, operator or auditor; `None` for gateways and apps.
     pub fn region(&self) -> Option<&str> {
-        match &self.role {
-            Role::Node { region } => Some(region),
-            Role::Gateway | Role::App => None,
-        }
+        self.role.region()
     }
 
-    /// The stem of this identity's certificate files: `node-<region>-<name>`,
-    /// `gateway-<name>` or `app-<name>`.
+    /// The stem of this identity's certificate files: `node-<region>-<name>`
+    /// (likewise `operator-…` and `auditor-…`), `gateway-<name>` or `app-<name>`.
     pub fn file_stem(&self) -> String {
-        match &self.role {
-            Role::Node { region } => format!("node-{region}-{}", self.name),
-            Role::Gateway | Role::App => format!("{}-{}", self.kind(), self.name),
+        match self.role.region() {
+            Some(region) => format!("{}-{region}-{}", self.kind(), self.name),
+            None => format!("{}-{}", self.kind(), self.name),
         }
     }
 }
 
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.role {
-            Role::Node { region } => write!(f, "{SCHEME}{}/region/{region}/node/{}", self.trust_domain, self.name),
-            Role::Gateway | Role::App => write!(f, "{SCHEME}{}/{}/{}", self.trust_domain, self.kind(), self.name),
+        match self.role.region() {
+            Some(region) => write!(
+                f,
+                "{SCHEME}{}/region/{region}/{}/{}",
+                self.trust_domain,
+                self.kind(),
+                self.name
+            ),
+            None => write!(f, "{SCHEME}{}/{}/{}", self.trust_domain, self.kind(), self.name),
         }
     }
 }

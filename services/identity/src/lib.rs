@@ -39,6 +39,7 @@ mod id;
 mod paths;
 mod pki;
 mod secret;
+mod sign;
 mod tls;
 
 pub use authz::{AllowRule, Authorizer, peer_id};
@@ -50,4 +51,5 @@ pub use pki::{
     cert_not_after, ensure_ca, init_ca, issue, issue_in_memory, peer_id_from_der,
 };
 pub use secret::Secret;
+pub use sign::{Signer, verify as verify_signature};
 pub use tls::{TlsMaterial, client_config, crypto_provider, server_config, tonic_client_tls};

@@ -340,7 +340,7 @@ impl Ca {
             }
             // An application only ever calls; its certificate must not be
             // usable to impersonate a server.
-            Role::App => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Role::App | Role::Operator { .. } | Role::Auditor { .. } => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         // The authority key identifier lets verifiers pick the right CA
         // certificate once a CA has been rotated or intermediates exist.

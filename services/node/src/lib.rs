@@ -15,6 +15,7 @@ pub mod encode;
 pub mod error;
 pub mod import;
 pub mod policy;
+pub mod principal;
 pub mod server;
 pub mod service;
 pub mod store;

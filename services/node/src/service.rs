@@ -14,9 +14,10 @@ use tracing::Instrument;
 use yrd_proto::freshness;
 use yrd_proto::mesh::data_node_server::DataNode;
 use yrd_proto::mesh::{
-    AggregateFunction, AggregateGroup, AggregateResponse, Catalog, FilterExpr, GetCatalogRequest, MetricPartial,
-    NodeAggregateRequest, NodeQueryRequest, NodeQueryResponse, NodeQuerySummary, RegionStatus, RowBatch, Value,
-    node_query_response,
+    AccessRequest, AggregateFunction, AggregateGroup, AggregateResponse, AuditLines, Catalog, DecideAccessRequest,
+    FilterExpr, GetCatalogRequest, ListAccessRequestsRequest, ListAccessRequestsResponse, MetricPartial,
+    NodeAggregateRequest, NodeQueryRequest, NodeQueryResponse, NodeQuerySummary, PolicyDecision, ReadAuditRequest,
+    RegionStatus, RequestAccessRequest, RevokeAccessRequest, RowBatch, Value, node_query_response,
 };
 use yrd_proto::schema::{DatasetSchema, FieldType};
 use yrd_query::sortkey::KeyWriter;
@@ -25,7 +26,8 @@ use yrd_query::{CheckedAggregate, CheckedQuery, Limits, QueryError, aggregate};
 use crate::config::NodeConfig;
 use crate::encode::{cell_value, encode_field, sort_key};
 use crate::error::NodeError;
-use crate::policy::{Access, Caller, DefaultPolicy, Mask, Policy};
+use crate::policy::{Access, DefaultPolicy, Mask, Policy};
+use crate::principal::Principal;
 use crate::store::{self, DatasetStats, SortColumn, Store};
 
 /// Span of a node's Query or Aggregate handling.
@@ -134,7 +136,7 @@ impl NodeService {
 
     /// The policy stage for a query: what it shows, and the store's plan
     /// built from the permit (refused columns left out, the row scope ANDed in).
-    fn authorize_query(&self, caller: &Caller, plan: &PagePlan) -> Result<(Shown, store::ScanPlan), QueryError> {
+    fn authorize_query(&self, caller: &Principal, plan: &PagePlan) -> Result<(Shown, store::ScanPlan), QueryError> {
         let permit = self.inner.policy.authorize(
             caller,
             &Access {
@@ -172,7 +174,11 @@ impl NodeService {
     }
 
     /// The policy stage for an aggregate: the store's plan from the permit.
-    fn authorize_aggregate(&self, caller: &Caller, plan: &AggregatePlan) -> Result<store::AggregatePlan, QueryError> {
+    fn authorize_aggregate(
+        &self,
+        caller: &Principal,
+        plan: &AggregatePlan,
+    ) -> Result<store::AggregatePlan, QueryError> {
         let permit = self.inner.policy.authorize(
             caller,
             &Access {
@@ -345,11 +351,61 @@ impl DataNode for NodeService {
         span.record("yrd.rows", response.groups.len());
         Ok(Response::new(response))
     }
+    async fn explain(&self, _req: Request<NodeQueryRequest>) -> Result<Response<PolicyDecision>, Status> {
+        Err(Status::unimplemented("Explain is not served by this node yet"))
+    }
+
+    async fn request_access(&self, _req: Request<RequestAccessRequest>) -> Result<Response<AccessRequest>, Status> {
+        Err(Status::unimplemented(
+            "the access workflow is not served by this node yet",
+        ))
+    }
+
+    async fn list_access_requests(
+        &self,
+        _req: Request<ListAccessRequestsRequest>,
+    ) -> Result<Response<ListAccessRequestsResponse>, Status> {
+        Err(Status::unimplemented(
+            "the access workflow is not served by this node yet",
+        ))
+    }
+
+    async fn decide_access(&self, _req: Request<DecideAccessRequest>) -> Result<Response<AccessRequest>, Status> {
+        Err(Status::unimplemented(
+            "the access workflow is not served by this node yet",
+        ))
+    }
+
+    async fn revoke_access(&self, _req: Request<RevokeAccessRequest>) -> Result<Response<AccessRequest>, Status> {
+        Err(Status::unimplemented(
+            "the access workflow is not served by this node yet",
+        ))
+    }
+
+    type ReadAuditStream = ReceiverStream<Result<AuditLines, Status>>;
+
+    async fn read_audit(&self, _req: Request<ReadAuditRequest>) -> Result<Response<Self::ReadAuditStream>, Status> {
+        Err(Status::unimplemented("audit reading is not served by this node yet"))
+    }
 }
 
-/// Who sent `req`: the verified peer, or anonymous in insecure mode.
-fn caller_of<T>(req: &Request<T>) -> Caller {
-    yrd_identity::peer_id(req).map_or(Caller::Anonymous, Caller::Peer)
+/// Who sent `req`: the verified peer, or none in insecure mode, and whom
+/// it acts for. Interim: the subject and purpose are read from plain
+/// metadata until the signed on-behalf-of assertion replaces them.
+fn caller_of<T>(req: &Request<T>) -> Principal {
+    let text = |key: &str| {
+        req.metadata()
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .filter(|s| !s.is_empty())
+    };
+    Principal {
+        peer: yrd_identity::peer_id(req),
+        subject: text("yrd-subject").and_then(|s| yrd_identity::PeerId::parse(&s).ok()),
+        purpose: text("yrd-purpose"),
+        trace_id: None,
+    }
 }
 
 /// Sends one message of a query stream, waiting for room in the bounded

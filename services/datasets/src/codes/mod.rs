@@ -19,6 +19,15 @@ pub const ENTERPRISE_STATUSES: &[(&str, &str)] = &[
     ("moved_out", "迁出"),
 ];
 
+/// Credit risk classes of a market entity (A lowest risk, D highest): code
+/// and Chinese label.
+pub const RISK_CLASSES: &[(&str, &str)] = &[
+    ("A", "信用风险低"),
+    ("B", "信用风险一般"),
+    ("C", "信用风险较高"),
+    ("D", "信用风险高"),
+];
+
 /// Statuses of a transfer manifest: code and Chinese label.
 pub const MANIFEST_STATUSES: &[(&str, &str)] = &[("in_transit", "运输中"), ("received", "已接收")];
 
@@ -29,6 +38,7 @@ const LISTS: &[&str] = &[
     "gb2260.district",
     "gb4754.division",
     "enterprise.status",
+    "enterprise.risk_class",
     "hj633.pollutant",
     "water.body",
     "gb3838.class",
@@ -59,6 +69,7 @@ pub fn label(list: &str, value: &str) -> Option<&'static str> {
         "gb2260.district" => regions::district(value).map(|(_, name)| name),
         "gb4754.division" => industry::division(value),
         "enterprise.status" => pair(ENTERPRISE_STATUSES),
+        "enterprise.risk_class" => pair(RISK_CLASSES),
         "hj633.pollutant" => aqi::POLLUTANTS
             .iter()
             .position(|p| *p == value)

@@ -159,6 +159,11 @@ const DIGIT_SPACE: u64 = 100_000_000;
 const MA_MULT: u64 = 123_456_791;
 const DIGIT_MULT: u64 = 48_271_773;
 
+/// The first three digits of mainland mobile numbers the demo hands out.
+const MOBILE_PREFIXES: &[&str] = &[
+    "133", "135", "136", "138", "139", "150", "152", "158", "177", "186", "189",
+];
+
 /// One demo enterprise, typed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnterpriseRecord {
@@ -186,6 +191,10 @@ pub struct EnterpriseRecord {
     pub status: &'static str,
     /// Registered address.
     pub address: String,
+    /// Contact mobile phone number.
+    pub contact_phone: String,
+    /// Credit risk class, `A` to `D`.
+    pub credit_risk_class: &'static str,
 }
 
 impl EnterpriseRecord {
@@ -204,6 +213,8 @@ impl EnterpriseRecord {
             ("established", Cell::Text(days::text(self.established_days))),
             ("status", Cell::Text(self.status.to_owned())),
             ("address", Cell::Text(self.address)),
+            ("contact_phone", Cell::Text(self.contact_phone)),
+            ("credit_risk_class", Cell::Text(self.credit_risk_class.to_owned())),
         ]
     }
 
@@ -404,6 +415,21 @@ pub(crate) fn generate(province: &'static Province, spec: &DemoSpec, index: usiz
         );
     }
 
+    // Drawn last, so that every earlier field is what it was before these
+    // two fields existed.
+    let prefix = pick(&mut rng, MOBILE_PREFIXES);
+    let contact_phone = format!("{prefix}{:08}", rng.random_range(0..100_000_000u32));
+    let risk: f64 = rng.random();
+    let credit_risk_class = if risk < 0.55 {
+        "A"
+    } else if risk < 0.85 {
+        "B"
+    } else if risk < 0.97 {
+        "C"
+    } else {
+        "D"
+    };
+
     EnterpriseRecord {
         credit_code,
         name,
@@ -417,6 +443,8 @@ pub(crate) fn generate(province: &'static Province, spec: &DemoSpec, index: usiz
         established_days,
         status,
         address,
+        contact_phone,
+        credit_risk_class,
     }
 }
 

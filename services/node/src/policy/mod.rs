@@ -10,22 +10,15 @@
 //! character, secret values their first and last, nothing is refused. Grants,
 //! more masks, row scopes and audit plug in behind the same trait.
 
+pub mod grant;
+
 use yrd_datasets::Cell;
-use yrd_identity::PeerId;
 use yrd_proto::mesh::{AggregateFunction, FilterExpr, FilterList, Sensitivity, filter_expr};
 use yrd_proto::schema::DatasetSchema;
 use yrd_query::QueryError;
 
+use crate::principal::Principal;
 use crate::store::SortColumn;
-
-/// Who is asking.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    /// A verified peer, from its certificate.
-    Peer(PeerId),
-    /// No verified identity: insecure mode (development only).
-    Anonymous,
-}
 
 /// A named way of hiding most of a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,8 +204,8 @@ impl Permit {
 /// Decides what a caller may do. One entry point, so that grants, row
 /// scopes and audit are added behind it without touching the service.
 pub trait Policy: Send + Sync + std::fmt::Debug {
-    /// The permit for `caller` running `access`, or why it is refused.
-    fn authorize(&self, caller: &Caller, access: &Access<'_>) -> Result<Permit, QueryError>;
+    /// The permit for `who` running `access`, or why it is refused.
+    fn authorize(&self, who: &Principal, access: &Access<'_>) -> Result<Permit, QueryError>;
 }
 
 /// Today's policy: personal values masked by `surname`, secret values by
@@ -221,7 +214,7 @@ pub trait Policy: Send + Sync + std::fmt::Debug {
 pub struct DefaultPolicy;
 
 impl Policy for DefaultPolicy {
-    fn authorize(&self, _caller: &Caller, access: &Access<'_>) -> Result<Permit, QueryError> {
+    fn authorize(&self, _who: &Principal, access: &Access<'_>) -> Result<Permit, QueryError> {
         let treatments = access
             .schema
             .fields
@@ -303,7 +296,9 @@ mod tests {
     #[test]
     fn the_default_permit_masks_exactly_personal_and_secret_columns() {
         let schema = ent();
-        let permit = DefaultPolicy.authorize(&Caller::Anonymous, &access(&schema)).unwrap();
+        let permit = DefaultPolicy
+            .authorize(&Principal::default(), &access(&schema))
+            .unwrap();
         for (i, f) in schema.fields.iter().enumerate() {
             let expected = match f.sensitivity {
                 Sensitivity::Personal => Treatment::Masked(Mask::Surname),
@@ -399,7 +394,7 @@ mod tests {
             ),
         ];
         for (a, param) in cases {
-            let err = DefaultPolicy.authorize(&Caller::Anonymous, &a).unwrap_err();
+            let err = DefaultPolicy.authorize(&Principal::default(), &a).unwrap_err();
             assert_eq!(err.param(), param);
             assert!(err.to_string().contains("legal_representative"), "{err}");
             assert_eq!(tonic::Status::from(err).code(), tonic::Code::InvalidArgument);
@@ -411,6 +406,6 @@ mod tests {
             ],
             ..access(&schema)
         };
-        DefaultPolicy.authorize(&Caller::Anonymous, &counted).unwrap();
+        DefaultPolicy.authorize(&Principal::default(), &counted).unwrap();
     }
 }
