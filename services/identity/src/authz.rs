@@ -273,6 +273,16 @@ mod tests {
             assert_eq!(AllowRule::parse(rule).unwrap().to_string(), rule);
         }
         assert_eq!(" app/x ".parse::<AllowRule>().unwrap().to_string(), "app/x");
+        let op = PeerId::operator("yrd.mesh", "320000", "wang").unwrap();
+        assert!(AllowRule::parse("operator").unwrap().matches(&op));
+        assert!(AllowRule::parse("operator/320000").unwrap().matches(&op));
+        assert!(!AllowRule::parse("operator/310000").unwrap().matches(&op));
+        assert!(!AllowRule::parse("auditor").unwrap().matches(&op));
+        assert!(!AllowRule::parse("app").unwrap().matches(&op));
+        assert_eq!(
+            AllowRule::parse("auditor/320000/li").unwrap().to_string(),
+            "auditor/320000/li"
+        );
     }
 
     #[test]
@@ -283,7 +293,8 @@ mod tests {
             ("*", "must start with"),
             ("gateway/", "name is empty"),
             ("app/a/b", "<kind>/<name>"),
-            ("node/1/2/3", "node/<region>/<name>"),
+            ("node/1/2/3", "<kind>/<region>/<name>"),
+            ("operator/1/2/3", "<kind>/<region>/<name>"),
             ("app/a b", "' '"),
             ("node//x", "region is empty"),
         ];

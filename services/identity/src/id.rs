@@ -318,6 +318,14 @@ mod tests {
                 PeerId::app("example.org", "dash_board.v2").unwrap(),
                 "spiffe://example.org/app/dash_board.v2",
             ),
+            (
+                PeerId::operator("yrd.mesh", "320000", "wang").unwrap(),
+                "spiffe://yrd.mesh/region/320000/operator/wang",
+            ),
+            (
+                PeerId::auditor("yrd.mesh", "340000", "li").unwrap(),
+                "spiffe://yrd.mesh/region/340000/auditor/li",
+            ),
         ];
         for (id, uri) in cases {
             assert_eq!(id.uri(), uri);
@@ -325,6 +333,10 @@ mod tests {
             assert_eq!(PeerId::parse(uri).unwrap(), id);
             assert_eq!(uri.parse::<PeerId>().unwrap(), id);
         }
+        let op = PeerId::operator("yrd.mesh", "320000", "wang").unwrap();
+        assert_eq!(op.region(), Some("320000"));
+        assert_eq!(op.file_stem(), "operator-320000-wang");
+        assert!(PeerId::parse("spiffe://yrd.mesh/region/320000/admin/x").is_err());
     }
 
     #[test]

@@ -311,7 +311,10 @@ mod tests {
             .filter(|&i| permit.mask(i).is_some())
             .map(|i| schema.fields[i].name.as_str())
             .collect();
-        assert_eq!(masked, ["legal_representative", "representative_id_number"]);
+        assert_eq!(
+            masked,
+            ["legal_representative", "representative_id_number", "contact_phone"]
+        );
         assert!(permit.row_scope().is_none());
     }
 
