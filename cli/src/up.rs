@@ -17,7 +17,10 @@
 //! <region>.sqlite      each region's store (demo data generated when empty)
 //! node-<region>.toml   each node's config, rewritten at every start
 //! gateway.toml         the gateway's config, rewritten at every start
-//! profile.toml         the client profile (YRD_PROFILE)
+//! profile.toml         the client profile of the `dashboard` application (YRD_PROFILE)
+//! profile-inspector.toml  the profile of a second application, `inspector`
+//! profile-operator.toml   Jiangsu's operator (decides access requests for 320000)
+//! profile-auditor.toml    Shanghai's auditor (reads 310000's audit)
 //! ```
 
 use std::fs::OpenOptions;
@@ -49,8 +52,36 @@ const GATEWAY_NAME: &str = "gateway";
 const SERVICE_NAME: &str = "yrdctl-up";
 /// The admin port is the gateway's port plus this, unless `--admin-port`.
 const ADMIN_PORT_OFFSET: u16 = 10;
-/// Name of the application certificate the profile uses.
-const APP_NAME: &str = "yrdctl";
+/// Name of the application whose certificate `profile.toml` uses.
+const APP_NAME: &str = "dashboard";
+
+/// The client identities `yrdctl up` issues, and the profile each gets:
+/// two applications that the regions' policies treat differently, an
+/// operator and an auditor.
+fn clients() -> anyhow::Result<Vec<(PeerId, &'static str, &'static str)>> {
+    Ok(vec![
+        (
+            PeerId::app(DEFAULT_TRUST_DOMAIN, APP_NAME)?,
+            "profile.toml",
+            "the demo dashboard application",
+        ),
+        (
+            PeerId::app(DEFAULT_TRUST_DOMAIN, "inspector")?,
+            "profile-inspector.toml",
+            "a second application, a cross-provincial inspection team",
+        ),
+        (
+            PeerId::operator(DEFAULT_TRUST_DOMAIN, "320000", "jiangsu-ops")?,
+            "profile-operator.toml",
+            "Jiangsu's operator: decides access requests for region 320000",
+        ),
+        (
+            PeerId::auditor(DEFAULT_TRUST_DOMAIN, "310000", "shanghai-audit")?,
+            "profile-auditor.toml",
+            "Shanghai's auditor: reads the audit of region 310000",
+        ),
+    ])
+}
 /// The host everything listens on and dials: the mesh is local.
 const HOST: &str = "127.0.0.1";
 /// [`HOST`] as an address, for the listeners in the configs.
@@ -246,7 +277,9 @@ fn ensure_pki(pki: &Path) -> anyhow::Result<()> {
         DEFAULT_TRUST_DOMAIN,
         GATEWAY_NAME,
     )?));
-    requests.push(IssueRequest::new(PeerId::app(DEFAULT_TRUST_DOMAIN, APP_NAME)?));
+    for (id, _, _) in clients()? {
+        requests.push(IssueRequest::new(id));
+    }
     let mut reused = 0;
     for req in &requests {
         let files = CertFiles::for_id(pki, &req.id);
@@ -551,7 +584,10 @@ fn gateway_config(
         name: GATEWAY_NAME.to_owned(),
         listen: SocketAddr::from((HOST_IP, port)),
         admin_listen: Some(SocketAddr::from((HOST_IP, admin_port))),
-        allow: vec!["app".to_owned()],
+        // Applications read data; operators and auditors reach their
+        // region's access workflow and audit (the gateway and each node
+        // check which role may call what).
+        allow: vec!["app".to_owned(), "operator".to_owned(), "auditor".to_owned()],
         tls: Some(tls_paths(&id)),
         regions: nodes
             .iter()
@@ -596,28 +632,34 @@ fn app_files(dir: &Path) -> anyhow::Result<(PathBuf, CertFiles)> {
     Ok((CaFiles::in_dir(&pki).cert, CertFiles::for_id(&pki, &app)))
 }
 
-/// Writes `profile.toml` for `yrdctl` (and anything else that reads it).
+/// Writes a profile for each client identity (`profile.toml` for the
+/// dashboard application) for `yrdctl` and anything else that reads them.
 fn write_profile(dir: &Path, mesh: &Mesh) -> anyhow::Result<()> {
-    let (ca, app) = app_files(dir)?;
-    let profile = ProfileFile {
-        gateway: gateway_url(mesh),
-        server_name: Some(SERVER_NAME.to_owned()),
-        ca,
-        cert: app.cert,
-        key: app.key,
-        // A list: with separate processes, the gateway's and each node's
-        // admin endpoints. Here every component shares the one endpoint.
-        admin: admin_url(mesh).into_iter().collect(),
-    };
-    let path = dir.join("profile.toml");
-    let text = format!(
-        "# The local mesh's gateway, the yrdctl application certificate and the\n\
-         # admin endpoint (metrics, recent traces) of the mesh's process.\n\
-         # Use it with `export YRD_PROFILE={}`.\n{}",
-        path.display(),
-        toml::to_string(&profile)?
-    );
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    let pki = dir.join("pki");
+    for (id, file, what) in clients()? {
+        let files = CertFiles::for_id(&pki, &id);
+        let profile = ProfileFile {
+            gateway: gateway_url(mesh),
+            server_name: Some(SERVER_NAME.to_owned()),
+            ca: CaFiles::in_dir(&pki).cert,
+            cert: files.cert,
+            key: files.key,
+            // A list: with separate processes, the gateway's and each node's
+            // admin endpoints. Here every component shares the one endpoint.
+            admin: admin_url(mesh).into_iter().collect(),
+        };
+        let path = dir.join(file);
+        let text = format!(
+            "# The local mesh's gateway, the certificate of {id} ({what})\n\
+             # and the admin endpoint (metrics, recent traces) of the mesh's process.\n\
+             # Use it with `export YRD_PROFILE={}` or `yrdctl --profile {}`.\n{}",
+            path.display(),
+            path.display(),
+            toml::to_string(&profile)?
+        );
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Tells how to reach the mesh.
@@ -726,7 +768,7 @@ mod tests {
         assert_eq!(config.regions.len(), 4);
         assert_eq!(config.regions[3].endpoints, ["https://127.0.0.1:50074"]);
         assert_eq!(config.regions[3].tls_server_name.as_deref(), Some("localhost"));
-        assert_eq!(config.allow, ["app"]);
+        assert_eq!(config.allow, ["app", "operator", "auditor"]);
         assert_eq!(config.admin_listen, Some(SocketAddr::from(([127, 0, 0, 1], 50080))));
         assert_eq!(config.query.page_token_secret, secrets().gateway_page_token_secret);
     }
