@@ -551,7 +551,9 @@ fn gateway_config(
         name: GATEWAY_NAME.to_owned(),
         listen: SocketAddr::from((HOST_IP, port)),
         admin_listen: Some(SocketAddr::from((HOST_IP, admin_port))),
-        allow: vec!["app".to_owned()],
+        // Operators and auditors come to the gateway too (access workflow,
+        // audit); the gateway lets only applications read data.
+        allow: ["app", "operator", "auditor"].map(str::to_owned).to_vec(),
         tls: Some(tls_paths(&id)),
         regions: nodes
             .iter()
@@ -726,7 +728,7 @@ mod tests {
         assert_eq!(config.regions.len(), 4);
         assert_eq!(config.regions[3].endpoints, ["https://127.0.0.1:50074"]);
         assert_eq!(config.regions[3].tls_server_name.as_deref(), Some("localhost"));
-        assert_eq!(config.allow, ["app"]);
+        assert_eq!(config.allow, ["app", "operator", "auditor"]);
         assert_eq!(config.admin_listen, Some(SocketAddr::from(([127, 0, 0, 1], 50080))));
         assert_eq!(config.query.page_token_secret, secrets().gateway_page_token_secret);
     }
