@@ -68,6 +68,7 @@ pub async fn aggregate(conn: &Connection, args: &AggregateArgs) -> anyhow::Resul
         metrics: metrics.clone(),
         regions: args.regions.clone(),
         consistency: consistency(args.all_regions) as i32,
+        purpose: args.purpose.clone(),
         ..Default::default()
     });
     let answer = client.aggregate(req).await.map_err(status_error)?.into_inner();

@@ -243,6 +243,10 @@ pub struct QueryArgs {
     /// Sort order, such as 'registered_capital desc, name'.
     #[arg(long, value_name = "EXPR")]
     pub order_by: Option<String>,
+    /// Why the data is used, such as 'cross-provincial licence check': each
+    /// region's node checks it against its grants (at most 200 characters).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub purpose: String,
     /// Most rows to fetch, over as many pages as needed.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: u64,
@@ -276,6 +280,10 @@ pub struct AggregateArgs {
     /// Only these regions (default: all).
     #[arg(long, value_delimiter = ',', value_name = "ID,...")]
     pub regions: Vec<String>,
+    /// Why the data is used; each region's node checks it against its
+    /// grants (at most 200 characters).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub purpose: String,
     /// Fail unless every region answers.
     #[arg(long)]
     pub all_regions: bool,
@@ -354,11 +362,14 @@ mod tests {
             "20",
             "-o",
             "csv",
+            "--purpose",
+            "licence check",
         ])
         .unwrap();
         let Command::Query(q) = cli.command else {
             panic!("not a query: {:?}", cli.command)
         };
+        assert_eq!(q.purpose, "licence check");
         assert_eq!(q.regions, ["310000", "320000"]);
         assert_eq!(q.fields, ["name", "city"]);
         assert_eq!((q.limit, q.output), (20, Format::Csv));

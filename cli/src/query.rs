@@ -39,6 +39,7 @@ pub fn request(args: &QueryArgs, page_size: i32, page_token: String) -> QueryReq
         page_token,
         regions: args.regions.clone(),
         consistency: consistency(args.all_regions) as i32,
+        purpose: args.purpose.clone(),
         ..Default::default()
     }
 }
@@ -384,9 +385,16 @@ mod tests {
         assert_eq!(page_size(&args(&[])), 100);
         assert_eq!(page_size(&args(&["--limit", "5000"])), 1000);
         assert_eq!(page_size(&args(&["--limit", "5000", "--page-size", "250"])), 250);
-        let q = args(&["--all-regions", "--filter", "city = \"320500\""]);
+        let q = args(&[
+            "--all-regions",
+            "--filter",
+            "city = \"320500\"",
+            "--purpose",
+            "audit sample",
+        ]);
         let req = request(&q, 7, "tok".into());
         assert_eq!(req.consistency, Consistency::AllRegions as i32);
+        assert_eq!(req.purpose, "audit sample");
         assert_eq!((req.page_size, req.page_token.as_str()), (7, "tok"));
         assert_eq!(columns(&q)[0], "credit_code");
     }

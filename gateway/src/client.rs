@@ -14,7 +14,8 @@
 //! 4. [`Deadline`]: each attempt ends at the caller's deadline, with a typed
 //!    error.
 //! 5. [`NodeCall`]: the call itself, with `grpc-timeout` set for the node
-//!    a little past the deadline.
+//!    a little past the deadline, and a fresh signed on-behalf-of
+//!    assertion ([`crate::assertion`]) for each attempt.
 //!
 //! Requests are the typed node request messages ([`NodeMethod`]); responses
 //! are the typed responses, or for a server stream a [`RegionStream`] that
@@ -37,6 +38,7 @@ use yrd_proto::mesh::{
     node_query_response,
 };
 
+use crate::assertion::Asserter;
 use crate::error::GatewayError;
 use crate::federate::region_state;
 use crate::registry::{NodeClient, Region};
@@ -53,11 +55,6 @@ pub const RETRY_MIN_PER_SEC: u32 = 10;
 pub const RETRY_PERCENT: f32 = 0.2;
 /// How long a call counts towards the retry budget.
 const RETRY_TTL: Duration = Duration::from_secs(10);
-
-/// Interim metadata naming the subject of a call.
-pub const SUBJECT_HEADER: &str = "yrd-subject";
-/// Interim metadata carrying the declared purpose.
-pub const PURPOSE_HEADER: &str = "yrd-purpose";
 
 /// How much later than the stack's own timer the node's (and tonic's
 /// client-side) `grpc-timeout` timer fires. tonic reports its own timer as
@@ -96,7 +93,7 @@ pub async fn call_for<M: NodeMethod>(
 
 /// Whom the gateway acts for in a region call: the caller's verified
 /// identity and the purpose it declared. Every attempt of the call tells
-/// the node (see [`NodeCall`]).
+/// the node, in a signed assertion (see [`NodeCall`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Acting {
     /// The application (operator, auditor) the gateway acts for; `None`
@@ -120,7 +117,7 @@ pub fn stack<M: NodeMethod>(region: Arc<Region>) -> RegionStack<M> {
         // not count against a region twice. Hedging wraps the retry.
         .layer(RetryLayer::new(RetryOnce::new(region.retry_budget())))
         .layer(DeadlineLayer)
-        .service(NodeCall::new(region.client()))
+        .service(NodeCall::new(region.client(), region.asserter(), region.id.clone()))
 }
 
 /// A retry budget that lets a region retry `min_per_sec` calls a second
@@ -147,11 +144,14 @@ pub struct RegionRequest<M> {
 }
 
 /// A DataNode method, named by its request message type.
-pub trait NodeMethod: Clone + Send + 'static {
+pub trait NodeMethod: prost::Message + Clone + Send + 'static {
     /// What the node answers: the response message, or a stream of them.
     type Reply: Reply;
     /// The gRPC method name, for spans.
     const METHOD: &'static str;
+    /// The full gRPC path, such as `/yrd.mesh.v1.DataNode/Query`: the
+    /// on-behalf-of assertion is bound to it.
+    const PATH: &'static str;
 
     /// The dataset asked for, if any, for spans.
     fn dataset(&self) -> &str {
@@ -168,6 +168,7 @@ pub trait NodeMethod: Clone + Send + 'static {
 impl NodeMethod for NodeQueryRequest {
     type Reply = tonic::Streaming<NodeQueryResponse>;
     const METHOD: &'static str = "Query";
+    const PATH: &'static str = "/yrd.mesh.v1.DataNode/Query";
 
     fn dataset(&self) -> &str {
         &self.dataset
@@ -184,6 +185,7 @@ impl NodeMethod for NodeQueryRequest {
 impl NodeMethod for NodeAggregateRequest {
     type Reply = AggregateResponse;
     const METHOD: &'static str = "Aggregate";
+    const PATH: &'static str = "/yrd.mesh.v1.DataNode/Aggregate";
 
     fn dataset(&self) -> &str {
         &self.dataset
@@ -200,6 +202,7 @@ impl NodeMethod for NodeAggregateRequest {
 impl NodeMethod for GetCatalogRequest {
     type Reply = Catalog;
     const METHOD: &'static str = "GetCatalog";
+    const PATH: &'static str = "/yrd.mesh.v1.DataNode/GetCatalog";
 
     fn send(
         mut client: NodeClient,
@@ -593,17 +596,23 @@ where
 }
 
 /// The call itself, with the generated DataNode client (whose interceptor
-/// injects the current span's trace context).
+/// injects the current span's trace context), and the on-behalf-of
+/// assertion. Being the innermost layer, it makes a new assertion (nonce,
+/// times) for every attempt: a retry is not a replay.
 pub struct NodeCall<M> {
     client: NodeClient,
+    asserter: Arc<Asserter>,
+    audience: Arc<str>,
     method: PhantomData<fn(M)>,
 }
 
 impl<M> NodeCall<M> {
-    /// Calls with `client`.
-    pub fn new(client: NodeClient) -> Self {
+    /// Calls with `client`, asserting with `asserter` to region `audience`.
+    pub fn new(client: NodeClient, asserter: Arc<Asserter>, audience: impl Into<Arc<str>>) -> Self {
         Self {
             client,
+            asserter,
+            audience: audience.into(),
             method: PhantomData,
         }
     }
@@ -611,7 +620,7 @@ impl<M> NodeCall<M> {
 
 impl<M> Clone for NodeCall<M> {
     fn clone(&self) -> Self {
-        Self::new(self.client.clone())
+        Self::new(self.client.clone(), self.asserter.clone(), self.audience.clone())
     }
 }
 
@@ -632,17 +641,15 @@ impl<M: NodeMethod> Service<RegionRequest<M>> for NodeCall<M> {
     }
 
     fn call(&mut self, req: RegionRequest<M>) -> Self::Future {
+        // Signed here, in the call's span (Observe entered it), so that the
+        // trace id asserted is the one the client's interceptor sends.
+        let assertion = match self.asserter.assert(&req.acting, &self.audience, M::PATH, &req.message) {
+            Ok(a) => a,
+            Err(err) => return Box::pin(futures::future::ready(Err(err))),
+        };
         let mut request = tonic::Request::new(req.message);
         request.set_timeout(req.deadline.saturating_duration_since(Instant::now()) + NODE_GRACE);
-        // Interim, until the signed on-behalf-of assertion replaces it.
-        if let Some(subject) = &req.acting.subject
-            && let Ok(v) = subject.uri().parse()
-        {
-            request.metadata_mut().insert(SUBJECT_HEADER, v);
-        }
-        if let Ok(v) = req.acting.purpose.parse() {
-            request.metadata_mut().insert(PURPOSE_HEADER, v);
-        }
+        request.metadata_mut().insert_bin(crate::assertion::HEADER, assertion);
         let answer = M::send(self.client.clone(), request);
         Box::pin(async move {
             answer.await.map(tonic::Response::into_inner).map_err(|status| {

@@ -43,9 +43,16 @@ pub struct GatewayConfig {
     /// Logs, traces and their export.
     #[serde(default)]
     pub telemetry: yrd_telemetry::TelemetryConfig,
-    /// Identities that may call the gateway (`app`, `app/<name>`, ...).
+    /// Identities that may call the gateway (`app`, `app/<name>`,
+    /// `operator`, `auditor`, ...). Only applications read data; operators
+    /// and auditors use the access workflow and the audit.
     #[serde(default = "default_allow")]
     pub allow: Vec<String>,
+    /// How long each on-behalf-of assertion the gateway signs for a node
+    /// call is valid (`"10s"`); at most 30s, and no longer than the nodes'
+    /// `on_behalf_of.max_ttl`.
+    #[serde(default = "default_on_behalf_of_ttl", with = "humantime_serde")]
+    pub on_behalf_of_ttl: Duration,
     /// Query limits (the same keys as a node's).
     #[serde(default)]
     pub limits: Limits,
@@ -150,7 +157,11 @@ fn default_trust_domain() -> String {
 }
 
 fn default_allow() -> Vec<String> {
-    vec!["app".into()]
+    vec!["app".into(), "operator".into(), "auditor".into()]
+}
+
+fn default_on_behalf_of_ttl() -> Duration {
+    crate::assertion::DEFAULT_TTL
 }
 
 impl Default for GatewayConfig {
@@ -167,6 +178,7 @@ impl Default for GatewayConfig {
             admin_listen: None,
             telemetry: yrd_telemetry::TelemetryConfig::default(),
             allow: default_allow(),
+            on_behalf_of_ttl: default_on_behalf_of_ttl(),
             limits: Limits::default(),
             query: QueryConfig::default(),
             health: HealthConfig::default(),
@@ -278,6 +290,13 @@ impl GatewayConfig {
         if let Err(e) = yrd_identity::Authorizer::from_rules(&self.trust_domain, &self.allow) {
             return Err(err("allow", e.to_string()));
         }
+        let max = crate::assertion::MAX_TTL;
+        if self.on_behalf_of_ttl < Duration::from_secs(1) || self.on_behalf_of_ttl > max {
+            return Err(err(
+                "on_behalf_of_ttl",
+                format!("must be at least 1s and at most {max:?} (nodes refuse longer assertions)"),
+            ));
+        }
         Ok(())
     }
 }
@@ -297,7 +316,19 @@ endpoints = ["http://127.0.0.1:50062"]
     fn minimal_insecure_config_parses() {
         let c = GatewayConfig::parse(OK, "g.toml").unwrap();
         c.validate("g.toml").unwrap();
-        assert_eq!(c.allow, vec!["app".to_owned()]);
+        assert_eq!(c.allow, ["app", "operator", "auditor"]);
+        assert_eq!(c.on_behalf_of_ttl, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_assertion_ttl_is_bounded() {
+        let c = GatewayConfig::parse(&format!("on_behalf_of_ttl = \"5s\"\n{OK}"), "g.toml").unwrap();
+        c.validate("g.toml").unwrap();
+        assert_eq!(c.on_behalf_of_ttl, Duration::from_secs(5));
+        for bad in ["0s", "500ms", "31s"] {
+            let c = GatewayConfig::parse(&format!("on_behalf_of_ttl = \"{bad}\"\n{OK}"), "g.toml").unwrap();
+            assert_eq!(c.validate("g.toml").unwrap_err().key, "on_behalf_of_ttl", "{bad}");
+        }
     }
 
     #[test]

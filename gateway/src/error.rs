@@ -61,6 +61,18 @@ pub enum GatewayError {
     /// A background task failed.
     #[error("task failed: {0}")]
     Task(String),
+    /// The caller's identity may not use this method: operators and
+    /// auditors do not read data.
+    #[error("{peer} is {kind}: operators and auditors do not read data, only applications do")]
+    NotAnApplication {
+        /// The caller's identity.
+        peer: String,
+        /// Its kind, with its article (`an operator`).
+        kind: &'static str,
+    },
+    /// An on-behalf-of assertion could not be made.
+    #[error("on-behalf-of assertion: {0}")]
+    Assertion(String),
 }
 
 impl From<GatewayError> for Status {
@@ -81,6 +93,18 @@ impl From<GatewayError> for Status {
             GatewayError::RegionsFailed(_) | GatewayError::NoHealthyNode(_) => Status::unavailable(err.to_string()),
             GatewayError::RegionDeadline | GatewayError::NoTimeLeft => Status::deadline_exceeded(err.to_string()),
             GatewayError::Node(status) => status,
+            GatewayError::NotAnApplication { .. } => {
+                let details = tonic_types::ErrorDetails::with_error_info(
+                    "NOT_AN_APPLICATION",
+                    yrd_query::error::ERROR_DOMAIN,
+                    std::collections::HashMap::new(),
+                );
+                <Status as tonic_types::StatusExt>::with_error_details(
+                    tonic::Code::PermissionDenied,
+                    err.to_string(),
+                    details,
+                )
+            }
             // The region's code and details (BadRequest, ErrorInfo naming the
             // limit) go to the caller as they are; the message names the region.
             GatewayError::Refused { ref status, .. } => {

@@ -15,6 +15,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tower::retry::budget::TpsBudget;
 use yrd_proto::mesh::data_node_client::DataNodeClient;
 
+use crate::assertion::Asserter;
 use crate::config::{GatewayConfig, HealthConfig, RegionConfig};
 use crate::error::GatewayError;
 
@@ -79,6 +80,8 @@ pub struct Region {
     /// Shared by every call to the region, so that retries stay a small
     /// share of its calls however many queries run at once.
     retry_budget: Arc<TpsBudget>,
+    /// Signs the on-behalf-of assertion of each call.
+    asserter: Arc<Asserter>,
 }
 
 /// A DataNode client whose calls carry the current trace context.
@@ -100,7 +103,21 @@ impl Region {
                 crate::client::RETRY_MIN_PER_SEC,
                 crate::client::RETRY_PERCENT,
             )),
+            asserter: Arc::new(Asserter::default()),
         }
+    }
+
+    /// The same region with calls asserted by `asserter` (the default
+    /// sends unsigned assertions, which only insecure nodes accept).
+    #[must_use]
+    pub fn with_asserter(mut self, asserter: Arc<Asserter>) -> Self {
+        self.asserter = asserter;
+        self
+    }
+
+    /// What the region's calls are asserted with.
+    pub fn asserter(&self) -> Arc<Asserter> {
+        self.asserter.clone()
     }
 
     /// The same region with another retry budget (see
@@ -167,11 +184,18 @@ pub struct Registry {
 
 impl Registry {
     /// Builds every region's balanced channel and starts its health checks
-    /// (they stop when the returned handles are dropped with the runtime).
-    pub fn start(config: &GatewayConfig, tls: Option<&yrd_identity::TlsMaterial>) -> Result<Self, GatewayError> {
+    /// (they stop when the returned handles are dropped with the runtime);
+    /// every region's calls are asserted with `asserter`.
+    pub fn start(
+        config: &GatewayConfig,
+        tls: Option<&yrd_identity::TlsMaterial>,
+        asserter: Arc<Asserter>,
+    ) -> Result<Self, GatewayError> {
         let mut regions = Vec::new();
         for rc in &config.regions {
-            regions.push(Arc::new(start_region(rc, tls, &config.health)?));
+            regions.push(Arc::new(
+                start_region(rc, tls, &config.health)?.with_asserter(asserter.clone()),
+            ));
         }
         Ok(Self {
             regions: Arc::new(regions),

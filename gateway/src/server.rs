@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
-use yrd_identity::{Authorizer, TlsMaterial};
+use yrd_identity::{Authorizer, Signer, TlsMaterial};
 use yrd_proto::mesh::federation_server::FederationServer;
 use yrd_proto::schema::Registry as Schemas;
 use yrd_query::token::PageTokens;
 use yrd_server::{DeadlinePolicy, ServeOptions, Serving};
 
+use crate::assertion::Asserter;
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::registry::Registry;
@@ -60,7 +61,11 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     if let Some((id, at)) = tls.as_ref().and_then(TlsMaterial::expiry) {
         yrd_telemetry::certificate_expiry(&id, at);
     }
-    let registry = Registry::start(&config, tls.as_ref())?;
+    // Assertions are signed with the key of the gateway's own certificate,
+    // the one nodes see on the connection; an insecure gateway has none.
+    let signer = tls.as_ref().map(Signer::from_material).transpose()?;
+    let asserter = Arc::new(Asserter::new(signer, config.on_behalf_of_ttl));
+    let registry = Registry::start(&config, tls.as_ref(), asserter)?;
     let secret = if config.query.page_token_secret.is_empty() {
         tracing::warn!(
             "query.page_token_secret is not set: page tokens work on this replica only and not after a restart"

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
-use yrd_identity::PeerId;
+use yrd_identity::{PeerId, Role};
 use yrd_proto::mesh::federation_server::Federation;
 use yrd_proto::mesh::{
     AggregateRequest, AggregateResponse, Catalog, Consistency, DatasetInfo, EndpointInfo, ExplainResponse,
@@ -93,13 +93,14 @@ impl GatewayService {
     }
 
     fn plan(&self, req: &QueryRequest, peer: Option<PeerId>) -> Result<QueryPlan, GatewayError> {
+        let acting = acting(peer, &req.purpose)?;
         plan::plan_query(
             req,
             self.inner.schemas,
             self.registry(),
             self.limits(),
             &self.inner.federator.tokens,
-            acting(peer, &req.purpose),
+            acting,
         )
     }
 
@@ -231,7 +232,7 @@ impl Federation for GatewayService {
                 self.inner.schemas,
                 self.registry(),
                 self.limits(),
-                acting(peer.clone(), &req.purpose),
+                acting(peer.clone(), &req.purpose)?,
             )
         });
         let plan = plan?;
@@ -338,10 +339,27 @@ impl Federation for GatewayService {
     }
 }
 
-/// Whom a region call acts for: the verified caller and its purpose.
-fn acting(peer: Option<PeerId>, purpose: &str) -> Arc<Acting> {
-    Arc::new(Acting {
+/// Whom a data call (Query, Aggregate, Explain) acts for: the verified
+/// caller and the purpose it declared, checked before any region is
+/// called. Only applications read data: an operator's or auditor's (or any
+/// other non-application) certificate is refused here, whatever the allow
+/// rules admit. In insecure mode there is no verified caller.
+fn acting(peer: Option<PeerId>, purpose: &str) -> Result<Arc<Acting>, GatewayError> {
+    if let Some(p) = &peer
+        && p.role != Role::App
+    {
+        let kind = match p.role {
+            Role::Operator { .. } => "an operator",
+            Role::Auditor { .. } => "an auditor",
+            Role::Gateway => "a gateway",
+            Role::Node { .. } => "a node",
+            Role::App => "an application",
+        };
+        return Err(GatewayError::NotAnApplication { peer: p.uri(), kind });
+    }
+    let purpose = yrd_query::limits::check_purpose(purpose)?;
+    Ok(Arc::new(Acting {
         subject: peer,
-        purpose: purpose.trim().to_owned(),
-    })
+        purpose: purpose.to_owned(),
+    }))
 }

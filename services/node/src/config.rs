@@ -64,6 +64,41 @@ pub struct NodeConfig {
     /// Identities that may call this node (`gateway`, `gateway/<name>`, ...).
     #[serde(default = "default_allow")]
     pub allow: Vec<String>,
+    /// How the gateways' on-behalf-of assertions are checked.
+    #[serde(default)]
+    pub on_behalf_of: OnBehalfOfConfig,
+}
+
+/// The `[on_behalf_of]` section: which gateways may act for applications
+/// and how fresh their signed assertions must be (see [`crate::obo`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OnBehalfOfConfig {
+    /// Gateways whose assertions are accepted: allow rules of the gateway
+    /// kind (`gateway`, `gateway/<name>`). A peer the `allow` list admits
+    /// but this list does not is refused `GATEWAY_NOT_TRUSTED` on data calls.
+    pub trusted_gateways: Vec<String>,
+    /// Longest validity an assertion may claim (`"30s"`).
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Clock difference tolerated between a gateway and this node (`"2s"`).
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// Most nonces remembered at once. Each is kept until its assertion
+    /// expires; when the cache is full, new assertions are refused rather
+    /// than old nonces forgotten.
+    pub replay_cache: usize,
+}
+
+impl Default for OnBehalfOfConfig {
+    fn default() -> Self {
+        Self {
+            trusted_gateways: vec!["gateway".to_owned()],
+            max_ttl: Duration::from_secs(30),
+            clock_skew: Duration::from_secs(2),
+            replay_cache: 100_000,
+        }
+    }
 }
 
 /// Seed and scale of the demo data.
@@ -140,6 +175,7 @@ impl NodeConfig {
             admin_listen: None,
             telemetry: yrd_telemetry::TelemetryConfig::default(),
             allow: default_allow(),
+            on_behalf_of: OnBehalfOfConfig::default(),
         }
     }
 
@@ -219,6 +255,9 @@ impl NodeConfig {
         if let Err(e) = yrd_identity::Authorizer::from_rules(&self.trust_domain, &self.allow) {
             return Err(err("allow", e.to_string()));
         }
+        self.on_behalf_of
+            .validate(&self.trust_domain)
+            .map_err(|(key, reason)| err(key, reason))?;
         let l = &self.limits;
         if l.default_page_size == 0 || l.default_page_size > l.max_page_size {
             return Err(err(
@@ -236,6 +275,37 @@ impl NodeConfig {
         } else {
             &self.region_name
         }
+    }
+}
+
+impl OnBehalfOfConfig {
+    /// Checks the section; an error names its key (`on_behalf_of.<key>`).
+    fn validate(&self, trust_domain: &str) -> Result<(), (&'static str, String)> {
+        const KEY: &str = "on_behalf_of.trusted_gateways";
+        if let Err(e) = yrd_identity::Authorizer::from_rules(trust_domain, &self.trusted_gateways) {
+            return Err((KEY, e.to_string()));
+        }
+        for rule in &self.trusted_gateways {
+            // Only a gateway may act for others: a rule admitting apps or
+            // nodes here would let them assert any identity.
+            let kind = rule.trim().split('/').next().unwrap_or_default();
+            if kind != "gateway" {
+                return Err((
+                    KEY,
+                    format!("{rule:?} is not a gateway rule (gateway or gateway/<name>)"),
+                ));
+            }
+        }
+        if self.max_ttl.is_zero() || self.max_ttl > Duration::from_secs(300) {
+            return Err(("on_behalf_of.max_ttl", "must be more than 0s and at most 5m".into()));
+        }
+        if self.clock_skew > Duration::from_secs(60) {
+            return Err(("on_behalf_of.clock_skew", "must be at most 1m".into()));
+        }
+        if self.replay_cache == 0 || self.replay_cache > 10_000_000 {
+            return Err(("on_behalf_of.replay_cache", "must be in 1..=10000000".into()));
+        }
+        Ok(())
     }
 }
 
@@ -310,6 +380,34 @@ mod tests {
         assert_eq!(c.validate("t.toml").unwrap_err().key, "tls");
         let c = NodeConfig::parse("region = \"320000\"\ninsecure = true\nallow = [\"robot\"]\n", "t.toml").unwrap();
         assert_eq!(c.validate("t.toml").unwrap_err().key, "allow");
+    }
+
+    #[test]
+    fn on_behalf_of_has_defaults_and_checks_its_keys() {
+        let c = NodeConfig::parse("region = \"320000\"\ninsecure = true\n", "t.toml").unwrap();
+        assert_eq!(c.on_behalf_of.trusted_gateways, vec!["gateway".to_owned()]);
+        assert_eq!(c.on_behalf_of.max_ttl, Duration::from_secs(30));
+        assert_eq!(c.on_behalf_of.clock_skew, Duration::from_secs(2));
+        assert_eq!(c.on_behalf_of.replay_cache, 100_000);
+        let text = "region = \"320000\"\ninsecure = true\n[on_behalf_of]\ntrusted_gateways = [\"gateway/gw-1\"]\nmax_ttl = \"15s\"\n";
+        let c = NodeConfig::parse(text, "t.toml").unwrap();
+        c.validate("t.toml").unwrap();
+        assert_eq!(c.on_behalf_of.max_ttl, Duration::from_secs(15));
+        for (bad, key) in [
+            ("trusted_gateways = [\"app\"]", "on_behalf_of.trusted_gateways"),
+            ("trusted_gateways = []", "on_behalf_of.trusted_gateways"),
+            ("max_ttl = \"0s\"", "on_behalf_of.max_ttl"),
+            ("replay_cache = 0", "on_behalf_of.replay_cache"),
+        ] {
+            let c = NodeConfig::parse(
+                &format!("region = \"320000\"\ninsecure = true\n[on_behalf_of]\n{bad}\n"),
+                "t.toml",
+            )
+            .unwrap();
+            assert_eq!(c.validate("t.toml").unwrap_err().key, key, "{bad}");
+        }
+        let e = NodeConfig::parse("region = \"320000\"\n[on_behalf_of]\nttl = \"1s\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("ttl"), "{e}");
     }
 
     #[test]

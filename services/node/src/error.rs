@@ -46,6 +46,15 @@ pub enum NodeError {
     /// Serving failed (binding, reflection, the server task).
     #[error(transparent)]
     Server(#[from] yrd_server::ServerError),
+    /// The gateway's on-behalf-of assertion was refused (see [`crate::obo`]);
+    /// the detail names what failed, never a value of the request.
+    #[error("on-behalf-of assertion refused ({}): {detail}", .refusal.reason())]
+    Assertion {
+        /// Why, as a stable ErrorInfo reason.
+        refusal: crate::obo::Refusal,
+        /// What failed.
+        detail: String,
+    },
     /// A file could not be read.
     #[error("{path}: {source}")]
     Io {
@@ -76,6 +85,18 @@ impl From<NodeError> for Status {
             NodeError::Query(q) => q.into(),
             NodeError::DeadlineExceeded(_) => Status::deadline_exceeded(err.to_string()),
             NodeError::Cancelled => Status::cancelled(err.to_string()),
+            NodeError::Assertion { refusal, .. } => {
+                let mut metadata = std::collections::HashMap::new();
+                if refusal == crate::obo::Refusal::ReplayCacheFull {
+                    metadata.insert("limit".to_owned(), "on_behalf_of.replay_cache".to_owned());
+                }
+                let details = tonic_types::ErrorDetails::with_error_info(
+                    refusal.reason(),
+                    yrd_query::error::ERROR_DOMAIN,
+                    metadata,
+                );
+                <Status as tonic_types::StatusExt>::with_error_details(refusal.code(), err.to_string(), details)
+            }
             // Internal detail stays in this region's logs; the caller gets a
             // generic message (DESIGN: internal text never crosses a region).
             other => {

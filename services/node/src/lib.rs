@@ -14,6 +14,7 @@ pub mod config;
 pub mod encode;
 pub mod error;
 pub mod import;
+pub mod obo;
 pub mod policy;
 pub mod principal;
 pub mod server;

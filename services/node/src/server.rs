@@ -15,6 +15,7 @@ use yrd_server::{DeadlinePolicy, ServeOptions, Serving};
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
+use crate::obo::{self, Verifier};
 use crate::service::NodeService;
 use crate::store::Store;
 
@@ -50,17 +51,22 @@ pub async fn open_store(config: &NodeConfig) -> Result<Arc<dyn Store>, NodeError
 }
 
 /// The health, reflection and DataNode services, DataNode behind the
-/// authorizer (none in insecure mode).
-pub async fn routes(service: NodeService, authorizer: Option<Arc<Authorizer>>) -> Result<Routes, NodeError> {
+/// authorizer (none in insecure mode) and with the on-behalf-of
+/// `verifier` its handlers check assertions with.
+pub async fn routes(
+    service: NodeService,
+    authorizer: Option<Arc<Authorizer>>,
+    verifier: Arc<Verifier>,
+) -> Result<Routes, NodeError> {
     let routes = yrd_server::standard_routes(
         &[<DataNodeServer<NodeService> as NamedService>::NAME],
         &[yrd_proto::FILE_DESCRIPTOR_SET],
     )
     .await?;
-    Ok(match authorizer {
-        Some(a) => routes.add_service(DataNodeServer::with_interceptor(service, a.interceptor())),
-        None => routes.add_service(DataNodeServer::new(service)),
-    })
+    Ok(routes.add_service(DataNodeServer::with_interceptor(
+        service,
+        obo::interceptor(authorizer, verifier),
+    )))
 }
 
 /// Opens the store, loads the certificates, binds the listener and serves
@@ -93,8 +99,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let (listen, region, admin_listen) = (config.listen, config.region.clone(), config.admin_listen);
     let options = ServeOptions::new(DeadlinePolicy::at_most(config.query.max_query_time))
         .with_shutdown_grace(config.shutdown_grace);
+    let verifier = Arc::new(Verifier::new(&config)?);
     let service = NodeService::new(config, store);
-    let routes = routes(service, authorizer).await?;
+    let routes = routes(service, authorizer, verifier).await?;
     let server = yrd_server::serve(routes, listen, tls, options).await?;
     let admin = match admin_listen {
         // The node is ready once its store is open and it serves.

@@ -263,7 +263,7 @@ impl DataNode for NodeService {
     async fn query(&self, req: Request<NodeQueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
         let started = Instant::now();
         let deadline = self.deadline(&req);
-        let caller = caller_of(&req);
+        let caller = caller_of(&req, "/yrd.mesh.v1.DataNode/Query")?;
         let req = req.into_inner();
         let span = request_span("Query", &self.inner.config.region, &req.dataset);
         let plan = span
@@ -320,7 +320,7 @@ impl DataNode for NodeService {
     async fn aggregate(&self, req: Request<NodeAggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
         let started = Instant::now();
         let deadline = self.deadline(&req);
-        let caller = caller_of(&req);
+        let caller = caller_of(&req, "/yrd.mesh.v1.DataNode/Aggregate")?;
         let req = req.into_inner();
         let span = request_span("Aggregate", &self.inner.config.region, &req.dataset);
         let plan = span
@@ -389,23 +389,11 @@ impl DataNode for NodeService {
     }
 }
 
-/// Who sent `req`: the verified peer, or none in insecure mode, and whom
-/// it acts for. Interim: the subject and purpose are read from plain
-/// metadata until the signed on-behalf-of assertion replaces them.
-fn caller_of<T>(req: &Request<T>) -> Principal {
-    let text = |key: &str| {
-        req.metadata()
-            .get(key)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .filter(|s| !s.is_empty())
-    };
-    Principal {
-        peer: yrd_identity::peer_id(req),
-        subject: text("yrd-subject").and_then(|s| yrd_identity::PeerId::parse(&s).ok()),
-        purpose: text("yrd-purpose"),
-        trace_id: None,
-    }
+/// Who sent `req`, a call of the method at `path`, and whom it acts for:
+/// the verified gateway peer and the application (operator, auditor) and
+/// purpose of its signed on-behalf-of assertion (see [`crate::obo`]).
+fn caller_of<T: prost::Message>(req: &Request<T>, path: &str) -> Result<Principal, Status> {
+    crate::obo::principal(req, path)
 }
 
 /// Sends one message of a query stream, waiting for room in the bounded

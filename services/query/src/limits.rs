@@ -5,6 +5,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::QueryError;
 
+/// Longest purpose an application may declare, in characters: it travels
+/// in every on-behalf-of assertion and into the audit, so it is a short
+/// statement (such as `"cross-provincial licence check"`), not a document.
+pub const MAX_PURPOSE_CHARS: usize = 200;
+
+/// Checks a declared purpose: at most [`MAX_PURPOSE_CHARS`] characters,
+/// no control characters (it is shown in listings and logs of its own).
+/// Returns it trimmed; the error names `purpose` and, for the length, the
+/// limit.
+pub fn check_purpose(purpose: &str) -> Result<&str, QueryError> {
+    let purpose = purpose.trim();
+    let chars = purpose.chars().count();
+    if chars > MAX_PURPOSE_CHARS {
+        return Err(QueryError::Invalid {
+            param: "purpose",
+            message: format!("{chars} characters is longer than the limit MAX_PURPOSE_CHARS = {MAX_PURPOSE_CHARS}"),
+        });
+    }
+    if let Some(at) = purpose.chars().position(char::is_control) {
+        return Err(QueryError::Invalid {
+            param: "purpose",
+            message: format!("character {} is a control character", at + 1),
+        });
+    }
+    Ok(purpose)
+}
+
 /// Limits a server applies to every query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -77,5 +104,24 @@ impl Limits {
                 Ok(n)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod purpose_tests {
+    use super::*;
+
+    #[test]
+    fn purposes_are_short_lines() {
+        assert_eq!(check_purpose("  licence check "), Ok("licence check"));
+        assert_eq!(check_purpose(&"办".repeat(200)).map(str::len), Ok(600));
+        let e = check_purpose(&"x".repeat(201)).unwrap_err();
+        assert_eq!(e.param(), "purpose");
+        assert!(e.to_string().contains("MAX_PURPOSE_CHARS = 200"), "{e}");
+        let e = check_purpose("a\nb").unwrap_err();
+        assert_eq!(
+            (e.param(), e.description()),
+            ("purpose", "character 2 is a control character".to_owned())
+        );
     }
 }
