@@ -34,7 +34,7 @@ use tracing::Instrument;
 use yrd_proto::mesh::RegionState;
 use yrd_proto::mesh::{
     AggregateResponse, Catalog, GetCatalogRequest, NodeAggregateRequest, NodeQueryRequest, NodeQueryResponse,
-    node_query_response,
+    PolicyDecision, node_query_response,
 };
 
 use crate::error::GatewayError;
@@ -197,6 +197,27 @@ impl NodeMethod for NodeAggregateRequest {
     }
 }
 
+/// A node's `Explain` of a query: the same message as `Query`, so a
+/// wrapper names the method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplainCall(pub NodeQueryRequest);
+
+impl NodeMethod for ExplainCall {
+    type Reply = PolicyDecision;
+    const METHOD: &'static str = "Explain";
+
+    fn dataset(&self) -> &str {
+        &self.0.dataset
+    }
+
+    fn send(
+        mut client: NodeClient,
+        request: tonic::Request<Self>,
+    ) -> BoxFuture<'static, Result<tonic::Response<Self::Reply>, Status>> {
+        Box::pin(async move { client.explain(request.map(|e| e.0)).await })
+    }
+}
+
 impl NodeMethod for GetCatalogRequest {
     type Reply = Catalog;
     const METHOD: &'static str = "GetCatalog";
@@ -220,6 +241,15 @@ pub trait Reply: Send + 'static {
 }
 
 impl Reply for AggregateResponse {
+    type Output = Self;
+
+    fn finish(self, call: CallRecord, _deadline: Instant) -> Self {
+        call.done(None, Ok(()));
+        self
+    }
+}
+
+impl Reply for PolicyDecision {
     type Output = Self;
 
     fn finish(self, call: CallRecord, _deadline: Instant) -> Self {
