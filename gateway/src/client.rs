@@ -35,7 +35,7 @@ use tracing::Instrument;
 use yrd_proto::mesh::RegionState;
 use yrd_proto::mesh::{
     AggregateResponse, Catalog, GetCatalogRequest, NodeAggregateRequest, NodeQueryRequest, NodeQueryResponse,
-    node_query_response,
+    PolicyDecision, node_query_response,
 };
 
 use crate::assertion::Asserter;
@@ -199,6 +199,54 @@ impl NodeMethod for NodeAggregateRequest {
     }
 }
 
+/// A node's `Explain` of a query: the same message as `Query`, so a
+/// wrapper names the method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplainCall(pub NodeQueryRequest);
+
+/// Encodes exactly as the wrapped request, so that the assertion's request
+/// hash is the one the node computes from the `NodeQueryRequest` it decodes.
+impl prost::Message for ExplainCall {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        self.0.encode_raw(buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        self.0.merge_field(tag, wire_type, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.encoded_len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl NodeMethod for ExplainCall {
+    type Reply = PolicyDecision;
+    const METHOD: &'static str = "Explain";
+    const PATH: &'static str = "/yrd.mesh.v1.DataNode/Explain";
+
+    fn dataset(&self) -> &str {
+        &self.0.dataset
+    }
+
+    fn send(
+        mut client: NodeClient,
+        request: tonic::Request<Self>,
+    ) -> BoxFuture<'static, Result<tonic::Response<Self::Reply>, Status>> {
+        Box::pin(async move { client.explain(request.map(|e| e.0)).await })
+    }
+}
+
 impl NodeMethod for GetCatalogRequest {
     type Reply = Catalog;
     const METHOD: &'static str = "GetCatalog";
@@ -223,6 +271,15 @@ pub trait Reply: Send + 'static {
 }
 
 impl Reply for AggregateResponse {
+    type Output = Self;
+
+    fn finish(self, call: CallRecord, _deadline: Instant) -> Self {
+        call.done(None, Ok(()));
+        self
+    }
+}
+
+impl Reply for PolicyDecision {
     type Output = Self;
 
     fn finish(self, call: CallRecord, _deadline: Instant) -> Self {

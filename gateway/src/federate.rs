@@ -99,15 +99,25 @@ impl RegionRun {
         let elapsed = self.finished.unwrap_or_else(|| self.started.elapsed());
         match &self.failure {
             None => RegionStatus::answered(self.region.as_str(), self.rows, elapsed, self.freshness),
-            Some(s) => RegionStatus::failed(
-                self.region.as_str(),
-                region_state(s.code()),
-                s.message(),
-                self.rows,
-                elapsed,
-            ),
+            Some(s) => failed_status(self.region.as_str(), s, self.rows, elapsed),
         }
     }
+}
+
+/// The status of a region whose call failed with `s`: its state, its safe
+/// message and, for a policy refusal, the reason code the region gave
+/// (`NO_GRANT`, ...) from the status's `ErrorInfo`.
+pub fn failed_status(region: &str, s: &Status, rows: u64, elapsed: Duration) -> RegionStatus {
+    RegionStatus {
+        reason: reason_of(s),
+        ..RegionStatus::failed(region, region_state(s.code()), s.message(), rows, elapsed)
+    }
+}
+
+/// The `ErrorInfo` reason of a status, empty when it has none.
+pub fn reason_of(s: &Status) -> String {
+    use tonic_types::StatusExt;
+    s.get_details_error_info().map(|i| i.reason).unwrap_or_default()
 }
 
 /// The state a failed call leaves its region in.
@@ -440,17 +450,19 @@ impl Federator {
                 let elapsed = started.elapsed();
                 match result {
                     Ok(resp) => {
-                        let freshness = resp.regions.first().and_then(|r| r.freshness);
+                        let node = resp.regions.first();
+                        let freshness = node.and_then(|r| r.freshness);
+                        let suppressed_groups = node.map_or(0, |r| r.suppressed_groups);
                         let rows = resp.groups.len() as u64;
                         (
-                            RegionStatus::answered(id.as_str(), rows, elapsed, freshness),
+                            RegionStatus {
+                                suppressed_groups,
+                                ..RegionStatus::answered(id.as_str(), rows, elapsed, freshness)
+                            },
                             Some(Ok(resp.groups)),
                         )
                     }
-                    Err(s) => (
-                        RegionStatus::failed(id.as_str(), region_state(s.code()), s.message(), 0, elapsed),
-                        Some(Err(s)),
-                    ),
+                    Err(s) => (failed_status(id.as_str(), &s, 0, elapsed), Some(Err(s))),
                 }
             }
         });

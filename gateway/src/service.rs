@@ -12,7 +12,7 @@ use yrd_proto::mesh::federation_server::Federation;
 use yrd_proto::mesh::{
     AggregateRequest, AggregateResponse, Catalog, Consistency, DatasetInfo, EndpointInfo, ExplainResponse,
     GetCatalogRequest, GetDatasetRequest, ListDatasetsRequest, ListDatasetsResponse, ListRegionsRequest,
-    ListRegionsResponse, QueryRequest, QueryResponse, RegionInfo, RegionPlan, RegionStatus,
+    ListRegionsResponse, PolicyDecision, QueryRequest, QueryResponse, RegionInfo, RegionPlan, RegionStatus,
 };
 use yrd_proto::schema::Registry as Schemas;
 use yrd_query::{Limits, filter};
@@ -20,7 +20,7 @@ use yrd_query::{Limits, filter};
 use crate::client::{self, Acting};
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
-use crate::federate::{Federator, SPAN_FANOUT, region_state};
+use crate::federate::{Federator, SPAN_FANOUT, reason_of, region_state};
 use crate::plan::{self, QueryPlan};
 use crate::registry::{Region, Registry};
 
@@ -287,10 +287,39 @@ impl Federation for GatewayService {
                 "; answers with the regions that answer"
             },
         );
+        // Each included region's policy stage, evaluated by the region for
+        // the caller (no row is read, nothing is spent).
+        let policies = futures::future::join_all(plan.regions.iter().map(|r| {
+            let region = self.registry().get(&r.region).cloned();
+            let request = r
+                .cursor
+                .as_ref()
+                .map(|c| client::ExplainCall(plan.query.node_request(&c.last_key, plan.page_size())));
+            let acting = plan.acting.clone();
+            async move {
+                let (Some(region), Some(request)) = (region, request) else {
+                    return None;
+                };
+                Some(match client::call_for(&region, request, deadline, &acting).await {
+                    Ok(decision) => decision,
+                    Err(s) => PolicyDecision {
+                        region: region.id.clone(),
+                        allowed: false,
+                        reason: Some(reason_of(&s))
+                            .filter(|r| !r.is_empty())
+                            .unwrap_or_else(|| format!("{:?}", region_state(s.code()))),
+                        message: s.message().to_owned(),
+                        ..PolicyDecision::default()
+                    },
+                })
+            }
+        }))
+        .await;
         let regions = plan
             .regions
             .iter()
-            .map(|r| RegionPlan {
+            .zip(policies)
+            .map(|(r, policy)| RegionPlan {
                 region: r.region.clone(),
                 included: r.cursor.is_some(),
                 reason: r.reason.clone(),
@@ -299,7 +328,7 @@ impl Federation for GatewayService {
                 } else {
                     None
                 },
-                policy: None,
+                policy,
             })
             .collect();
         Ok(Response::new(ExplainResponse {

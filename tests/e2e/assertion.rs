@@ -10,6 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -17,12 +18,12 @@ use tonic_types::StatusExt;
 use yrd_gateway::assertion;
 use yrd_gateway::client::Acting;
 use yrd_identity::{PeerId, Signer, TlsMaterial, TlsPaths};
-use yrd_node::policy::{Access, DefaultPolicy, Permit, Policy};
+use yrd_node::policy::file::PolicyFile;
+use yrd_node::policy::{Access, Decision, NodePolicy, Policy};
 use yrd_node::principal::Principal;
 use yrd_node::{NodeConfig, obo};
 use yrd_proto::mesh::data_node_client::DataNodeClient;
 use yrd_proto::mesh::{AggregateRequest, NodeQueryRequest, OnBehalfOf, QueryRequest, SignedAssertion};
-use yrd_query::QueryError;
 use yrd_server::{DeadlinePolicy, ServeOptions, Serving};
 
 use crate::gateway::fed_query;
@@ -33,16 +34,36 @@ const REGION: &str = "320000";
 const QUERY: &str = "/yrd.mesh.v1.DataNode/Query";
 const AGGREGATE: &str = "/yrd.mesh.v1.DataNode/Aggregate";
 
-/// The default policy, remembering every principal it was asked about.
-#[derive(Debug, Default)]
+/// The node's policy with no file (unconditionally shared data only),
+/// remembering every principal it was asked about.
+#[derive(Debug)]
 struct Recording {
     seen: Mutex<Vec<Principal>>,
+    inner: NodePolicy,
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        let schemas = yrd_proto::schema::Registry::standard().unwrap();
+        Self {
+            seen: Mutex::default(),
+            inner: NodePolicy::new(schemas, PolicyFile::default(), None, 5).unwrap(),
+        }
+    }
 }
 
 impl Policy for Recording {
-    fn authorize(&self, who: &Principal, access: &Access<'_>) -> Result<Permit, QueryError> {
+    fn authorize(&self, who: &Principal, access: &Access<'_>) -> Decision {
         self.seen.lock().unwrap().push(who.clone());
-        DefaultPolicy.authorize(who, access)
+        self.inner.authorize(who, access)
+    }
+
+    fn admit<'a>(
+        &'a self,
+        who: &'a Principal,
+        decision: &'a Decision,
+    ) -> BoxFuture<'a, Result<(), yrd_node::NodeError>> {
+        self.inner.admit(who, decision)
     }
 }
 

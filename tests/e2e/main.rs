@@ -14,6 +14,7 @@ mod node_import;
 mod node_query;
 #[path = "../../services/telemetry/tests/common/mod.rs"]
 mod otlp;
+mod policy;
 mod region_client;
 mod shutdown;
 mod status;

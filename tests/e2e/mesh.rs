@@ -47,6 +47,13 @@ pub struct MeshOptions {
     pub admin: bool,
     /// `limits.max_groups` of the gateway and every node.
     pub max_groups: Option<usize>,
+    /// Policy file text per region (index into REGIONS), written as
+    /// `<region>-policy.toml` and named in that node's `[policy] file`.
+    pub policies: Vec<(usize, String)>,
+    /// Adjusts each node's config (its index into REGIONS) before it starts.
+    pub adjust_node: Option<fn(usize, &mut NodeConfig)>,
+    /// Adjusts the gateway's config before it starts.
+    pub adjust_gateway: Option<fn(&mut GatewayConfig)>,
 }
 
 impl Default for MeshOptions {
@@ -57,6 +64,9 @@ impl Default for MeshOptions {
             replicated: None,
             admin: false,
             max_groups: None,
+            policies: Vec::new(),
+            adjust_node: None,
+            adjust_gateway: None,
         }
     }
 }
@@ -89,7 +99,7 @@ impl Mesh {
         yrd_identity::init_ca(&pki, TD).unwrap();
         let mut generate = Vec::new();
         let mut node_configs = Vec::new();
-        for region in REGIONS {
+        for (i, region) in REGIONS.iter().copied().enumerate() {
             let tls = issue(&pki, &PeerId::node(TD, region, "n1").unwrap(), true);
             let db = dir.path().join(format!("{region}.sqlite"));
             let mut config = NodeConfig::parse(
@@ -106,6 +116,14 @@ impl Mesh {
             }
             if let Some(n) = opts.max_groups {
                 config.limits.max_groups = n;
+            }
+            if let Some((_, text)) = opts.policies.iter().find(|(r, _)| *r == i) {
+                let path = policy_path(dir.path(), i);
+                std::fs::write(&path, text).unwrap();
+                config.policy.file = Some(path);
+            }
+            if let Some(adjust) = opts.adjust_node {
+                adjust(i, &mut config);
             }
             config.validate("test").unwrap();
             generate.push(tokio::spawn(generate_store(db, region.to_owned())));
@@ -161,6 +179,9 @@ impl Mesh {
         if let Some(n) = opts.max_groups {
             gateway_config.limits.max_groups = n;
         }
+        if let Some(adjust) = opts.adjust_gateway {
+            adjust(&mut gateway_config);
+        }
         gateway_config.validate("test").unwrap();
         let gateway = yrd_gateway::start(gateway_config.clone()).await.unwrap();
         assert!(
@@ -195,9 +216,19 @@ impl Mesh {
         Endpoint::from_shared(addr.to_owned())?.tls_config(tls)?.connect().await
     }
 
+    /// The policy file of region `region` (index into REGIONS).
+    pub fn policy_path(&self, region: usize) -> PathBuf {
+        policy_path(self.dir.path(), region)
+    }
+
     /// A Federation client for application `name`.
     pub async fn app(&self, name: &str) -> FederationClient<Channel> {
-        let paths = issue(&self.pki(), &PeerId::app(TD, name).unwrap(), false);
+        self.client_as(&PeerId::app(TD, name).unwrap()).await
+    }
+
+    /// A Federation client presenting a certificate of `id`.
+    pub async fn client_as(&self, id: &PeerId) -> FederationClient<Channel> {
+        let paths = issue(&self.pki(), id, false);
         let m = TlsMaterial::load(&paths.ca, &paths.cert, &paths.key).unwrap();
         let ch = Self::channel(&self.gateway_url(), yrd_identity::tonic_client_tls(&m, "localhost"))
             .await
@@ -236,6 +267,11 @@ impl Mesh {
         .await
         .unwrap_or_else(|_| panic!("region {region} never became healthy={healthy}"));
     }
+}
+
+/// Where the policy file of region `region` (index into REGIONS) goes.
+fn policy_path(dir: &Path, region: usize) -> PathBuf {
+    dir.join(format!("{}-policy.toml", REGIONS[region]))
 }
 
 /// A TCP proxy that can be told to stop forwarding: a region that hangs

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use yrd_identity::TlsPaths;
+use yrd_identity::{Secret, TlsPaths};
 use yrd_query::Limits;
 
 pub use crate::store::StoreConfig;
@@ -67,6 +67,9 @@ pub struct NodeConfig {
     /// How the gateways' on-behalf-of assertions are checked.
     #[serde(default)]
     pub on_behalf_of: OnBehalfOfConfig,
+    /// The region's data-sharing policy.
+    #[serde(default)]
+    pub policy: PolicyConfig,
 }
 
 /// The `[on_behalf_of]` section: which gateways may act for applications
@@ -97,6 +100,45 @@ impl Default for OnBehalfOfConfig {
             max_ttl: Duration::from_secs(30),
             clock_skew: Duration::from_secs(2),
             replay_cache: 100_000,
+        }
+    }
+}
+
+/// Where the region's policy comes from and how it is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The agency's policy file (groups, dataset settings, grants),
+    /// relative to this config's folder; none: no file grants, only
+    /// unconditionally shared data and approved access requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// How often the file is checked for changes (`"2s"`).
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// The node's secret for the `hash` mask (also `YRD_POLICY_HASH_KEY`
+    /// or `hash_key_file`); required when a grant uses `hash`.
+    #[serde(skip_serializing_if = "Secret::is_empty")]
+    pub hash_key: Secret,
+    /// A file holding the `hash` secret, relative to this config's folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_key_file: Option<PathBuf>,
+    /// Smallest group an aggregate-only grant's answers keep when neither
+    /// the grant nor the dataset names one.
+    pub min_group_size: u32,
+}
+
+/// The shortest `hash` secret accepted, in bytes.
+pub const MIN_HASH_KEY_LEN: usize = 16;
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            reload_interval: Duration::from_secs(2),
+            hash_key: Secret::default(),
+            hash_key_file: None,
+            min_group_size: 5,
         }
     }
 }
@@ -176,6 +218,7 @@ impl NodeConfig {
             telemetry: yrd_telemetry::TelemetryConfig::default(),
             allow: default_allow(),
             on_behalf_of: OnBehalfOfConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 
@@ -189,6 +232,14 @@ impl NodeConfig {
         if let Some(tls) = config.tls.as_mut() {
             tls.resolve(base);
         }
+        for p in [&mut config.policy.file, &mut config.policy.hash_key_file]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         config.validate(&shown)?;
         Ok(config)
     }
@@ -199,7 +250,7 @@ impl NodeConfig {
     }
 
     /// Applies `YRD_REGION`, `YRD_LISTEN`, `YRD_STORE_PATH` and
-    /// `YRD_PAGE_TOKEN_SECRET`.
+    /// `YRD_POLICY_HASH_KEY`.
     pub fn apply_env(&mut self, origin: &str, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = get("YRD_REGION") {
             self.region = v;
@@ -213,6 +264,9 @@ impl NodeConfig {
         }
         if let Some(v) = get("YRD_STORE_PATH") {
             self.store.set_path(PathBuf::from(v));
+        }
+        if let Some(v) = get("YRD_POLICY_HASH_KEY") {
+            self.policy.hash_key = Secret::new(v);
         }
         Ok(())
     }
@@ -258,6 +312,26 @@ impl NodeConfig {
         self.on_behalf_of
             .validate(&self.trust_domain)
             .map_err(|(key, reason)| err(key, reason))?;
+        let p = &self.policy;
+        if p.reload_interval < Duration::from_millis(100) {
+            return Err(err("policy.reload_interval", "must be at least 100ms".into()));
+        }
+        if !p.hash_key.is_empty() && p.hash_key.len() < MIN_HASH_KEY_LEN {
+            // The length only: the secret itself is never shown.
+            return Err(err(
+                "policy.hash_key",
+                format!("must be at least {MIN_HASH_KEY_LEN} bytes, is {}", p.hash_key.len()),
+            ));
+        }
+        if !p.hash_key.is_empty() && p.hash_key_file.is_some() {
+            return Err(err(
+                "policy.hash_key_file",
+                "set hash_key or hash_key_file, not both".into(),
+            ));
+        }
+        if p.min_group_size == 0 {
+            return Err(err("policy.min_group_size", "must be at least 1".into()));
+        }
         let l = &self.limits;
         if l.default_page_size == 0 || l.default_page_size > l.max_page_size {
             return Err(err(
@@ -415,6 +489,31 @@ mod tests {
         let c = NodeConfig::parse("region = \"32\"\n", "t.toml").unwrap();
         let e = c.validate("t.toml").unwrap_err();
         assert_eq!(e.key, "region");
+    }
+
+    #[test]
+    fn the_policy_section_has_defaults_and_checks() {
+        let c = NodeConfig::parse("region = \"320000\"\ninsecure = true\n", "t.toml").unwrap();
+        assert_eq!(c.policy, PolicyConfig::default());
+        assert_eq!(c.policy.reload_interval, Duration::from_secs(2));
+        let c = NodeConfig::parse(
+            "region = \"320000\"\ninsecure = true\n[policy]\nfile = \"policy.toml\"\nreload_interval = \"500ms\"\nhash_key = \"short\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.policy.file.as_deref(), Some(Path::new("policy.toml")));
+        let e = c.validate("t.toml").unwrap_err();
+        assert_eq!(e.key, "policy.hash_key");
+        assert!(!e.to_string().contains("short"), "{e}");
+        assert!(!format!("{c:?}").contains("short"));
+        let e = NodeConfig::parse("region = \"320000\"\n[policy]\ngrants = 1\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("grants"), "{e}");
+        let mut c = NodeConfig::new("320000");
+        c.apply_env("t.toml", |k| {
+            (k == "YRD_POLICY_HASH_KEY").then(|| "0123456789abcdef".to_owned())
+        })
+        .unwrap();
+        assert_eq!(c.policy.hash_key.expose(), "0123456789abcdef");
     }
 
     #[test]

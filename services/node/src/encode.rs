@@ -10,17 +10,24 @@ use yrd_proto::mesh::{Value, value};
 use yrd_proto::schema::{DatasetSchema, FieldSchema, FieldType};
 use yrd_query::sortkey::KeyWriter;
 
-use crate::policy::Mask;
+use crate::policy::{AppKey, Mask};
 use crate::store::SortColumn;
 
 /// Appends the message encoding of `field` holding `cell` to `buf`, masked
-/// by `mask` if any. Defaults (NULL, empty strings, zeros, false) are
-/// omitted, as proto3 does.
-pub fn encode_field(field: &FieldSchema, cell: Option<&Cell>, mask: Option<Mask>, buf: &mut Vec<u8>) {
+/// by `mask` if any (`key` is the application's key for `hash`). Defaults
+/// (NULL, empty strings, zeros, false) are omitted, as proto3 does; so is
+/// a value its mask withholds (`redact`, a mask that does not fit).
+pub fn encode_field(
+    field: &FieldSchema,
+    cell: Option<&Cell>,
+    mask: Option<Mask>,
+    key: Option<&AppKey>,
+    buf: &mut Vec<u8>,
+) {
     let masked;
     let cell = match (cell, mask) {
         (Some(c), Some(m)) => {
-            masked = m.apply(c);
+            masked = m.apply(c, key);
             masked.as_ref()
         }
         (c, None) => c,
@@ -124,20 +131,77 @@ mod tests {
         let mut buf = Vec::new();
         let f = |n: &str| schema.field(n).unwrap().1;
         let text = |s: &str| Some(Cell::Text(s.to_owned()));
-        encode_field(f("credit_code"), text("91320500MA1XXXXX0").as_ref(), None, &mut buf);
-        encode_field(f("registered_capital"), Some(&Cell::Real(1.5e6)), None, &mut buf);
+        encode_field(
+            f("credit_code"),
+            text("91320500MA1XXXXX0").as_ref(),
+            None,
+            None,
+            &mut buf,
+        );
+        encode_field(f("registered_capital"), Some(&Cell::Real(1.5e6)), None, None, &mut buf);
         encode_field(
             f("legal_representative"),
             text("王小明").as_ref(),
             Some(Mask::Surname),
+            None,
             &mut buf,
         );
-        encode_field(f("address"), None, None, &mut buf);
+        encode_field(f("address"), None, None, None, &mut buf);
         let e = Enterprise::decode(buf.as_slice()).unwrap();
         assert_eq!(e.credit_code, "91320500MA1XXXXX0");
         assert_eq!(e.registered_capital, 1.5e6);
         assert_eq!(e.legal_representative, "王**");
         assert_eq!(e.address, "");
+    }
+
+    #[test]
+    fn every_mask_encodes_as_a_valid_value_of_its_field() {
+        let schema = Registry::standard().unwrap().get("enterprise").unwrap().clone();
+        let f = |n: &str| schema.field(n).unwrap().1;
+        let key = AppKey::derive(b"node-secret-0123456789", "spiffe://yrd.mesh/app/a");
+        let mut buf = Vec::new();
+        let text = |s: &str| Cell::Text(s.to_owned());
+        encode_field(
+            f("established"),
+            Some(&text("1998-07-15")),
+            Some(Mask::Year),
+            None,
+            &mut buf,
+        );
+        encode_field(
+            f("registered_capital"),
+            Some(&Cell::Real(1_234_567.0)),
+            Some(Mask::Round { digits: 4 }),
+            None,
+            &mut buf,
+        );
+        encode_field(
+            f("name"),
+            Some(&text("苏州某某公司")),
+            Some(Mask::Hash),
+            Some(&key),
+            &mut buf,
+        );
+        encode_field(
+            f("address"),
+            Some(&text("苏州市虎丘区")),
+            Some(Mask::Redact),
+            None,
+            &mut buf,
+        );
+        encode_field(
+            f("contact_phone"),
+            Some(&text("13812345678")),
+            Some(Mask::Keep { first: 3, last: 4 }),
+            None,
+            &mut buf,
+        );
+        let e = Enterprise::decode(buf.as_slice()).unwrap();
+        assert_eq!(e.established, "1998-01-01");
+        assert_eq!(e.registered_capital, 1_230_000.0);
+        assert_eq!(e.name, key.hash("苏州某某公司"));
+        assert_eq!(e.address, "", "redacted: left out");
+        assert_eq!(e.contact_phone, "138****5678");
     }
 
     #[test]
@@ -148,9 +212,16 @@ mod tests {
             schema.field("observed_at").unwrap().1,
             Some(&Cell::Time(1_740_816_000)),
             None,
+            None,
             &mut buf,
         );
-        encode_field(schema.field("aqi").unwrap().1, Some(&Cell::Int(57)), None, &mut buf);
+        encode_field(
+            schema.field("aqi").unwrap().1,
+            Some(&Cell::Int(57)),
+            None,
+            None,
+            &mut buf,
+        );
         let a = yrd_proto::datasets::environment::v1::AirQualityHourly::decode(buf.as_slice()).unwrap();
         assert_eq!(a.observed_at.unwrap().seconds, 1_740_816_000);
         assert_eq!(a.aqi, 57);

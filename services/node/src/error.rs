@@ -11,6 +11,13 @@ pub enum NodeError {
     /// The request is invalid; reported to the caller with the field at fault.
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// The region's policy refused the request: `PERMISSION_DENIED` with
+    /// the reason code; the message names a field or a limit, never a value.
+    #[error(transparent)]
+    Denied(#[from] crate::policy::Refusal),
+    /// The policy file cannot be used (file, key and reason).
+    #[error("policy file: {0}")]
+    Policy(yrd_server::ConfigError),
     /// The store failed.
     #[error("store: {0}")]
     Store(StoreError),
@@ -83,6 +90,7 @@ impl From<NodeError> for Status {
     fn from(err: NodeError) -> Self {
         match err {
             NodeError::Query(q) => q.into(),
+            NodeError::Denied(r) => r.into(),
             NodeError::DeadlineExceeded(_) => Status::deadline_exceeded(err.to_string()),
             NodeError::Cancelled => Status::cancelled(err.to_string()),
             NodeError::Assertion { refusal, .. } => {

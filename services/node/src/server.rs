@@ -9,13 +9,16 @@ use std::sync::Arc;
 
 use tonic::server::NamedService;
 use tonic::service::Routes;
-use yrd_identity::Authorizer;
+use yrd_identity::{Authorizer, Secret};
 use yrd_proto::mesh::data_node_server::DataNodeServer;
+use yrd_proto::schema::Registry;
 use yrd_server::{DeadlinePolicy, ServeOptions, Serving};
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::obo::{self, Verifier};
+use crate::policy::file::PolicyFile;
+use crate::policy::{NodePolicy, reload};
 use crate::service::NodeService;
 use crate::store::Store;
 
@@ -26,7 +29,10 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// The admin HTTP listener, when configured.
     pub admin: Option<yrd_telemetry::AdminHandle>,
+    /// The region's policy: subscribe to its reload events.
+    pub policy: Arc<NodePolicy>,
     server: Serving,
+    reload: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -36,11 +42,17 @@ impl RunningNode {
         if let Some(admin) = self.admin {
             admin.stop();
         }
+        if let Some(reload) = self.reload {
+            reload.abort();
+        }
         Ok(self.server.shutdown().await?)
     }
 
     /// Stops at once, dropping open calls (as a crash would).
     pub fn abort(self) {
+        if let Some(reload) = self.reload {
+            reload.abort();
+        }
         self.server.abort();
     }
 }
@@ -67,6 +79,48 @@ pub async fn routes(
         service,
         obo::interceptor(authorizer, verifier),
     )))
+}
+
+/// The region's policy from the config's `[policy]` section: the policy
+/// file (validated; an invalid file fails the start), the `hash` secret,
+/// and the file's content, for the reload watcher to compare against.
+pub async fn load_policy(config: &NodeConfig, schemas: &'static Registry) -> Result<(NodePolicy, Vec<u8>), NodeError> {
+    let p = &config.policy;
+    let hash_key = match &p.hash_key_file {
+        Some(path) => {
+            let bytes = read_file(path).await?;
+            Some(Secret::new(String::from_utf8_lossy(&bytes).trim().to_owned()))
+        }
+        None => Some(p.hash_key.clone()).filter(|k| !k.is_empty()),
+    };
+    let (file, bytes) = match &p.file {
+        None => (PolicyFile::default(), Vec::new()),
+        Some(path) => {
+            let bytes = read_file(path).await?;
+            let shown = path.display().to_string();
+            let text = String::from_utf8(bytes.clone())
+                .map_err(|_| NodeError::Policy(yrd_server::ConfigError::new(&shown, "-", "not UTF-8 text")))?;
+            let file = PolicyFile::parse(&text, &shown, schemas, &config.limits, hash_key.is_some())
+                .map_err(NodeError::Policy)?;
+            (file, bytes)
+        }
+    };
+    let grants = file.grants.len();
+    let policy = NodePolicy::new(schemas, file, hash_key, p.min_group_size)?;
+    tracing::info!(file = ?p.file, grants, "policy loaded");
+    Ok((policy, bytes))
+}
+
+/// Reads a whole file off the async threads.
+async fn read_file(path: &std::path::Path) -> Result<Vec<u8>, NodeError> {
+    let p = path.to_owned();
+    tokio::task::spawn_blocking(move || std::fs::read(&p))
+        .await
+        .map_err(|e| NodeError::Task(e.to_string()))?
+        .map_err(|source| NodeError::Io {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 /// Opens the store, loads the certificates, binds the listener and serves
@@ -100,7 +154,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let options = ServeOptions::new(DeadlinePolicy::at_most(config.query.max_query_time))
         .with_shutdown_grace(config.shutdown_grace);
     let verifier = Arc::new(Verifier::new(&config)?);
-    let service = NodeService::new(config, store);
+    let (policy, policy_bytes) = load_policy(&config, store.registry()).await?;
+    let policy = Arc::new(policy);
+    let reload = config.policy.file.clone().map(|path| {
+        reload::watch(
+            policy.clone(),
+            path,
+            &policy_bytes,
+            config.policy.reload_interval,
+            store.registry(),
+            config.limits.clone(),
+        )
+    });
+    let service = NodeService::with_policy(config, store, policy.clone());
     let routes = routes(service, authorizer, verifier).await?;
     let server = yrd_server::serve(routes, listen, tls, options).await?;
     let admin = match admin_listen {
@@ -112,6 +178,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     Ok(RunningNode {
         addr: server.addr,
         admin,
+        policy,
         server,
+        reload,
     })
 }

@@ -26,7 +26,7 @@ use yrd_query::{CheckedAggregate, CheckedQuery, Limits, QueryError, aggregate};
 use crate::config::NodeConfig;
 use crate::encode::{cell_value, encode_field, sort_key};
 use crate::error::NodeError;
-use crate::policy::{Access, DefaultPolicy, Mask, Policy};
+use crate::policy::{Access, AccessKind, AppKey, Decision, Mask, Policy};
 use crate::principal::Principal;
 use crate::store::{self, DatasetStats, SortColumn, Store};
 
@@ -60,6 +60,8 @@ struct PagePlan {
     filter: Option<FilterExpr>,
     order: Vec<SortColumn>,
     projection: Vec<usize>,
+    /// The caller named the fields.
+    explicit: bool,
     after: Option<Vec<Value>>,
     page_size: u32,
 }
@@ -70,6 +72,8 @@ struct PagePlan {
 struct Shown {
     fields: Vec<usize>,
     masks: Vec<Option<Mask>>,
+    /// The application's key for `hash` masks.
+    app_key: Option<AppKey>,
     batch_rows: usize,
 }
 
@@ -83,11 +87,6 @@ struct AggregatePlan {
 }
 
 impl NodeService {
-    /// A service over `store`, configured by `config`, with the default policy.
-    pub fn new(config: NodeConfig, store: Arc<dyn Store>) -> Self {
-        Self::with_policy(config, store, Arc::new(DefaultPolicy))
-    }
-
     /// A service over `store` whose permits come from `policy`.
     pub fn with_policy(config: NodeConfig, store: Arc<dyn Store>, policy: Arc<dyn Policy>) -> Self {
         let permits = Arc::new(Semaphore::new(config.query.max_concurrent));
@@ -117,6 +116,7 @@ impl NodeService {
             schema: checked.schema,
             filter: checked.filter,
             order,
+            explicit: !checked.fields.is_empty(),
             projection: checked.projection,
             after,
             page_size: checked.page_size,
@@ -134,20 +134,32 @@ impl NodeService {
         })
     }
 
-    /// The policy stage for a query: what it shows, and the store's plan
-    /// built from the permit (refused columns left out, the row scope ANDed in).
-    fn authorize_query(&self, caller: &Principal, plan: &PagePlan) -> Result<(Shown, store::ScanPlan), QueryError> {
-        let permit = self.inner.policy.authorize(
-            caller,
-            &Access {
-                schema: &plan.schema,
-                filter: plan.filter.as_ref(),
-                order: &plan.order,
-                projection: &plan.projection,
-                group_by: &[],
-                metrics: &[],
+    /// What the policy stage sees of a query.
+    fn query_access<'a>(plan: &'a PagePlan) -> Access<'a> {
+        Access {
+            schema: &plan.schema,
+            filter: plan.filter.as_ref(),
+            order: &plan.order,
+            projection: &plan.projection,
+            explicit: plan.explicit,
+            group_by: &[],
+            metrics: &[],
+            kind: AccessKind::Rows {
+                limit: u64::from(plan.page_size),
             },
-        )?;
+        }
+    }
+
+    /// The policy stage for a query: the decision, what it shows, and the
+    /// store's plan built from the permit (refused and redacted columns
+    /// left out, the row scope ANDed in).
+    fn authorize_query(
+        &self,
+        caller: &Principal,
+        plan: &PagePlan,
+    ) -> Result<(Decision, Shown, store::ScanPlan), NodeError> {
+        let decision = self.inner.policy.authorize(caller, &Self::query_access(plan));
+        let permit = decision.permit()?;
         let visible = permit.visible(&plan.projection);
         let columns = plan
             .order
@@ -159,6 +171,7 @@ impl NodeService {
         let shown = Shown {
             masks: visible.iter().map(|&f| permit.mask(f)).collect(),
             fields: visible,
+            app_key: permit.app_key().cloned(),
             batch_rows,
         };
         let scan = store::ScanPlan {
@@ -170,33 +183,43 @@ impl NodeService {
             columns,
             batch_rows,
         };
-        Ok((shown, scan))
+        Ok((decision, shown, scan))
     }
 
-    /// The policy stage for an aggregate: the store's plan from the permit.
+    /// The policy stage for an aggregate: the decision and the store's plan
+    /// from the permit. With a group threshold, the plan counts each
+    /// group's rows in one more metric than the caller asked for.
     fn authorize_aggregate(
         &self,
         caller: &Principal,
         plan: &AggregatePlan,
-    ) -> Result<store::AggregatePlan, QueryError> {
-        let permit = self.inner.policy.authorize(
+    ) -> Result<(Decision, store::AggregatePlan), NodeError> {
+        let decision = self.inner.policy.authorize(
             caller,
             &Access {
                 schema: &plan.schema,
                 filter: plan.filter.as_ref(),
                 order: &[],
                 projection: &[],
+                explicit: false,
                 group_by: &plan.group_by,
                 metrics: &plan.metrics,
+                kind: AccessKind::Aggregate,
             },
-        )?;
-        Ok(store::AggregatePlan {
+        );
+        let permit = decision.permit()?;
+        let mut metrics = plan.metrics.clone();
+        if decision.min_group_size > 0 {
+            metrics.push((AggregateFunction::Count, None));
+        }
+        let store_plan = store::AggregatePlan {
             schema: plan.schema.clone(),
             filter: permit.scoped_filter(plan.filter.clone()),
             group_by: plan.group_by.clone(),
-            metrics: plan.metrics.clone(),
+            metrics,
             limit: self.limits().max_groups as u64 + 1,
-        })
+        };
+        Ok((decision, store_plan))
     }
 
     /// Rows per streamed batch for a page of `page_size` rows.
@@ -269,9 +292,15 @@ impl DataNode for NodeService {
         let plan = span
             .in_scope(|| self.plan_query(&req))
             .map_err(|e| failed(&span, e.into()))?;
-        let (shown, scan_plan) = span
+        let (decision, shown, scan_plan) = span
             .in_scope(|| self.authorize_query(&caller, &plan))
-            .map_err(|e| failed(&span, e.into()))?;
+            .map_err(|e| failed(&span, e))?;
+        self.inner
+            .policy
+            .admit(&caller, &decision)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| failed(&span, e))?;
         let slot = self
             .slot(deadline)
             .instrument(span.clone())
@@ -326,9 +355,16 @@ impl DataNode for NodeService {
         let plan = span
             .in_scope(|| self.plan_aggregate(&req))
             .map_err(|e| failed(&span, e.into()))?;
-        let store_plan = span
+        let (decision, store_plan) = span
             .in_scope(|| self.authorize_aggregate(&caller, &plan))
-            .map_err(|e| failed(&span, e.into()))?;
+            .map_err(|e| failed(&span, e))?;
+        self.inner
+            .policy
+            .admit(&caller, &decision)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| failed(&span, e))?;
+        let min_group_size = decision.min_group_size;
         let slot = self
             .slot(deadline)
             .instrument(span.clone())
@@ -337,7 +373,7 @@ impl DataNode for NodeService {
         let store_span = store_span(&span, self.inner.store.system());
         let response = async {
             let _slot = slot;
-            let result = run_aggregate(&self.inner, &plan, store_plan, deadline, started)
+            let result = run_aggregate(&self.inner, &plan, store_plan, min_group_size, deadline, started)
                 .await
                 .map_err(|e| failed(&store_span, e));
             if let Ok(r) = &result {
@@ -351,8 +387,19 @@ impl DataNode for NodeService {
         span.record("yrd.rows", response.groups.len());
         Ok(Response::new(response))
     }
-    async fn explain(&self, _req: Request<NodeQueryRequest>) -> Result<Response<PolicyDecision>, Status> {
-        Err(Status::unimplemented("Explain is not served by this node yet"))
+    async fn explain(&self, req: Request<NodeQueryRequest>) -> Result<Response<PolicyDecision>, Status> {
+        let caller = caller_of(&req, "/yrd.mesh.v1.DataNode/Explain")?;
+        let req = req.into_inner();
+        let span = request_span("Explain", &self.inner.config.region, &req.dataset);
+        // The same check and policy stage as a query, reading no row and
+        // spending nothing: a refusal is the answer, not an error.
+        let plan = span
+            .in_scope(|| self.plan_query(&req))
+            .map_err(|e| failed(&span, e.into()))?;
+        let decision = span.in_scope(|| self.inner.policy.authorize(&caller, &Self::query_access(&plan)));
+        Ok(Response::new(
+            decision.to_proto(&self.inner.config.region, &plan.schema),
+        ))
     }
 
     async fn request_access(&self, _req: Request<RequestAccessRequest>) -> Result<Response<AccessRequest>, Status> {
@@ -489,7 +536,13 @@ async fn run_query(
             sort_key(&plan.schema, &plan.order, keys, &mut key);
             let mut buf = Vec::with_capacity(192);
             for ((&f, cell), mask) in shown.fields.iter().zip(values).zip(&shown.masks) {
-                encode_field(&plan.schema.fields[f], cell.as_ref(), *mask, &mut buf);
+                encode_field(
+                    &plan.schema.fields[f],
+                    cell.as_ref(),
+                    *mask,
+                    shown.app_key.as_ref(),
+                    &mut buf,
+                );
             }
             bytes += buf.len() as u64;
             batch.rows.push(Any {
@@ -545,11 +598,15 @@ async fn run_query(
     Ok(count)
 }
 
-/// Runs an aggregate at the store and finishes its partials.
+/// Runs an aggregate at the store and finishes its partials. With a group
+/// threshold `min_group_size`, the plan's last metric is the extra row
+/// count: groups of fewer rows are left out (and counted), and the count
+/// is stripped from the others.
 async fn run_aggregate(
     state: &State,
     plan: &AggregatePlan,
     store_plan: store::AggregatePlan,
+    min_group_size: u32,
     deadline: Instant,
     started: Instant,
 ) -> Result<AggregateResponse, NodeError> {
@@ -568,7 +625,15 @@ async fn run_aggregate(
         .into());
     }
     let mut groups = Vec::with_capacity(aggregated.groups.len());
-    for group in aggregated.groups {
+    let mut suppressed = 0u64;
+    for mut group in aggregated.groups {
+        if min_group_size > 0 {
+            let rows = group.metrics.pop().map_or(0, |p| p.count);
+            if rows < u64::from(min_group_size) {
+                suppressed += 1;
+                continue;
+            }
+        }
         let keys = plan
             .group_by
             .iter()
@@ -597,12 +662,10 @@ async fn run_aggregate(
     let n = groups.len() as u64;
     Ok(AggregateResponse {
         groups,
-        regions: vec![RegionStatus::answered(
-            region.as_str(),
-            n,
-            started.elapsed(),
-            freshness(stats.updated_at),
-        )],
+        regions: vec![RegionStatus {
+            suppressed_groups: suppressed,
+            ..RegionStatus::answered(region.as_str(), n, started.elapsed(), freshness(stats.updated_at))
+        }],
         trace_id: yrd_telemetry::current_trace_id(),
     })
 }
