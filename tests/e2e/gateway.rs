@@ -19,6 +19,7 @@ use yrd_proto::mesh::{
 use crate::mesh::{Mesh, MeshOptions, REGIONS, TD, issue};
 
 /// Everything one federated Query stream returned.
+#[derive(Debug)]
 pub(crate) struct FedPage {
     pub(crate) batches: Vec<RowBatch>,
     pub(crate) summary: QuerySummary,

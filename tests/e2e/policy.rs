@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use prost::Message;
+use tonic::Code;
 use tonic::transport::Channel;
+use tonic_types::StatusExt;
 use yrd_identity::PeerId;
 use yrd_proto::datasets::enterprise::v1::Enterprise;
 use yrd_proto::mesh::federation_client::FederationClient;
@@ -34,7 +36,7 @@ id = "dash"
 apps = ["dashboard"]
 datasets = ["enterprise"]
 fields = ["legal_representative", "representative_id_number"]
-masks = { legal_representative = "plain" }
+masks = { legal_representative = "plain", representative_id_number = "keep(6,4)" }
 row_scope = 'district = "310101" OR district = "310104"'
 min_group_size = 3
 
@@ -305,12 +307,13 @@ async fn each_refusal_names_its_reason() {
         refused_query(&mut counted, sh(&["address"], "", "", 10)).await,
         "USES_EXHAUSTED"
     );
-    // Not an application: an operator's request reaches the node, refused.
+    // Not an application: the gateway refuses an operator's query before
+    // any region is asked (each node refuses it too: the engine's
+    // `non_applications_are_refused`).
     let mut operator = mesh.client_as(&PeerId::operator(TD, REGIONS[SH], "ops").unwrap()).await;
-    assert_eq!(
-        refused_query(&mut operator, sh(&["name"], "", "", 10)).await,
-        "NOT_AN_APPLICATION"
-    );
+    let err = fed_query(&mut operator, sh(&["name"], "", "", 10)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(err.get_details_error_info().unwrap().reason, "NOT_AN_APPLICATION");
     // ALL_REGIONS: a refusal fails the whole query.
     let err = fed_query(
         &mut nobody,

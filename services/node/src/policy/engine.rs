@@ -654,10 +654,8 @@ fields = ["address"]
             idx(&schema, &["representative_id_number"])[0],
         );
         assert_eq!(d.permit.treatment(lr), Treatment::Plain);
-        assert_eq!(
-            d.permit.treatment(id),
-            Treatment::Masked(Mask::Keep { first: 6, last: 4 })
-        );
+        // The id number's default mask is `redact`: left out of the rows.
+        assert_eq!(d.permit.treatment(id), Treatment::Masked(Mask::Redact));
         assert!(d.permit.row_scope().is_some());
         let f = idx(&schema, &["address"]);
         let d = p.authorize(&app("dashboard"), &rows(&schema, &f));
@@ -915,7 +913,7 @@ aggregate_only = true
             ),
             ("plain", "granted by b-ids")
         );
-        assert_eq!(by("representative_id_number").mask, "keep(6,4)");
+        assert_eq!(by("representative_id_number").mask, "redact");
         assert_eq!(by("representative_id_number").reason, "default mask");
         assert_eq!(by("credit_risk_class").reason, "not shared");
         assert_eq!(by("address").treatment, "refused");
