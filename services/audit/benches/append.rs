@@ -48,7 +48,7 @@ fn main() {
     println!("audit append, {secs}s per case, sync_data per batch, checkpoint every 1000 records (signed)");
     println!(
         "{:>10} {:>12} {:>12} {:>12} {:>14}",
-        "appenders", "appends/s", "p50 µs", "p99 µs", "records/sync"
+        "appenders", "appends/s", "p50 µs", "p99 µs", "in flight"
     );
     for appenders in [1usize, 8, 64] {
         let tmp = tempfile::tempdir().unwrap();
@@ -86,8 +86,8 @@ fn main() {
         latencies.sort();
         let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
         let rate = latencies.len() as f64 / elapsed.as_secs_f64();
-        // Each acknowledged batch cost one sync: estimate batches from the
-        // p50 latency's share of the wall time per appender.
+        // Appends in flight (Little's law): about the records that share
+        // one sync, since every batch is answered after its one sync.
         let per_sync = rate * pct(0.5).as_secs_f64();
         println!(
             "{appenders:>10} {rate:>12.0} {:>12.0} {:>12.0} {per_sync:>14.1}",

@@ -63,15 +63,29 @@ impl Fixture {
 }
 
 fn entry(i: u64) -> Entry {
-    let mut e = Entry::new("query", if i % 3 == 0 { Decision::Deny } else { Decision::Allow });
+    let mut e = Entry::new(
+        "query",
+        if i.is_multiple_of(3) {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        },
+    );
     e.caller = Some("spiffe://yrd.mesh/gateway/gw-1".into());
     e.subject = Some(format!(
         "spiffe://yrd.mesh/app/{}",
-        if i % 2 == 0 { "dashboard" } else { "analyst" }
+        if i.is_multiple_of(2) { "dashboard" } else { "analyst" }
     ));
     e.purpose = Some("supervision".into());
     e.region = Some("310000".into());
-    e.dataset = Some(if i % 4 == 0 { "air_quality" } else { "enterprise" }.into());
+    e.dataset = Some(
+        if i.is_multiple_of(4) {
+            "air_quality"
+        } else {
+            "enterprise"
+        }
+        .into(),
+    );
     e.filter = Some(format!("registered_capital > {i}"));
     e.fields = vec!["name".into(), "legal_representative".into()];
     e.rule = Some("grant-7".into());
@@ -639,7 +653,7 @@ async fn records_are_read_back_filtered() {
         decision: Some(Decision::Deny),
         ..Filter::default()
     });
-    // Odd i (analyst), i % 3 == 0 (deny), i % 4 != 0 (enterprise): 3, 9, ..., 39.
+    // Odd i (analyst), i.is_multiple_of(3) (deny), i % 4 != 0 (enterprise): 3, 9, ..., 39.
     assert_eq!(
         by_uri.iter().map(|r| r.entry.rows.unwrap()).collect::<Vec<_>>(),
         [3, 9, 15, 21, 27, 33, 39]

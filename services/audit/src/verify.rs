@@ -211,8 +211,8 @@ impl CertChecks<'_> {
                 record.source
             ));
         }
-        if let Some(cas) = cas {
-            check_valid_at(&der, &record.time, cas.len())?;
+        if cas.is_some() {
+            check_valid_at(&der, &record.time)?;
         }
         let signature = BASE64
             .decode(signature)
@@ -256,7 +256,7 @@ fn check_cert(cert_b64: &str, cas: Option<&[Vec<u8>]>) -> Result<(Vec<u8>, Strin
 
 /// Checks that a signer's certificate was valid when the checkpoint was
 /// written.
-fn check_valid_at(der: &[u8], time: &str, _cas: usize) -> Result<(), String> {
+fn check_valid_at(der: &[u8], time: &str) -> Result<(), String> {
     let when = parse_time(time).ok_or_else(|| format!("the checkpoint's time {time:?} is not RFC 3339"))?;
     let when =
         ASN1Time::from_timestamp(when.unix_timestamp()).map_err(|_| format!("the time {time:?} is out of range"))?;
