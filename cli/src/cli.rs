@@ -48,6 +48,9 @@ pub enum Command {
     /// Recent traces from the admin endpoints of the profile, or one
     /// trace's spans drawn as a tree with durations and time bars.
     Traces(TracesArgs),
+    /// Verify a region's or gateway's audit log, or list its records.
+    #[command(subcommand)]
+    Audit(crate::audit::AuditCommand),
 }
 
 impl Command {

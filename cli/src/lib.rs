@@ -8,12 +8,14 @@
 //!   to a gateway through [`client`] with the settings of a [`profile`] and
 //!   print with [`output`];
 //! - [`traces`]: `yrdctl traces`, recent traces read from the admin
-//!   endpoints with the HTTP client of [`admin`].
+//!   endpoints with the HTTP client of [`admin`];
+//! - [`audit`]: `yrdctl audit verify|show`, audit logs checked and listed.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod aggregate;
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod client;
@@ -96,6 +98,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(args) => query::explain(&connection()?, &args).await,
         Command::Aggregate(args) => aggregate::aggregate(&connection()?, &args).await,
         Command::Traces(args) => traces::traces(profile.as_deref(), timeout, &args).await,
+        Command::Audit(command) => audit::run(&command, connection).await,
     }
 }
 
