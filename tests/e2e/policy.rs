@@ -152,7 +152,10 @@ fn metric(f: AggregateFunction, field: &str) -> Metric {
 }
 
 fn region<'a>(regions: &'a [RegionStatus], i: usize) -> &'a RegionStatus {
-    regions.iter().find(|r| r.region == REGIONS[i]).expect("region in summary")
+    regions
+        .iter()
+        .find(|r| r.region == REGIONS[i])
+        .expect("region in summary")
 }
 
 fn rows(page: &FedPage) -> Vec<Enterprise> {
@@ -166,7 +169,9 @@ fn rows(page: &FedPage) -> Vec<Enterprise> {
 /// The reason Shanghai gave for refusing `req`, asserting it was refused
 /// as PERMISSION_DENIED in a BEST_EFFORT answer (not an error of the query).
 async fn refused_query(client: &mut FederationClient<Channel>, req: QueryRequest) -> String {
-    let page = fed_query(client, req).await.expect("BEST_EFFORT answers despite a refusal");
+    let page = fed_query(client, req)
+        .await
+        .expect("BEST_EFFORT answers despite a refusal");
     let r = region(&page.summary.regions, SH);
     assert_eq!(r.state(), RegionState::PermissionDenied, "{r:?}");
     assert!(page.batches.is_empty());
@@ -193,17 +198,26 @@ async fn each_refusal_names_its_reason() {
     let c = |name: &'static str| mesh.app(name);
     // No grant at all for a conditional field; unconditional ones are open.
     let mut nobody = c("nobody").await;
-    assert_eq!(refused_query(&mut nobody, sh(&["name", "address"], "", "", 10)).await, "NO_GRANT");
+    assert_eq!(
+        refused_query(&mut nobody, sh(&["name", "address"], "", "", 10)).await,
+        "NO_GRANT"
+    );
     allowed(&mut nobody, sh(&["name"], "", "", 10)).await;
     // Validity window.
-    assert_eq!(refused_query(&mut c("late").await, sh(&["address"], "", "", 10)).await, "GRANT_EXPIRED");
+    assert_eq!(
+        refused_query(&mut c("late").await, sh(&["address"], "", "", 10)).await,
+        "GRANT_EXPIRED"
+    );
     assert_eq!(
         refused_query(&mut c("early").await, sh(&["address"], "", "", 10)).await,
         "GRANT_NOT_YET_VALID"
     );
     // A grant that does not cover the field.
     let mut dash = c("dashboard").await;
-    assert_eq!(refused_query(&mut dash, sh(&["address"], "", "", 10)).await, "FIELD_NOT_GRANTED");
+    assert_eq!(
+        refused_query(&mut dash, sh(&["address"], "", "", 10)).await,
+        "FIELD_NOT_GRANTED"
+    );
     // Not shared, whatever the grant (masker's covers "*").
     let mut masker = c("masker").await;
     assert_eq!(
@@ -235,7 +249,10 @@ async fn each_refusal_names_its_reason() {
         refused_query(&mut masker, sh(&[], "", "established desc", 10)).await,
         "FIELD_MASKED"
     );
-    assert_eq!(refused_aggregate(&mut masker, sh_agg(&["city"], vec![])).await, "FIELD_MASKED");
+    assert_eq!(
+        refused_aggregate(&mut masker, sh_agg(&["city"], vec![])).await,
+        "FIELD_MASKED"
+    );
     assert_eq!(
         refused_aggregate(
             &mut masker,
@@ -254,7 +271,10 @@ async fn each_refusal_names_its_reason() {
         purpose: p.into(),
         ..sh(&["address"], "", "", 10)
     };
-    assert_eq!(refused_query(&mut purposeful, with("marketing")).await, "PURPOSE_NOT_ALLOWED");
+    assert_eq!(
+        refused_query(&mut purposeful, with("marketing")).await,
+        "PURPOSE_NOT_ALLOWED"
+    );
     allowed(&mut purposeful, with("supervision")).await;
     // Rows per query.
     let mut pager = c("pager").await;
@@ -264,23 +284,33 @@ async fn each_refusal_names_its_reason() {
     );
     allowed(&mut pager, sh(&["address"], "", "", 10)).await;
     // Aggregate-only grants refuse rows.
-    assert_eq!(refused_query(&mut c("stats").await, sh(&["address"], "", "", 10)).await, "AGGREGATE_ONLY");
+    assert_eq!(
+        refused_query(&mut c("stats").await, sh(&["address"], "", "", 10)).await,
+        "AGGREGATE_ONLY"
+    );
     // Rate and use count.
     let mut rated = c("rated").await;
     for _ in 0..2 {
         allowed(&mut rated, sh(&["address"], "", "", 10)).await;
     }
-    assert_eq!(refused_query(&mut rated, sh(&["address"], "", "", 10)).await, "RATE_EXCEEDED");
+    assert_eq!(
+        refused_query(&mut rated, sh(&["address"], "", "", 10)).await,
+        "RATE_EXCEEDED"
+    );
     let mut counted = c("counted").await;
     for _ in 0..2 {
         allowed(&mut counted, sh(&["address"], "", "", 10)).await;
     }
-    assert_eq!(refused_query(&mut counted, sh(&["address"], "", "", 10)).await, "USES_EXHAUSTED");
+    assert_eq!(
+        refused_query(&mut counted, sh(&["address"], "", "", 10)).await,
+        "USES_EXHAUSTED"
+    );
     // Not an application: an operator's request reaches the node, refused.
-    let mut operator = mesh
-        .client_as(&PeerId::operator(TD, REGIONS[SH], "ops").unwrap())
-        .await;
-    assert_eq!(refused_query(&mut operator, sh(&["name"], "", "", 10)).await, "NOT_AN_APPLICATION");
+    let mut operator = mesh.client_as(&PeerId::operator(TD, REGIONS[SH], "ops").unwrap()).await;
+    assert_eq!(
+        refused_query(&mut operator, sh(&["name"], "", "", 10)).await,
+        "NOT_AN_APPLICATION"
+    );
     // ALL_REGIONS: a refusal fails the whole query.
     let err = fed_query(
         &mut nobody,
@@ -390,7 +420,10 @@ async fn answers_show_what_the_policy_says() {
         .collect();
     let kept: Vec<&(String, i64)> = all.iter().filter(|(_, n)| *n >= K).collect();
     let small = all.len() - kept.len();
-    assert!(small > 0 && !kept.is_empty(), "the data has groups on both sides of k: {all:?}");
+    assert!(
+        small > 0 && !kept.is_empty(),
+        "the data has groups on both sides of k: {all:?}"
+    );
     assert_eq!(resp.groups.len(), kept.len());
     for (g, (industry, n)) in resp.groups.iter().zip(&kept) {
         assert_eq!(
@@ -407,11 +440,14 @@ async fn answers_show_what_the_policy_says() {
 
     // A denying region is PERMISSION_DENIED with its reason in a
     // BEST_EFFORT answer, while the others answer.
-    let page = fed_query(&mut mesh.app("anyone").await, QueryRequest {
-        dataset: "enterprise".into(),
-        page_size: 5000,
-        ..Default::default()
-    })
+    let page = fed_query(
+        &mut mesh.app("anyone").await,
+        QueryRequest {
+            dataset: "enterprise".into(),
+            page_size: 5000,
+            ..Default::default()
+        },
+    )
     .await
     .unwrap();
     let js = region(&page.summary.regions, JS);
@@ -429,7 +465,11 @@ async fn answers_show_what_the_policy_says() {
         .sum();
     assert_eq!(page.summary.rows as i64, answered);
     // Without a grant, only unconditionally shared fields leave.
-    assert!(rows(&page).iter().all(|e| e.legal_representative.is_empty() && e.address.is_empty()));
+    assert!(
+        rows(&page)
+            .iter()
+            .all(|e| e.legal_representative.is_empty() && e.address.is_empty())
+    );
 }
 
 #[tokio::test]

@@ -196,7 +196,10 @@ impl NodeConfig {
         if let Some(tls) = config.tls.as_mut() {
             tls.resolve(base);
         }
-        for p in [&mut config.policy.file, &mut config.policy.hash_key_file].into_iter().flatten() {
+        for p in [&mut config.policy.file, &mut config.policy.hash_key_file]
+            .into_iter()
+            .flatten()
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -282,7 +285,10 @@ impl NodeConfig {
             ));
         }
         if !p.hash_key.is_empty() && p.hash_key_file.is_some() {
-            return Err(err("policy.hash_key_file", "set hash_key or hash_key_file, not both".into()));
+            return Err(err(
+                "policy.hash_key_file",
+                "set hash_key or hash_key_file, not both".into(),
+            ));
         }
         if p.min_group_size == 0 {
             return Err(err("policy.min_group_size", "must be at least 1".into()));
@@ -405,8 +411,10 @@ mod tests {
         let e = NodeConfig::parse("region = \"320000\"\n[policy]\ngrants = 1\n", "t.toml").unwrap_err();
         assert!(e.to_string().contains("grants"), "{e}");
         let mut c = NodeConfig::new("320000");
-        c.apply_env("t.toml", |k| (k == "YRD_POLICY_HASH_KEY").then(|| "0123456789abcdef".to_owned()))
-            .unwrap();
+        c.apply_env("t.toml", |k| {
+            (k == "YRD_POLICY_HASH_KEY").then(|| "0123456789abcdef".to_owned())
+        })
+        .unwrap();
         assert_eq!(c.policy.hash_key.expose(), "0123456789abcdef");
     }
 

@@ -131,7 +131,13 @@ mod tests {
         let mut buf = Vec::new();
         let f = |n: &str| schema.field(n).unwrap().1;
         let text = |s: &str| Some(Cell::Text(s.to_owned()));
-        encode_field(f("credit_code"), text("91320500MA1XXXXX0").as_ref(), None, None, &mut buf);
+        encode_field(
+            f("credit_code"),
+            text("91320500MA1XXXXX0").as_ref(),
+            None,
+            None,
+            &mut buf,
+        );
         encode_field(f("registered_capital"), Some(&Cell::Real(1.5e6)), None, None, &mut buf);
         encode_field(
             f("legal_representative"),
@@ -155,7 +161,13 @@ mod tests {
         let key = AppKey::derive(b"node-secret-0123456789", "spiffe://yrd.mesh/app/a");
         let mut buf = Vec::new();
         let text = |s: &str| Cell::Text(s.to_owned());
-        encode_field(f("established"), Some(&text("1998-07-15")), Some(Mask::Year), None, &mut buf);
+        encode_field(
+            f("established"),
+            Some(&text("1998-07-15")),
+            Some(Mask::Year),
+            None,
+            &mut buf,
+        );
         encode_field(
             f("registered_capital"),
             Some(&Cell::Real(1_234_567.0)),
@@ -163,8 +175,20 @@ mod tests {
             None,
             &mut buf,
         );
-        encode_field(f("name"), Some(&text("苏州某某公司")), Some(Mask::Hash), Some(&key), &mut buf);
-        encode_field(f("address"), Some(&text("苏州市虎丘区")), Some(Mask::Redact), None, &mut buf);
+        encode_field(
+            f("name"),
+            Some(&text("苏州某某公司")),
+            Some(Mask::Hash),
+            Some(&key),
+            &mut buf,
+        );
+        encode_field(
+            f("address"),
+            Some(&text("苏州市虎丘区")),
+            Some(Mask::Redact),
+            None,
+            &mut buf,
+        );
         encode_field(
             f("contact_phone"),
             Some(&text("13812345678")),
@@ -191,7 +215,13 @@ mod tests {
             None,
             &mut buf,
         );
-        encode_field(schema.field("aqi").unwrap().1, Some(&Cell::Int(57)), None, None, &mut buf);
+        encode_field(
+            schema.field("aqi").unwrap().1,
+            Some(&Cell::Int(57)),
+            None,
+            None,
+            &mut buf,
+        );
         let a = yrd_proto::datasets::environment::v1::AirQualityHourly::decode(buf.as_slice()).unwrap();
         assert_eq!(a.observed_at.unwrap().seconds, 1_740_816_000);
         assert_eq!(a.aqi, 57);

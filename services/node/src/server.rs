@@ -10,8 +10,8 @@ use std::sync::Arc;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use yrd_identity::{Authorizer, Secret};
-use yrd_proto::schema::Registry;
 use yrd_proto::mesh::data_node_server::DataNodeServer;
+use yrd_proto::schema::Registry;
 use yrd_server::{DeadlinePolicy, ServeOptions, Serving};
 
 use crate::config::NodeConfig;

@@ -397,7 +397,9 @@ impl DataNode for NodeService {
             .in_scope(|| self.plan_query(&req))
             .map_err(|e| failed(&span, e.into()))?;
         let decision = span.in_scope(|| self.inner.policy.authorize(&caller, &Self::query_access(&plan)));
-        Ok(Response::new(decision.to_proto(&self.inner.config.region, &plan.schema)))
+        Ok(Response::new(
+            decision.to_proto(&self.inner.config.region, &plan.schema),
+        ))
     }
 
     async fn request_access(&self, _req: Request<RequestAccessRequest>) -> Result<Response<AccessRequest>, Status> {

@@ -86,7 +86,8 @@ impl NodePolicy {
         let mut defaults = HashMap::new();
         for schema in schemas.datasets() {
             for (i, f) in schema.fields.iter().enumerate() {
-                let bad = |reason: String| NodeError::Schema(format!("{}.{}: default_mask: {reason}", schema.id, f.name));
+                let bad =
+                    |reason: String| NodeError::Schema(format!("{}.{}: default_mask: {reason}", schema.id, f.name));
                 match f.default_mask.as_deref().map(str::trim) {
                     Some(text) if !text.is_empty() => {
                         let m = Mask::parse(text).map_err(|e| bad(e.0))?;
@@ -186,7 +187,10 @@ impl NodePolicy {
                     d,
                     Refusal::new(
                         Reason::NotAnApplication,
-                        format!("data is shared with applications only; this request is for a {}", p.kind()),
+                        format!(
+                            "data is shared with applications only; this request is for a {}",
+                            p.kind()
+                        ),
                     ),
                 );
             }
@@ -217,7 +221,9 @@ impl NodePolicy {
         let touched = touched_fields(access);
         if let Some(&(i, param)) = touched.iter().find(|(i, _)| not_shared(*i)) {
             let name = &schema.fields[i].name;
-            d.why = (0..n).map(|i| if not_shared(i) { Why::NotShared } else { Why::NotGranted }).collect();
+            d.why = (0..n)
+                .map(|i| if not_shared(i) { Why::NotShared } else { Why::NotGranted })
+                .collect();
             return refuse(
                 d,
                 Refusal::field(
@@ -255,7 +261,10 @@ impl NodePolicy {
                     first_failure.get_or_insert(r);
                 }
                 Ok(()) => {
-                    let score = wanted.iter().filter(|&&i| g.fields.covers(&schema.fields[i].name)).count();
+                    let score = wanted
+                        .iter()
+                        .filter(|&&i| g.fields.covers(&schema.fields[i].name))
+                        .count();
                     if best.as_ref().is_none_or(|(s, _)| score > *s) {
                         best = Some((score, g));
                     }
@@ -269,14 +278,19 @@ impl NodePolicy {
                     Some(f) => Refusal::field(
                         Reason::NoGrant,
                         f,
-                        format!("no grant of this region gives this application field {f} of {}", schema.id),
+                        format!(
+                            "no grant of this region gives this application field {f} of {}",
+                            schema.id
+                        ),
                     ),
                     None => Refusal::new(
                         Reason::NoGrant,
                         format!("no grant of this region gives this application dataset {}", schema.id),
                     ),
                 });
-                d.why = (0..n).map(|i| if not_shared(i) { Why::NotShared } else { Why::NotGranted }).collect();
+                d.why = (0..n)
+                    .map(|i| if not_shared(i) { Why::NotShared } else { Why::NotGranted })
+                    .collect();
                 return refuse(d, r);
             }
             // Open fields only.
@@ -329,7 +343,11 @@ impl NodePolicy {
         d.min_group_size = grant
             .min_group_size
             .or(rules.min_group_size)
-            .unwrap_or(if grant.aggregate_only { self.default_min_group_size } else { 0 });
+            .unwrap_or(if grant.aggregate_only {
+                self.default_min_group_size
+            } else {
+                0
+            });
         if let (AccessKind::Rows { limit }, Some(max)) = (access.kind, grant.max_rows)
             && limit > max
         {
@@ -371,7 +389,11 @@ impl NodePolicy {
             d.refusal = Some(r);
             return d;
         }
-        let uses_hash = d.permit.treatments().iter().any(|t| *t == Treatment::Masked(Mask::Hash));
+        let uses_hash = d
+            .permit
+            .treatments()
+            .iter()
+            .any(|t| *t == Treatment::Masked(Mask::Hash));
         if uses_hash {
             let key = match (&self.hash_secret, &who.subject) {
                 (Some(secret), Some(subject)) => Some(AppKey::derive(secret.expose().as_bytes(), &subject.uri())),
@@ -388,7 +410,11 @@ impl NodePolicy {
     fn default_treatment(&self, schema: &DatasetSchema, i: usize) -> (Treatment, Why) {
         match self.defaults.get(&(schema.id.clone(), i)) {
             Some(m) => (Treatment::Masked(*m), Why::DefaultMask),
-            None if matches!(schema.fields[i].sensitivity, Sensitivity::Personal | Sensitivity::Secret) => {
+            None if matches!(
+                schema.fields[i].sensitivity,
+                Sensitivity::Personal | Sensitivity::Secret
+            ) =>
+            {
                 (Treatment::Masked(Mask::Redact), Why::DefaultMask)
             }
             None => (Treatment::Plain, Why::Unconditional),
@@ -456,7 +482,10 @@ fn usable(g: &Grant, now: SystemTime, purpose: Option<&str>, kind: AccessKind) -
         ));
     }
     if g.not_after.is_some_and(|t| now > t) {
-        return Err(Refusal::new(Reason::GrantExpired, format!("grant {} has expired", g.id)));
+        return Err(Refusal::new(
+            Reason::GrantExpired,
+            format!("grant {} has expired", g.id),
+        ));
     }
     if !g.purposes.is_empty() {
         match purpose {
@@ -496,7 +525,12 @@ fn touched_fields(access: &Access<'_>) -> Vec<(usize, &'static str)> {
     if let Some(filter) = access.filter {
         let mut names = Vec::new();
         filter_fields(filter, &mut names);
-        out.extend(names.into_iter().filter_map(|n| schema.field(n)).map(|(i, _)| (i, "filter")));
+        out.extend(
+            names
+                .into_iter()
+                .filter_map(|n| schema.field(n))
+                .map(|(i, _)| (i, "filter")),
+        );
     }
     out.extend(access.order.iter().map(|k| (k.field, "order_by")));
     out.extend(access.group_by.iter().map(|&g| (g, "group_by")));
@@ -590,7 +624,13 @@ fields = ["address"]
         };
         assert_eq!(
             names(Treatment::Refused),
-            ["legal_representative", "representative_id_number", "address", "contact_phone", "credit_risk_class"]
+            [
+                "legal_representative",
+                "representative_id_number",
+                "address",
+                "contact_phone",
+                "credit_risk_class"
+            ]
         );
         // No subject (insecure mode) is an application without grants.
         let d = p.authorize(&Principal::default(), &rows(&schema, &[]));
@@ -609,9 +649,15 @@ fields = ["address"]
         let f = idx(&schema, &["name", "legal_representative"]);
         let d = p.authorize(&app("dashboard"), &rows(&schema, &f));
         assert_eq!(d.rule, "grant:b-ids");
-        let (lr, id) = (idx(&schema, &["legal_representative"])[0], idx(&schema, &["representative_id_number"])[0]);
+        let (lr, id) = (
+            idx(&schema, &["legal_representative"])[0],
+            idx(&schema, &["representative_id_number"])[0],
+        );
         assert_eq!(d.permit.treatment(lr), Treatment::Plain);
-        assert_eq!(d.permit.treatment(id), Treatment::Masked(Mask::Keep { first: 6, last: 4 }));
+        assert_eq!(
+            d.permit.treatment(id),
+            Treatment::Masked(Mask::Keep { first: 6, last: 4 })
+        );
         assert!(d.permit.row_scope().is_some());
         let f = idx(&schema, &["address"]);
         let d = p.authorize(&app("dashboard"), &rows(&schema, &f));
@@ -632,7 +678,10 @@ fields = ["address"]
         let p = policy("[[grant]]\nid = \"all\"\napps = [\"a\"]\ndatasets = [\"enterprise\"]\nfields = \"*\"\n");
         let schema = ent();
         let risk = idx(&schema, &["credit_risk_class"]);
-        let order = [SortColumn { field: risk[0], descending: false }];
+        let order = [SortColumn {
+            field: risk[0],
+            descending: false,
+        }];
         let metrics = [(AggregateFunction::Count, Some(risk[0]))];
         let filter = yrd_query::filter::parse_filter("credit_risk_class = \"A\"", &schema, &Limits::default())
             .unwrap()
@@ -643,10 +692,19 @@ fields = ["address"]
         };
         let cases = [
             rows(&schema, &risk),
-            Access { filter: Some(&filter), ..rows(&schema, &[]) },
-            Access { order: &order, ..rows(&schema, &[]) },
+            Access {
+                filter: Some(&filter),
+                ..rows(&schema, &[])
+            },
+            Access {
+                order: &order,
+                ..rows(&schema, &[])
+            },
             Access { group_by: &risk, ..agg },
-            Access { metrics: &metrics, ..agg },
+            Access {
+                metrics: &metrics,
+                ..agg
+            },
         ];
         for a in cases {
             let d = p.authorize(&app("a"), &a);
@@ -714,18 +772,26 @@ aggregate_only = true
         assert!(d.aggregate_only);
         assert_eq!(d.min_group_size, 5, "the config default for aggregate-only grants");
         // The same clock, moved: the old grant was valid in 2019.
-        let d = p.authorize_at(&app("old"), &a, SystemTime::UNIX_EPOCH + Duration::from_secs(1_560_000_000));
+        let d = p.authorize_at(
+            &app("old"),
+            &a,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_560_000_000),
+        );
         assert_eq!(reason(&d), None);
     }
 
     #[test]
     fn a_tightened_dataset_needs_a_grant_for_every_field_and_a_closed_one_is_refused() {
-        let p = policy("[datasets.enterprise]\nclass = \"conditional\"\n[datasets.air_quality]\nclass = \"not_shared\"\n");
+        let p =
+            policy("[datasets.enterprise]\nclass = \"conditional\"\n[datasets.air_quality]\nclass = \"not_shared\"\n");
         let schema = ent();
         let d = p.authorize(&app("a"), &rows(&schema, &[]));
         assert_eq!(reason(&d), Some("NO_GRANT"));
         let air = schemas().get("air_quality").unwrap().clone();
-        assert_eq!(reason(&p.authorize(&app("a"), &rows(&air, &[]))), Some("DATASET_NOT_SHARED"));
+        assert_eq!(
+            reason(&p.authorize(&app("a"), &rows(&air, &[]))),
+            Some("DATASET_NOT_SHARED")
+        );
     }
 
     #[test]
@@ -759,7 +825,10 @@ aggregate_only = true
         let filter = yrd_query::filter::parse_filter("registered_capital > 5", &schema, &Limits::default())
             .unwrap()
             .unwrap();
-        let order = [SortColumn { field: cap, descending: true }];
+        let order = [SortColumn {
+            field: cap,
+            descending: true,
+        }];
         let agg = Access {
             kind: AccessKind::Aggregate,
             ..rows(&schema, &[])
@@ -767,8 +836,14 @@ aggregate_only = true
         let max = [(AggregateFunction::Max, Some(cap))];
         let sum = [(AggregateFunction::Sum, Some(cap))];
         for a in [
-            Access { filter: Some(&filter), ..rows(&schema, &[]) },
-            Access { order: &order, ..rows(&schema, &[]) },
+            Access {
+                filter: Some(&filter),
+                ..rows(&schema, &[])
+            },
+            Access {
+                order: &order,
+                ..rows(&schema, &[])
+            },
             Access { group_by: &city, ..agg },
             Access { metrics: &max, ..agg },
             Access { metrics: &sum, ..agg },
@@ -777,7 +852,10 @@ aggregate_only = true
             assert_eq!(reason(&d), Some("FIELD_MASKED"), "{a:?}");
         }
         let count = [(AggregateFunction::Count, Some(cap))];
-        assert_eq!(reason(&p.authorize(&app("a"), &Access { metrics: &count, ..agg })), None);
+        assert_eq!(
+            reason(&p.authorize(&app("a"), &Access { metrics: &count, ..agg })),
+            None
+        );
         // A hash mask comes with this application's key; another's differs.
         let a = p.authorize(&app("a"), &rows(&schema, &[]));
         assert!(a.permit.app_key().is_some());
@@ -785,7 +863,9 @@ aggregate_only = true
 
     #[test]
     fn a_page_beyond_max_rows_is_refused_naming_the_limit() {
-        let p = policy("[[grant]]\nid = \"g\"\napps = [\"a\"]\ndatasets = [\"enterprise\"]\nfields = \"*\"\nmax_rows = 50\n");
+        let p = policy(
+            "[[grant]]\nid = \"g\"\napps = [\"a\"]\ndatasets = [\"enterprise\"]\nfields = \"*\"\nmax_rows = 50\n",
+        );
         let schema = ent();
         let d = p.authorize(&app("a"), &rows(&schema, &[]));
         assert_eq!(reason(&d), Some("ROW_LIMIT_EXCEEDED"));
@@ -828,7 +908,13 @@ aggregate_only = true
         assert_eq!(proto.rule, "grant:b-ids");
         assert_eq!(proto.row_scope_text, "city = \"310100\"");
         let by = |n: &str| proto.fields.iter().find(|f| f.field == n).unwrap().clone();
-        assert_eq!((by("legal_representative").treatment.as_str(), by("legal_representative").reason.as_str()), ("plain", "granted by b-ids"));
+        assert_eq!(
+            (
+                by("legal_representative").treatment.as_str(),
+                by("legal_representative").reason.as_str()
+            ),
+            ("plain", "granted by b-ids")
+        );
         assert_eq!(by("representative_id_number").mask, "keep(6,4)");
         assert_eq!(by("representative_id_number").reason, "default mask");
         assert_eq!(by("credit_risk_class").reason, "not shared");

@@ -209,7 +209,10 @@ impl PolicyFile {
         for (i, g) in raw.grant.into_iter().enumerate() {
             let grant = grant(g, i, &file.groups, schemas, limits, hash_key).map_err(|(k, r)| err(k, r))?;
             if !ids.insert(grant.id.clone()) {
-                return Err(err(format!("grant[{i}].id"), format!("grant id {:?} is used twice", grant.id)));
+                return Err(err(
+                    format!("grant[{i}].id"),
+                    format!("grant id {:?} is used twice", grant.id),
+                ));
             }
             file.grants.push(Arc::new(grant));
         }
@@ -313,7 +316,10 @@ fn grant(
                 return Err((k, format!("dataset {} has no field {field:?}", s.id)));
             };
             if f.sharing == SharingClass::NotShared {
-                return Err((k, format!("field {field} of {} is not shared; no grant can show it", s.id)));
+                return Err((
+                    k,
+                    format!("field {field} of {} is not shared; no grant can show it", s.id),
+                ));
             }
             if let Some(m) = parsed {
                 m.check_type(f.ty).map_err(|e| (k.clone(), e.0))?;
@@ -498,7 +504,10 @@ aggregate_only = true
         assert_eq!(g.shown["legal_representative"], Shown::Plain);
         assert_eq!(g.shown["representative_id_number"], Shown::Mask("keep(6,4)".into()));
         assert!(g.row_scope.is_some());
-        assert_eq!(g.row_scope_text.as_deref(), Some(r#"city = "310100" OR city = "310200""#));
+        assert_eq!(
+            g.row_scope_text.as_deref(),
+            Some(r#"city = "310100" OR city = "310200""#)
+        );
         assert_eq!(
             g.not_before.unwrap().duration_since(UNIX_EPOCH).unwrap().as_secs(),
             1_767_225_600
@@ -507,7 +516,10 @@ aggregate_only = true
             g.not_after.unwrap().duration_since(UNIX_EPOCH).unwrap().as_secs(),
             1_798_761_599
         );
-        assert_eq!((g.rate_per_minute, g.max_rows, g.max_uses), (Some(60), Some(1000), Some(500)));
+        assert_eq!(
+            (g.rate_per_minute, g.max_rows, g.max_uses),
+            (Some(60), Some(1000), Some(500))
+        );
         assert_eq!(f.grants[1].fields, Fields::All);
         assert!(f.grants[1].aggregate_only);
     }
@@ -518,26 +530,49 @@ aggregate_only = true
             "[[grant]]\nid = \"g\"\napps = [\"a\"]\ndatasets = [\"enterprise\"]\nfields = \"*\"\nnot_after = 2026-12-31\n",
         )
         .unwrap();
-        let secs = f.grants[0].not_after.unwrap().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let secs = f.grants[0]
+            .not_after
+            .unwrap()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert_eq!(secs, 1_798_761_599);
     }
 
     #[test]
     fn every_mistake_is_named_by_file_key_and_reason() {
         let base = |extra: &str| {
-            format!("[groups]\ng = [\"a\"]\n[[grant]]\nid = \"x\"\napps = [\"a\"]\ndatasets = [\"enterprise\"]\n{extra}")
+            format!(
+                "[groups]\ng = [\"a\"]\n[[grant]]\nid = \"x\"\napps = [\"a\"]\ndatasets = [\"enterprise\"]\n{extra}"
+            )
         };
         let cases: Vec<(String, &str, &str)> = vec![
             (base("fields = \"*\"\ncolour = 1\n"), "colour", "unknown field"),
-            ("[groups]\ng = [\"a\"]\n[datasets.nope]\n".into(), "datasets.nope", "unknown dataset"),
+            (
+                "[groups]\ng = [\"a\"]\n[datasets.nope]\n".into(),
+                "datasets.nope",
+                "unknown dataset",
+            ),
             (
                 "[datasets.enterprise]\nclass = \"secret\"\n".into(),
                 "\"secret\"",
                 "unknown variant",
             ),
-            (base("fields = \"*\"\ngroups = [\"h\"]\n"), "grant[0].groups", "unknown application group"),
-            (base("fields = [\"colour\"]\n"), "grant[0].fields", "no field \"colour\""),
-            (base("fields = [\"credit_risk_class\"]\n"), "grant[0].fields", "not shared"),
+            (
+                base("fields = \"*\"\ngroups = [\"h\"]\n"),
+                "grant[0].groups",
+                "unknown application group",
+            ),
+            (
+                base("fields = [\"colour\"]\n"),
+                "grant[0].fields",
+                "no field \"colour\"",
+            ),
+            (
+                base("fields = [\"credit_risk_class\"]\n"),
+                "grant[0].fields",
+                "not shared",
+            ),
             (
                 base("fields = \"*\"\nmasks = { credit_risk_class = \"plain\" }\n"),
                 "grant[0].masks.credit_risk_class",
@@ -578,11 +613,22 @@ aggregate_only = true
                 "grant[0].not_after",
                 "not after",
             ),
-            (base("fields = \"*\"\nnot_after = \"soon\"\n"), "grant[0].not_after", "RFC 3339"),
-            (base("fields = \"*\"\nmax_rows = 0\n"), "grant[0].max_rows", "at least 1"),
+            (
+                base("fields = \"*\"\nnot_after = \"soon\"\n"),
+                "grant[0].not_after",
+                "RFC 3339",
+            ),
+            (
+                base("fields = \"*\"\nmax_rows = 0\n"),
+                "grant[0].max_rows",
+                "at least 1",
+            ),
             (base("fields = \"some\"\n"), "grant[0].fields", "\"*\""),
             (
-                format!("{}[[grant]]\nid = \"x\"\napps = [\"a\"]\ndatasets = [\"enterprise\"]\nfields = \"*\"\n", base("fields = \"*\"\n")),
+                format!(
+                    "{}[[grant]]\nid = \"x\"\napps = [\"a\"]\ndatasets = [\"enterprise\"]\nfields = \"*\"\n",
+                    base("fields = \"*\"\n")
+                ),
                 "grant[1].id",
                 "used twice",
             ),

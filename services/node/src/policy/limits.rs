@@ -47,9 +47,10 @@ impl RateLimiter {
                 }
             }
         }
-        let b = buckets
-            .entry((grant.to_owned(), subject.to_owned()))
-            .or_insert(Bucket { tokens: capacity, at: now });
+        let b = buckets.entry((grant.to_owned(), subject.to_owned())).or_insert(Bucket {
+            tokens: capacity,
+            at: now,
+        });
         b.tokens = (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_sec).min(capacity);
         b.at = now;
         if b.tokens >= 1.0 {

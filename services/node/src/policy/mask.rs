@@ -102,7 +102,11 @@ impl Mask {
                     last: b as usize,
                 },
                 &[_, _] => return Err(MaskError(format!("mask {t:?}: keep at most {MAX_KEEP} characters"))),
-                _ => return Err(MaskError(format!("mask {t:?}: keep takes two numbers, keep(first,last)"))),
+                _ => {
+                    return Err(MaskError(format!(
+                        "mask {t:?}: keep takes two numbers, keep(first,last)"
+                    )));
+                }
             },
             ("round", Some(inner)) => match numbers(inner)?.as_slice() {
                 &[n] if n <= u64::from(MAX_ROUND_DIGITS) => Self::Round { digits: n as u32 },
@@ -138,7 +142,10 @@ impl Mask {
         if fits {
             Ok(())
         } else {
-            Err(MaskError(format!("mask {self} does not apply to a {} field", ty.name())))
+            Err(MaskError(format!(
+                "mask {self} does not apply to a {} field",
+                ty.name()
+            )))
         }
     }
 
@@ -283,12 +290,23 @@ mod tests {
 
     #[test]
     fn names_parse_and_print_back() {
-        for name in ["keep(6,4)", "surname", "year", "round(4)", "hash", "redact", "keep(0,0)"] {
+        for name in [
+            "keep(6,4)",
+            "surname",
+            "year",
+            "round(4)",
+            "hash",
+            "redact",
+            "keep(0,0)",
+        ] {
             let m = Mask::parse(name).unwrap();
             assert_eq!(m.name(), name);
             assert_eq!(name.parse::<Mask>().unwrap(), m);
         }
-        assert_eq!(Mask::parse(" keep( 3 , 4 ) ").unwrap(), Mask::Keep { first: 3, last: 4 });
+        assert_eq!(
+            Mask::parse(" keep( 3 , 4 ) ").unwrap(),
+            Mask::Keep { first: 3, last: 4 }
+        );
         for (bad, says) in [
             ("keep(6)", "two numbers"),
             ("keep(a,4)", "whole number"),
@@ -329,7 +347,10 @@ mod tests {
         assert_eq!(r4.apply(&Cell::Int(1_235_000), None), Some(Cell::Int(1_240_000)));
         assert_eq!(r4.apply(&Cell::Int(-1_234_567), None), Some(Cell::Int(-1_230_000)));
         assert_eq!(r4.apply(&Cell::Real(1_234_567.8), None), Some(Cell::Real(1_230_000.0)));
-        assert_eq!(Mask::Round { digits: 0 }.apply(&Cell::Real(2.6), None), Some(Cell::Real(3.0)));
+        assert_eq!(
+            Mask::Round { digits: 0 }.apply(&Cell::Real(2.6), None),
+            Some(Cell::Real(3.0))
+        );
         assert_eq!(Mask::Redact.apply(&text("x"), None), None);
         // A mask that does not fit the cell withholds it.
         assert_eq!(Mask::Surname.apply(&Cell::Int(3), None), None);
@@ -354,7 +375,10 @@ mod tests {
         assert!(h.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a.hash("x"), a.hash("y"));
         // Another node secret gives other values for the same application.
-        assert_ne!(AppKey::derive(b"other", "spiffe://yrd.mesh/app/a").hash("x"), a.hash("x"));
+        assert_ne!(
+            AppKey::derive(b"other", "spiffe://yrd.mesh/app/a").hash("x"),
+            a.hash("x")
+        );
         assert!(!format!("{a:?}").contains(&format!("{:?}", a.0)));
     }
 

@@ -30,9 +30,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
-use yrd_proto::mesh::{
-    AggregateFunction, FieldTreatment, FilterExpr, FilterList, PolicyDecision, filter_expr,
-};
+use yrd_proto::mesh::{AggregateFunction, FieldTreatment, FilterExpr, FilterList, PolicyDecision, filter_expr};
 use yrd_proto::schema::DatasetSchema;
 
 pub use engine::NodePolicy;
@@ -458,7 +456,11 @@ impl Decision {
             region: region.to_owned(),
             allowed: self.refusal.is_none(),
             rule: self.rule.clone(),
-            reason: self.refusal.as_ref().map(|r| r.reason.code().to_owned()).unwrap_or_default(),
+            reason: self
+                .refusal
+                .as_ref()
+                .map(|r| r.reason.code().to_owned())
+                .unwrap_or_default(),
             message: self.refusal.as_ref().map(|r| r.message.clone()).unwrap_or_default(),
             row_scope: self.permit.row_scope().cloned(),
             row_scope_text: self.row_scope_text().unwrap_or_default().to_owned(),
@@ -541,7 +543,12 @@ mod tests {
     #[test]
     fn refused_and_redacted_columns_are_not_read() {
         let permit = Permit::new(
-            vec![Treatment::Plain, Treatment::Refused, Treatment::Masked(Mask::Redact), Treatment::Masked(Mask::Surname)],
+            vec![
+                Treatment::Plain,
+                Treatment::Refused,
+                Treatment::Masked(Mask::Redact),
+                Treatment::Masked(Mask::Surname),
+            ],
             None,
         );
         assert_eq!(permit.visible(&[0, 1, 2, 3]), vec![0, 3]);
@@ -550,7 +557,12 @@ mod tests {
     #[test]
     fn a_refusal_is_permission_denied_with_its_code() {
         use tonic_types::StatusExt;
-        let s = Status::from(Refusal::limit(Reason::RowLimitExceeded, "max_rows", 100, "limit 500 exceeds max_rows = 100"));
+        let s = Status::from(Refusal::limit(
+            Reason::RowLimitExceeded,
+            "max_rows",
+            100,
+            "limit 500 exceeds max_rows = 100",
+        ));
         assert_eq!(s.code(), tonic::Code::PermissionDenied);
         let info = s.get_details_error_info().unwrap();
         assert_eq!(info.reason, "ROW_LIMIT_EXCEEDED");
@@ -560,3 +572,6 @@ mod tests {
         assert!(s.message().contains("max_rows"));
     }
 }
+
+#[cfg(test)]
+mod figures;
