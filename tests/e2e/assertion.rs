@@ -229,6 +229,9 @@ fn with(msg: NodeQueryRequest, signed: Option<&SignedAssertion>) -> Request<Node
     req
 }
 
+/// A change to an assertion's claims.
+type Alter<'a> = Box<dyn Fn(&mut OnBehalfOf) + 'a>;
+
 /// Asserts that `err` is `code` with the ErrorInfo `reason`.
 fn assert_reason(err: &tonic::Status, code: Code, reason: &str, shown: &str) {
     assert_eq!(err.code(), code, "{shown}: {err:?}");
@@ -404,7 +407,7 @@ async fn an_assertion_is_bound_to_its_request_method_region_and_trace() {
     let (mut node, key) = fx.as_gateway().await;
     let msg = node_query();
     let other_msg = request("enterprise", "", "", 6);
-    let cases: [(&str, Box<dyn Fn(&mut OnBehalfOf)>); 5] = [
+    let cases: [(&str, Alter<'_>); 5] = [
         (
             "another request",
             Box::new(|c| c.request_sha256 = assertion::request_sha256(&other_msg)),
@@ -426,7 +429,12 @@ async fn an_assertion_is_bound_to_its_request_method_region_and_trace() {
     }
     // The assertion of one call does not carry over to another message.
     let signed = assertion::sign(Some(&key), &claims_for(&msg)).unwrap();
-    let err = refused(&mut node, with(other_msg, Some(&signed)), "sent with another message").await;
+    let err = refused(
+        &mut node,
+        with(other_msg.clone(), Some(&signed)),
+        "sent with another message",
+    )
+    .await;
     assert_reason(
         &err,
         Code::PermissionDenied,

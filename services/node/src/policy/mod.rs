@@ -572,3 +572,6 @@ mod tests {
         assert!(s.message().contains("max_rows"));
     }
 }
+
+#[cfg(test)]
+mod figures;
