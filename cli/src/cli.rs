@@ -48,6 +48,9 @@ pub enum Command {
     /// Recent traces from the admin endpoints of the profile, or one
     /// trace's spans drawn as a tree with durations and time bars.
     Traces(TracesArgs),
+    /// Apply for access to conditionally shared data, decide and follow requests.
+    #[command(subcommand)]
+    Access(crate::access::AccessCommand),
 }
 
 impl Command {

@@ -45,6 +45,14 @@ impl Connection {
     /// certificate. Connecting eagerly makes an unreachable gateway or a
     /// refused certificate one clear error, before any output.
     pub async fn connect(&self) -> anyhow::Result<FederationClient<Channel>> {
+        // The gateway's own answers are bounded by its page size limit, but a
+        // page of wide rows may exceed tonic's 4 MiB default.
+        Ok(FederationClient::new(self.channel().await?).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// A mutual-TLS channel to the gateway with the profile's certificate,
+    /// for any of its services.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
         let profile = &self.profile;
         let material = profile.tls()?;
         let tls = yrd_identity::tonic_client_tls(&material, &profile.server_name);
@@ -64,9 +72,7 @@ impl Connection {
                 profile.path.display()
             )
         })?;
-        // The gateway's own answers are bounded by its page size limit, but a
-        // page of wide rows may exceed tonic's 4 MiB default.
-        Ok(FederationClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+        Ok(channel)
     }
 
     /// How long the client reads one page of a stream: the deadline and a

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod aggregate;
 pub mod catalog;
@@ -96,6 +97,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(args) => query::explain(&connection()?, &args).await,
         Command::Aggregate(args) => aggregate::aggregate(&connection()?, &args).await,
         Command::Traces(args) => traces::traces(profile.as_deref(), timeout, &args).await,
+        Command::Access(command) => access::run(&connection()?, &command).await,
     }
 }
 

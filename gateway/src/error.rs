@@ -61,6 +61,15 @@ pub enum GatewayError {
     /// A background task failed.
     #[error("task failed: {0}")]
     Task(String),
+    /// The caller's role does not allow this call (the access workflow
+    /// and the audit); `reason` is the stable ErrorInfo code.
+    #[error("{message}")]
+    AccessDenied {
+        /// ErrorInfo reason, such as `NOT_AN_OPERATOR`.
+        reason: &'static str,
+        /// What was refused.
+        message: String,
+    },
 }
 
 impl From<GatewayError> for Status {
@@ -81,6 +90,18 @@ impl From<GatewayError> for Status {
             GatewayError::RegionsFailed(_) | GatewayError::NoHealthyNode(_) => Status::unavailable(err.to_string()),
             GatewayError::RegionDeadline | GatewayError::NoTimeLeft => Status::deadline_exceeded(err.to_string()),
             GatewayError::Node(status) => status,
+            GatewayError::AccessDenied { reason, .. } => {
+                let details = tonic_types::ErrorDetails::with_error_info(
+                    reason,
+                    yrd_query::error::ERROR_DOMAIN,
+                    std::collections::HashMap::new(),
+                );
+                <Status as tonic_types::StatusExt>::with_error_details(
+                    tonic::Code::PermissionDenied,
+                    err.to_string(),
+                    details,
+                )
+            }
             // The region's code and details (BadRequest, ErrorInfo naming the
             // limit) go to the caller as they are; the message names the region.
             GatewayError::Refused { ref status, .. } => {

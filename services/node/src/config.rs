@@ -64,6 +64,9 @@ pub struct NodeConfig {
     /// Identities that may call this node (`gateway`, `gateway/<name>`, ...).
     #[serde(default = "default_allow")]
     pub allow: Vec<String>,
+    /// The access workflow: applications apply, the region's operators decide.
+    #[serde(default)]
+    pub access: crate::access::AccessConfig,
 }
 
 /// Seed and scale of the demo data.
@@ -140,6 +143,7 @@ impl NodeConfig {
             admin_listen: None,
             telemetry: yrd_telemetry::TelemetryConfig::default(),
             allow: default_allow(),
+            access: crate::access::AccessConfig::default(),
         }
     }
 
@@ -150,6 +154,7 @@ impl NodeConfig {
         config.apply_env(&shown, |k| std::env::var(k).ok())?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         config.store.resolve(base);
+        config.access.resolve(base);
         if let Some(tls) = config.tls.as_mut() {
             tls.resolve(base);
         }
@@ -219,6 +224,7 @@ impl NodeConfig {
         if let Err(e) = yrd_identity::Authorizer::from_rules(&self.trust_domain, &self.allow) {
             return Err(err("allow", e.to_string()));
         }
+        self.access.validate(origin)?;
         let l = &self.limits;
         if l.default_page_size == 0 || l.default_page_size > l.max_page_size {
             return Err(err(
