@@ -275,7 +275,17 @@ pub fn state_text(state: i32) -> String {
 /// decision's reason and the terms granted (what an applicant follows).
 pub fn records(requests: &[AccessRequest], detail: bool) -> (Vec<String>, Vec<Vec<String>>) {
     let mut headers = vec![
-        "id", "state", "applicant", "dataset", "fields", "until", "row scope", "filed", "due", "age (wd)", "overdue",
+        "id",
+        "state",
+        "applicant",
+        "dataset",
+        "fields",
+        "until",
+        "row scope",
+        "filed",
+        "due",
+        "age (wd)",
+        "overdue",
     ];
     if detail {
         headers.extend([
@@ -370,11 +380,15 @@ mod tests {
         assert_eq!(r.fields, ["name", "contact_phone"]);
         assert_eq!(r.row_scope.as_deref(), Some("city = \"320500\""));
         assert!(parse(&["request", "--region", "320000", "--dataset", "enterprise"]).is_err());
-        let AccessCommand::Approve(a) = parse(&["approve", "--region", "320000", "320000-1", "--fields", "name"]).unwrap()
+        let AccessCommand::Approve(a) =
+            parse(&["approve", "--region", "320000", "320000-1", "--fields", "name"]).unwrap()
         else {
             panic!("not an approval")
         };
-        assert_eq!((a.id.as_str(), a.fields.as_slice()), ("320000-1", &["name".to_owned()][..]));
+        assert_eq!(
+            (a.id.as_str(), a.fields.as_slice()),
+            ("320000-1", &["name".to_owned()][..])
+        );
         // A refusal and a revocation need a reason.
         assert!(parse(&["refuse", "--region", "320000", "320000-1"]).is_err());
         assert!(parse(&["revoke", "--region", "320000", "320000-1"]).is_err());

@@ -149,7 +149,10 @@ fn check_role(peer: &PeerId, need: Need, region: &str) -> Result<(), GatewayErro
         ),
         (Need::Auditor, other) => denied(
             "NOT_AN_AUDITOR",
-            format!("only auditors of region {region} read its audit, not a {}", other.kind()),
+            format!(
+                "only auditors of region {region} read its audit, not a {}",
+                other.kind()
+            ),
         ),
     }
 }
@@ -336,7 +339,10 @@ mod tests {
             reason(check_role(&aud, Need::Auditor, "330000")),
             "AUDITOR_OF_OTHER_REGION"
         );
-        assert_eq!(reason(check_role(&aud, Need::Applicant, "320000")), "NOT_AN_APPLICATION");
+        assert_eq!(
+            reason(check_role(&aud, Need::Applicant, "320000")),
+            "NOT_AN_APPLICATION"
+        );
         assert_eq!(reason(check_role(&aud, Need::Operator, "320000")), "NOT_AN_OPERATOR");
     }
 }

@@ -151,10 +151,17 @@ async fn an_approved_narrowed_request_is_a_grant_until_revoked() {
     assert_eq!(filed.answer_due.as_ref().unwrap().seconds, day_end_seconds(due));
 
     // The operator sees it pending, with its age and due date.
-    let pending = op.list_access_requests(list(AccessState::Pending)).await.unwrap().into_inner();
+    let pending = op
+        .list_access_requests(list(AccessState::Pending))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(pending.requests.len(), 1);
     let seen = &pending.requests[0];
-    assert_eq!((seen.id.as_str(), seen.age_working_days, seen.overdue), ("320000-1", 0, false));
+    assert_eq!(
+        (seen.id.as_str(), seen.age_working_days, seen.overdue),
+        ("320000-1", 0, false)
+    );
     assert_eq!(seen.answer_due, filed.answer_due);
     // Nothing is granted yet.
     let workflow = grants_of(&mesh, JS).await;
@@ -180,7 +187,11 @@ async fn an_approved_narrowed_request_is_a_grant_until_revoked() {
     assert_eq!(approved.decided_by, operator(REGIONS[JS]).uri());
 
     // The applicant reads the decision.
-    let mine = dash.list_access_requests(list(AccessState::Unspecified)).await.unwrap().into_inner();
+    let mine = dash
+        .list_access_requests(list(AccessState::Unspecified))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(mine.requests.len(), 1);
     let status = &mine.requests[0];
     assert_eq!(status.state, AccessState::Approved as i32);
@@ -206,14 +217,21 @@ async fn an_approved_narrowed_request_is_a_grant_until_revoked() {
         Some(day_end(yrd_proto::datetime::parse_date(&until).unwrap()))
     );
     let Some(filter_expr::Kind::And(scope)) = g.row_scope.as_ref().and_then(|s| s.kind.clone()) else {
-        panic!("the granted scope is the applied one ANDed with the narrowing: {:?}", g.row_scope)
+        panic!(
+            "the granted scope is the applied one ANDed with the narrowing: {:?}",
+            g.row_scope
+        )
     };
     assert_eq!(scope.exprs.len(), 2);
     assert!(matches!(scope.exprs[0].kind, Some(filter_expr::Kind::Or(_))));
 
     // Another application sees none of it.
     let mut other = access(&mesh, &app("other")).await;
-    let theirs = other.list_access_requests(list(AccessState::Unspecified)).await.unwrap().into_inner();
+    let theirs = other
+        .list_access_requests(list(AccessState::Unspecified))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(theirs.requests.is_empty());
 
     // Revoked: gone from the grants at once, and the applicant is told why.
@@ -224,7 +242,11 @@ async fn an_approved_narrowed_request_is_a_grant_until_revoked() {
         .into_inner();
     assert_eq!(revoked.state, AccessState::Revoked as i32);
     assert!(workflow.grants().is_empty());
-    let mine = dash.list_access_requests(list(AccessState::Unspecified)).await.unwrap().into_inner();
+    let mine = dash
+        .list_access_requests(list(AccessState::Unspecified))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(mine.requests[0].state, AccessState::Revoked as i32);
     assert_eq!(mine.requests[0].reason, "the cross-check is finished");
     // Revoking twice, or deciding a revoked request, is refused naming the state.
@@ -257,7 +279,11 @@ async fn refusals_need_a_reason_and_the_applicant_reads_it() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     // Still pending.
-    let pending = op.list_access_requests(list(AccessState::Pending)).await.unwrap().into_inner();
+    let pending = op
+        .list_access_requests(list(AccessState::Pending))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(pending.requests.len(), 1);
 
     let refused = op
@@ -267,7 +293,11 @@ async fn refusals_need_a_reason_and_the_applicant_reads_it() {
         .into_inner();
     assert_eq!(refused.state, AccessState::Refused as i32);
     assert!(refused.grant_id.is_empty());
-    let mine = dash.list_access_requests(list(AccessState::Unspecified)).await.unwrap().into_inner();
+    let mine = dash
+        .list_access_requests(list(AccessState::Unspecified))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(mine.requests[0].state, AccessState::Refused as i32);
     assert_eq!(mine.requests[0].reason, "no legal basis for addresses was given");
     assert!(grants_of(&mesh, JS).await.grants().is_empty());
@@ -299,7 +329,10 @@ async fn only_the_regions_operators_decide_and_only_applications_apply() {
     assert_denied(&e, Code::PermissionDenied, "OPERATOR_OF_OTHER_REGION");
     let e = sh_op.revoke_access(revoke(&filed.id, "x")).await.unwrap_err();
     assert_denied(&e, Code::PermissionDenied, "OPERATOR_OF_OTHER_REGION");
-    let e = sh_op.list_access_requests(list(AccessState::Pending)).await.unwrap_err();
+    let e = sh_op
+        .list_access_requests(list(AccessState::Pending))
+        .await
+        .unwrap_err();
     assert_denied(&e, Code::PermissionDenied, "OPERATOR_OF_OTHER_REGION");
     // An application deciding, even its own request.
     let e = dash.decide_access(approve(&filed.id)).await.unwrap_err();
@@ -308,14 +341,24 @@ async fn only_the_regions_operators_decide_and_only_applications_apply() {
     let mut aud = access(&mesh, &auditor(REGIONS[JS])).await;
     let e = aud.decide_access(approve(&filed.id)).await.unwrap_err();
     assert_denied(&e, Code::PermissionDenied, "NOT_AN_OPERATOR");
-    let e = aud.request_access(application(&["contact_phone"], "")).await.unwrap_err();
+    let e = aud
+        .request_access(application(&["contact_phone"], ""))
+        .await
+        .unwrap_err();
     assert_denied(&e, Code::PermissionDenied, "NOT_AN_APPLICATION");
     // An operator does not apply.
     let mut js_op = access(&mesh, &operator(REGIONS[JS])).await;
-    let e = js_op.request_access(application(&["contact_phone"], "")).await.unwrap_err();
+    let e = js_op
+        .request_access(application(&["contact_phone"], ""))
+        .await
+        .unwrap_err();
     assert_denied(&e, Code::PermissionDenied, "NOT_AN_APPLICATION");
     // None of it changed the request.
-    let pending = js_op.list_access_requests(list(AccessState::Pending)).await.unwrap().into_inner();
+    let pending = js_op
+        .list_access_requests(list(AccessState::Pending))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(pending.requests.len(), 1);
     assert_eq!(pending.requests[0].id, filed.id);
 }
@@ -370,7 +413,10 @@ async fn the_node_checks_roles_itself() {
     assert_denied(&e, Code::PermissionDenied, "NO_SUBJECT");
     // Nodes never parse text: a row scope as text is refused.
     let e = node
-        .request_access(as_subject(&app("dash"), application(&["contact_phone"], "city = \"320500\"")))
+        .request_access(as_subject(
+            &app("dash"),
+            application(&["contact_phone"], "city = \"320500\""),
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
@@ -413,7 +459,10 @@ async fn bad_terms_are_refused_naming_them() {
     assert!(e.message().contains("planet"), "{e:?}");
     // Unknown fields, datasets and regions.
     let e = dash.request_access(application(&["shoe_size"], "")).await.unwrap_err();
-    assert_eq!((e.code(), violation_fields(&e)), (Code::InvalidArgument, vec!["fields".to_owned()]));
+    assert_eq!(
+        (e.code(), violation_fields(&e)),
+        (Code::InvalidArgument, vec!["fields".to_owned()])
+    );
     let e = dash
         .request_access(RequestAccessRequest {
             dataset: "weather".into(),
@@ -429,7 +478,10 @@ async fn bad_terms_are_refused_naming_them() {
         })
         .await
         .unwrap_err();
-    assert_eq!((e.code(), violation_fields(&e)), (Code::InvalidArgument, vec!["region".to_owned()]));
+    assert_eq!(
+        (e.code(), violation_fields(&e)),
+        (Code::InvalidArgument, vec!["region".to_owned()])
+    );
     // Purpose and validity.
     let e = dash
         .request_access(RequestAccessRequest {
@@ -438,7 +490,10 @@ async fn bad_terms_are_refused_naming_them() {
         })
         .await
         .unwrap_err();
-    assert_eq!((e.code(), violation_fields(&e)), (Code::InvalidArgument, vec!["purpose".to_owned()]));
+    assert_eq!(
+        (e.code(), violation_fields(&e)),
+        (Code::InvalidArgument, vec!["purpose".to_owned()])
+    );
     let e = dash
         .request_access(RequestAccessRequest {
             until: day_from_today(0),
@@ -446,7 +501,10 @@ async fn bad_terms_are_refused_naming_them() {
         })
         .await
         .unwrap_err();
-    assert_eq!((e.code(), violation_fields(&e)), (Code::InvalidArgument, vec!["until".to_owned()]));
+    assert_eq!(
+        (e.code(), violation_fields(&e)),
+        (Code::InvalidArgument, vec!["until".to_owned()])
+    );
     let e = dash
         .request_access(RequestAccessRequest {
             until: day_from_today(400),
@@ -471,7 +529,10 @@ async fn bad_terms_are_refused_naming_them() {
         })
         .await
         .unwrap_err();
-    assert_eq!((e.code(), violation_fields(&e)), (Code::InvalidArgument, vec!["fields".to_owned()]));
+    assert_eq!(
+        (e.code(), violation_fields(&e)),
+        (Code::InvalidArgument, vec!["fields".to_owned()])
+    );
     let e = op
         .decide_access(DecideAccessRequest {
             until: day_from_today(90),
@@ -479,7 +540,10 @@ async fn bad_terms_are_refused_naming_them() {
         })
         .await
         .unwrap_err();
-    assert_eq!((e.code(), violation_fields(&e)), (Code::InvalidArgument, vec!["until".to_owned()]));
+    assert_eq!(
+        (e.code(), violation_fields(&e)),
+        (Code::InvalidArgument, vec!["until".to_owned()])
+    );
     let e = op
         .decide_access(DecideAccessRequest {
             row_scope: "registered_capital > \"lots\"".into(),
@@ -487,9 +551,16 @@ async fn bad_terms_are_refused_naming_them() {
         })
         .await
         .unwrap_err();
-    assert_eq!((e.code(), violation_fields(&e)), (Code::InvalidArgument, vec!["row_scope".to_owned()]));
+    assert_eq!(
+        (e.code(), violation_fields(&e)),
+        (Code::InvalidArgument, vec!["row_scope".to_owned()])
+    );
     // None of these decided it.
-    let pending = op.list_access_requests(list(AccessState::Pending)).await.unwrap().into_inner();
+    let pending = op
+        .list_access_requests(list(AccessState::Pending))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(pending.requests.len(), 1);
 }
 
@@ -498,7 +569,11 @@ async fn decisions_survive_a_node_restart() {
     let mut mesh = mesh().await;
     let mut dash = access(&mesh, &app("dash")).await;
     let mut op = access(&mesh, &operator(REGIONS[JS])).await;
-    let first = dash.request_access(application(&["name"], "")).await.unwrap().into_inner();
+    let first = dash
+        .request_access(application(&["name"], ""))
+        .await
+        .unwrap()
+        .into_inner();
     let second = dash
         .request_access(application(&["address"], "city = \"320500\""))
         .await
@@ -513,7 +588,11 @@ async fn decisions_survive_a_node_restart() {
     mesh.restart_node(JS, addr).await;
     mesh.wait_region(REGIONS[JS], true).await;
 
-    let all = op.list_access_requests(list(AccessState::Unspecified)).await.unwrap().into_inner();
+    let all = op
+        .list_access_requests(list(AccessState::Unspecified))
+        .await
+        .unwrap()
+        .into_inner();
     let state_of = |id: &str| all.requests.iter().find(|r| r.id == id).map(|r| r.state);
     assert_eq!(state_of(&first.id), Some(AccessState::Approved as i32));
     assert_eq!(state_of(&second.id), Some(AccessState::Pending as i32));
@@ -521,9 +600,16 @@ async fn decisions_survive_a_node_restart() {
     assert_eq!(kept.row_scope_text, "city = \"320500\"");
     assert_eq!(kept.answer_due, second.answer_due);
     let grants = grants_of(&mesh, JS).await.grants();
-    assert_eq!(grants.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(), ["request:320000-1"]);
+    assert_eq!(
+        grants.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(),
+        ["request:320000-1"]
+    );
     // Ids go on from where they were.
-    let third = dash.request_access(application(&["name"], "")).await.unwrap().into_inner();
+    let third = dash
+        .request_access(application(&["name"], ""))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(third.id, "320000-3");
 }
 
@@ -545,7 +631,10 @@ async fn only_the_regions_auditors_read_its_audit() {
     assert_denied(&e, Code::PermissionDenied, "AUDITOR_OF_OTHER_REGION");
     let mut nowhere = AuditClient::new(mesh.gateway_channel(&auditor("990000")).await);
     let e = nowhere.read_audit(read("990000")).await.unwrap_err();
-    assert_eq!((e.code(), violation_fields(&e)), (Code::InvalidArgument, vec!["region".to_owned()]));
+    assert_eq!(
+        (e.code(), violation_fields(&e)),
+        (Code::InvalidArgument, vec!["region".to_owned()])
+    );
     // The region's auditor is let through to the region's node, whose
     // answer passes as it came (reading the audit is not served by nodes yet).
     let e = by_aud.read_audit(read(REGIONS[JS])).await.unwrap_err();

@@ -356,22 +356,46 @@ impl DataNode for NodeService {
     }
 
     async fn request_access(&self, req: Request<RequestAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        crate::access::serve::request_access(&self.inner.config, self.inner.store.registry(), caller_of(&req), req.into_inner()).await
+        crate::access::serve::request_access(
+            &self.inner.config,
+            self.inner.store.registry(),
+            caller_of(&req),
+            req.into_inner(),
+        )
+        .await
     }
 
     async fn list_access_requests(
         &self,
         req: Request<ListAccessRequestsRequest>,
     ) -> Result<Response<ListAccessRequestsResponse>, Status> {
-        crate::access::serve::list_access_requests(&self.inner.config, self.inner.store.registry(), caller_of(&req), req.into_inner()).await
+        crate::access::serve::list_access_requests(
+            &self.inner.config,
+            self.inner.store.registry(),
+            caller_of(&req),
+            req.into_inner(),
+        )
+        .await
     }
 
     async fn decide_access(&self, req: Request<DecideAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        crate::access::serve::decide_access(&self.inner.config, self.inner.store.registry(), caller_of(&req), req.into_inner()).await
+        crate::access::serve::decide_access(
+            &self.inner.config,
+            self.inner.store.registry(),
+            caller_of(&req),
+            req.into_inner(),
+        )
+        .await
     }
 
     async fn revoke_access(&self, req: Request<RevokeAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        crate::access::serve::revoke_access(&self.inner.config, self.inner.store.registry(), caller_of(&req), req.into_inner()).await
+        crate::access::serve::revoke_access(
+            &self.inner.config,
+            self.inner.store.registry(),
+            caller_of(&req),
+            req.into_inner(),
+        )
+        .await
     }
 
     type ReadAuditStream = ReceiverStream<Result<AuditLines, Status>>;

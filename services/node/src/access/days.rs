@@ -148,7 +148,10 @@ mod tests {
         assert_eq!(c.add_working_days(d("2026-09-25"), 7), Some(d("2026-10-10")));
         assert_eq!(c.add_working_days(d("2026-09-25"), 8), Some(d("2026-10-12")));
         assert_eq!(c.working_days_between(d("2026-09-25"), d("2026-10-10")), 7);
-        assert_eq!(Calendar::default().working_days_between(d("2026-09-25"), d("2026-10-10")), 10);
+        assert_eq!(
+            Calendar::default().working_days_between(d("2026-09-25"), d("2026-10-10")),
+            10
+        );
     }
 
     #[test]

@@ -375,7 +375,12 @@ impl Workflow {
             }
         };
         tracing::info!(request = %stored.id, dataset = %stored.applied.dataset, applicant = %stored.applied.applicant, "access requested");
-        let event = event_of("access.request", &stored, &stored.applied.applicant, stored.applied.fields.clone());
+        let event = event_of(
+            "access.request",
+            &stored,
+            &stored.applied.applicant,
+            stored.applied.fields.clone(),
+        );
         self.emit(&event).await?;
         Ok(Outcome {
             request: stored.to_proto(&self.region, &self.calendar, now),
@@ -410,8 +415,7 @@ impl Workflow {
         let state = mesh::AccessState::try_from(req.state)
             .map_err(|_| invalid("state", format!("{} is not an access state", req.state)))?;
         let (db, limit) = (self.db.clone(), self.config.max_listed);
-        let rows =
-            blocking(move || db.list(applicant.as_deref(), State::from_proto(state), limit)).await?;
+        let rows = blocking(move || db.list(applicant.as_deref(), State::from_proto(state), limit)).await?;
         let now = now_seconds();
         Ok(mesh::ListAccessRequestsResponse {
             requests: rows
@@ -493,10 +497,7 @@ impl Workflow {
         let changed = transition(blocking(move || db.revoke(&id, &revocation)).await?, &req.id, "revoked")?;
         self.reload().await?;
         tracing::info!(request = %changed.id, operator = %operator.uri(), "access revoked");
-        let fields = changed
-            .granted()
-            .map(|(f, _, _)| f.to_vec())
-            .unwrap_or_default();
+        let fields = changed.granted().map(|(f, _, _)| f.to_vec()).unwrap_or_default();
         let event = event_of("access.revoke", &changed, &operator.uri(), fields);
         self.emit(&event).await?;
         Ok(Outcome {
@@ -527,7 +528,11 @@ impl Workflow {
             let mut out: Vec<String> = Vec::new();
             for f in &req.fields {
                 if !applied.fields.contains(f) {
-                    return Err(invalid("fields", format!("{f} was not applied for; an approval may only narrow")).into());
+                    return Err(invalid(
+                        "fields",
+                        format!("{f} was not applied for; an approval may only narrow"),
+                    )
+                    .into());
                 }
                 if !out.contains(f) {
                     out.push(f.clone());
@@ -596,7 +601,11 @@ impl Workflow {
     }
 
     /// A typed row scope checked against the schema, as the query path does.
-    fn checked_scope(&self, schema: &DatasetSchema, expr: Option<&FilterExpr>) -> Result<Option<FilterExpr>, NodeError> {
+    fn checked_scope(
+        &self,
+        schema: &DatasetSchema,
+        expr: Option<&FilterExpr>,
+    ) -> Result<Option<FilterExpr>, NodeError> {
         match expr {
             None => Ok(None),
             Some(e) => {
@@ -611,7 +620,10 @@ impl Workflow {
         if region.is_empty() || region == self.region {
             Ok(())
         } else {
-            Err(invalid("region", format!("{region} is not this node's region ({})", self.region)))
+            Err(invalid(
+                "region",
+                format!("{region} is not this node's region ({})", self.region),
+            ))
         }
     }
 
@@ -880,9 +892,15 @@ mod tests {
         assert_eq!(NodeConfig::parse(&text, "t.toml").unwrap(), c);
 
         let key = |text: &str| config(text).unwrap_err().key;
-        assert_eq!(key("[access]\nanswer_within_working_days = 0\n"), "access.answer_within_working_days");
+        assert_eq!(
+            key("[access]\nanswer_within_working_days = 0\n"),
+            "access.answer_within_working_days"
+        );
         assert_eq!(key("[access]\nholidays = [\"2026-02-30\"]\n"), "access.holidays");
-        assert_eq!(key("[access]\nworking_weekends = [\"soon\"]\n"), "access.working_weekends");
+        assert_eq!(
+            key("[access]\nworking_weekends = [\"soon\"]\n"),
+            "access.working_weekends"
+        );
         assert_eq!(key("[access]\nmax_validity = \"1h\"\n"), "access.max_validity");
         assert_eq!(key("[access]\nmax_listed = 0\n"), "access.max_listed");
         let e = config("[access]\nanswer_days = 3\n").unwrap_err();

@@ -149,7 +149,12 @@ impl StoredRequest {
     pub fn granted(&self) -> Option<(&[String], Option<&FilterExpr>, &str)> {
         match &self.decision {
             Some(Decision {
-                verdict: Verdict::Approve { fields, row_scope, until },
+                verdict:
+                    Verdict::Approve {
+                        fields,
+                        row_scope,
+                        until,
+                    },
                 ..
             }) => Some((fields, row_scope.as_ref(), until)),
             _ => None,

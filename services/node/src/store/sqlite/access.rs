@@ -183,7 +183,9 @@ impl AccessDb {
         if pending >= max_pending {
             return Ok(Inserted::TooManyPending(pending));
         }
-        let seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM access_requests", [], |r| r.get(0))?;
+        let seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM access_requests", [], |r| {
+            r.get(0)
+        })?;
         let id = format!("{}-{seq}", self.inner.region);
         tx.execute(
             "INSERT INTO access_requests (seq, id, applicant, dataset, fields, purpose, until, row_scope, state, \
@@ -233,8 +235,7 @@ impl AccessDb {
         ))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt.query_map(params![applicant, state.map(State::as_str), limit], read_row)?;
-        rows.map(|r| r.map_err(StoreError::from).and_then(|r| r))
-            .collect()
+        rows.map(|r| r.map_err(StoreError::from).and_then(|r| r)).collect()
     }
 
     /// Every approved request (revoked ones excluded, expired ones kept).
@@ -244,8 +245,7 @@ impl AccessDb {
             "SELECT {COLUMNS} FROM access_requests WHERE state = 'approved' ORDER BY seq"
         ))?;
         let rows = stmt.query_map([], read_row)?;
-        rows.map(|r| r.map_err(StoreError::from).and_then(|r| r))
-            .collect()
+        rows.map(|r| r.map_err(StoreError::from).and_then(|r| r)).collect()
     }
 
     /// Approves or refuses a pending request.
@@ -253,7 +253,11 @@ impl AccessDb {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let (state, fields, scope, until) = match &decision.verdict {
-            Verdict::Approve { fields, row_scope, until } => (
+            Verdict::Approve {
+                fields,
+                row_scope,
+                until,
+            } => (
                 State::Approved,
                 Some(names_json(fields)),
                 row_scope.as_ref().map(Message::encode_to_vec),
@@ -503,7 +507,10 @@ mod tests {
             db.decide("320000-1", &approval).unwrap(),
             Transition::WrongState(State::Approved)
         ));
-        assert!(matches!(db.decide("320000-9", &approval).unwrap(), Transition::NotFound));
+        assert!(matches!(
+            db.decide("320000-9", &approval).unwrap(),
+            Transition::NotFound
+        ));
         assert!(db.take_use("request:320000-1", "spiffe://yrd.mesh/app/a", 2).unwrap());
         assert!(db.take_use("request:320000-1", "spiffe://yrd.mesh/app/a", 2).unwrap());
         assert!(!db.take_use("request:320000-1", "spiffe://yrd.mesh/app/a", 2).unwrap());
