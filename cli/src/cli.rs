@@ -51,6 +51,9 @@ pub enum Command {
     /// Verify a region's or gateway's audit log, or list its records.
     #[command(subcommand)]
     Audit(crate::audit::AuditCommand),
+    /// Apply for access to conditionally shared data, decide and follow requests.
+    #[command(subcommand)]
+    Access(crate::access::AccessCommand),
 }
 
 impl Command {

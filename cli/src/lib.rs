@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod aggregate;
 pub mod audit;
@@ -99,6 +100,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Aggregate(args) => aggregate::aggregate(&connection()?, &args).await,
         Command::Traces(args) => traces::traces(profile.as_deref(), timeout, &args).await,
         Command::Audit(command) => audit::run(&command, connection).await,
+        Command::Access(command) => access::run(&connection()?, &command).await,
     }
 }
 

@@ -733,3 +733,88 @@ pub fn tonic_timer_fired(status: &Status) -> bool {
     }
     false
 }
+
+/// Implements [`NodeMethod`] and a whole-message [`Reply`] for a unary
+/// DataNode method of the access workflow.
+macro_rules! unary_access_method {
+    ($request:ty, $reply:ty, $method:literal, $call:ident) => {
+        impl NodeMethod for $request {
+            type Reply = $reply;
+            const METHOD: &'static str = $method;
+            const PATH: &'static str = concat!("/yrd.mesh.v1.DataNode/", $method);
+
+            fn send(
+                mut client: NodeClient,
+                request: tonic::Request<Self>,
+            ) -> BoxFuture<'static, Result<tonic::Response<Self::Reply>, Status>> {
+                Box::pin(async move { client.$call(request).await })
+            }
+        }
+    };
+}
+
+unary_access_method!(
+    yrd_proto::mesh::RequestAccessRequest,
+    yrd_proto::mesh::AccessRequest,
+    "RequestAccess",
+    request_access
+);
+unary_access_method!(
+    yrd_proto::mesh::ListAccessRequestsRequest,
+    yrd_proto::mesh::ListAccessRequestsResponse,
+    "ListAccessRequests",
+    list_access_requests
+);
+unary_access_method!(
+    yrd_proto::mesh::DecideAccessRequest,
+    yrd_proto::mesh::AccessRequest,
+    "DecideAccess",
+    decide_access
+);
+unary_access_method!(
+    yrd_proto::mesh::RevokeAccessRequest,
+    yrd_proto::mesh::AccessRequest,
+    "RevokeAccess",
+    revoke_access
+);
+
+impl Reply for yrd_proto::mesh::AccessRequest {
+    type Output = Self;
+
+    fn finish(self, call: CallRecord, _deadline: Instant) -> Self {
+        call.done(None, Ok(()));
+        self
+    }
+}
+
+impl Reply for yrd_proto::mesh::ListAccessRequestsResponse {
+    type Output = Self;
+
+    fn finish(self, call: CallRecord, _deadline: Instant) -> Self {
+        call.done(Some(self.requests.len() as u64), Ok(()));
+        self
+    }
+}
+
+impl NodeMethod for yrd_proto::mesh::ReadAuditRequest {
+    type Reply = tonic::Streaming<yrd_proto::mesh::AuditLines>;
+    const METHOD: &'static str = "ReadAudit";
+    const PATH: &'static str = "/yrd.mesh.v1.DataNode/ReadAudit";
+
+    fn dataset(&self) -> &str {
+        &self.dataset
+    }
+
+    fn send(
+        mut client: NodeClient,
+        request: tonic::Request<Self>,
+    ) -> BoxFuture<'static, Result<tonic::Response<Self::Reply>, Status>> {
+        Box::pin(async move { client.read_audit(request).await })
+    }
+}
+
+impl StreamMessage for yrd_proto::mesh::AuditLines {
+    fn rows(&self) -> u64 {
+        self.lines.len() as u64
+    }
+}

@@ -73,6 +73,15 @@ pub enum GatewayError {
     /// An on-behalf-of assertion could not be made.
     #[error("on-behalf-of assertion: {0}")]
     Assertion(String),
+    /// The caller's role does not allow this call (the access workflow
+    /// and the audit); `reason` is the stable ErrorInfo code.
+    #[error("{message}")]
+    AccessDenied {
+        /// ErrorInfo reason, such as `NOT_AN_OPERATOR`.
+        reason: &'static str,
+        /// What was refused.
+        message: String,
+    },
 }
 
 impl From<GatewayError> for Status {
@@ -96,6 +105,18 @@ impl From<GatewayError> for Status {
             GatewayError::NotAnApplication { .. } => {
                 let details = tonic_types::ErrorDetails::with_error_info(
                     "NOT_AN_APPLICATION",
+                    yrd_query::error::ERROR_DOMAIN,
+                    std::collections::HashMap::new(),
+                );
+                <Status as tonic_types::StatusExt>::with_error_details(
+                    tonic::Code::PermissionDenied,
+                    err.to_string(),
+                    details,
+                )
+            }
+            GatewayError::AccessDenied { reason, .. } => {
+                let details = tonic_types::ErrorDetails::with_error_info(
+                    reason,
                     yrd_query::error::ERROR_DOMAIN,
                     std::collections::HashMap::new(),
                 );

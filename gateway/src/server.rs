@@ -8,11 +8,14 @@ use std::sync::Arc;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use yrd_identity::{Authorizer, Signer, TlsMaterial};
+use yrd_proto::mesh::access_server::AccessServer;
+use yrd_proto::mesh::audit_server::AuditServer;
 use yrd_proto::mesh::federation_server::FederationServer;
 use yrd_proto::schema::Registry as Schemas;
 use yrd_query::token::PageTokens;
 use yrd_server::{DeadlinePolicy, ServeOptions, Serving};
 
+use crate::access::AccessService;
 use crate::assertion::Asserter;
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
@@ -77,18 +80,33 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     let tokens = PageTokens::new(&secret, config.query.page_token_ttl);
     let authorizer = Arc::new(Authorizer::from_rules(&config.trust_domain, &config.allow)?);
     let service = GatewayService::new(config.clone(), registry.clone(), schemas, tokens);
+    let access = AccessService::new(
+        registry.clone(),
+        schemas,
+        config.limits.clone(),
+        config.query.default_deadline,
+    );
 
     let federation = FederationServer::new(service).max_encoding_message_size(64 * 1024 * 1024);
     let routes = yrd_server::standard_routes(
-        &[<FederationServer<GatewayService> as NamedService>::NAME],
+        &[
+            <FederationServer<GatewayService> as NamedService>::NAME,
+            <AccessServer<AccessService> as NamedService>::NAME,
+            <AuditServer<AccessService> as NamedService>::NAME,
+        ],
         &[yrd_proto::FILE_DESCRIPTOR_SET],
     )
     .await?;
+    let audit = AuditServer::new(access.clone());
+    let access = AccessServer::new(access);
     // In insecure mode there are no certificates to authorize by.
     let routes = if tls.is_some() {
-        routes.add_service(InterceptedService::new(federation, authorizer.interceptor()))
+        routes
+            .add_service(InterceptedService::new(federation, authorizer.clone().interceptor()))
+            .add_service(InterceptedService::new(access, authorizer.clone().interceptor()))
+            .add_service(InterceptedService::new(audit, authorizer.interceptor()))
     } else {
-        routes.add_service(federation)
+        routes.add_service(federation).add_service(access).add_service(audit)
     };
     let server_tls = tls.as_ref().map(yrd_identity::server_config).transpose()?;
     let deadlines = DeadlinePolicy {

@@ -54,6 +54,8 @@ pub struct MeshOptions {
     pub adjust_node: Option<fn(usize, &mut NodeConfig)>,
     /// Adjusts the gateway's config before it starts.
     pub adjust_gateway: Option<fn(&mut GatewayConfig)>,
+    /// Allow rules added to the gateway's (such as `operator`, `auditor`).
+    pub gateway_allow: Vec<String>,
 }
 
 impl Default for MeshOptions {
@@ -67,6 +69,7 @@ impl Default for MeshOptions {
             policies: Vec::new(),
             adjust_node: None,
             adjust_gateway: None,
+            gateway_allow: Vec::new(),
         }
     }
 }
@@ -173,6 +176,7 @@ impl Mesh {
         )
         .unwrap();
         gateway_config.tls = Some(gw_tls);
+        gateway_config.allow.extend(opts.gateway_allow.iter().cloned());
         if opts.admin {
             gateway_config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
         }
@@ -234,6 +238,16 @@ impl Mesh {
             .await
             .unwrap();
         FederationClient::new(ch)
+    }
+
+    /// A channel to the gateway presenting a fresh certificate of `id`
+    /// (an application, operator or auditor).
+    pub async fn gateway_channel(&self, id: &PeerId) -> Channel {
+        let paths = issue(&self.pki(), id, false);
+        let m = TlsMaterial::load(&paths.ca, &paths.cert, &paths.key).unwrap();
+        Self::channel(&self.gateway_url(), yrd_identity::tonic_client_tls(&m, "localhost"))
+            .await
+            .unwrap()
     }
 
     /// A direct SQLite connection to a region's store.

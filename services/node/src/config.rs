@@ -70,6 +70,9 @@ pub struct NodeConfig {
     /// The region's data-sharing policy.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// The access workflow: applications apply, the region's operators decide.
+    #[serde(default)]
+    pub access: crate::access::AccessConfig,
 }
 
 /// The `[on_behalf_of]` section: which gateways may act for applications
@@ -219,6 +222,7 @@ impl NodeConfig {
             allow: default_allow(),
             on_behalf_of: OnBehalfOfConfig::default(),
             policy: PolicyConfig::default(),
+            access: crate::access::AccessConfig::default(),
         }
     }
 
@@ -229,6 +233,7 @@ impl NodeConfig {
         config.apply_env(&shown, |k| std::env::var(k).ok())?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         config.store.resolve(base);
+        config.access.resolve(base);
         if let Some(tls) = config.tls.as_mut() {
             tls.resolve(base);
         }
@@ -332,6 +337,7 @@ impl NodeConfig {
         if p.min_group_size == 0 {
             return Err(err("policy.min_group_size", "must be at least 1".into()));
         }
+        self.access.validate(origin)?;
         let l = &self.limits;
         if l.default_page_size == 0 || l.default_page_size > l.max_page_size {
             return Err(err(

@@ -62,6 +62,31 @@ pub enum NodeError {
         /// What failed.
         detail: String,
     },
+    /// The caller may not do this (a role, region or sharing-class check
+    /// of the access workflow); `reason` is the stable ErrorInfo code.
+    #[error("{message}")]
+    AccessDenied {
+        /// ErrorInfo reason, such as `NOT_AN_OPERATOR`.
+        reason: &'static str,
+        /// What was refused; never a personal value.
+        message: String,
+    },
+    /// The region holds no access request with this id.
+    #[error("access request {id:?} does not exist in this region")]
+    AccessRequestNotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// The access request's state does not allow the action.
+    #[error("access request {id} is {state}, so it cannot be {action}")]
+    AccessRequestState {
+        /// The request id.
+        id: String,
+        /// Its state (`approved`, `refused`, ...).
+        state: &'static str,
+        /// What was asked (`decided`, `revoked`).
+        action: &'static str,
+    },
     /// A file could not be read.
     #[error("{path}: {source}")]
     Io {
@@ -105,6 +130,18 @@ impl From<NodeError> for Status {
                 );
                 <Status as tonic_types::StatusExt>::with_error_details(refusal.code(), err.to_string(), details)
             }
+            NodeError::AccessDenied { reason, .. } => {
+                access_status(tonic::Code::PermissionDenied, reason, &[], err.to_string())
+            }
+            NodeError::AccessRequestNotFound { .. } => {
+                access_status(tonic::Code::NotFound, "ACCESS_REQUEST_NOT_FOUND", &[], err.to_string())
+            }
+            NodeError::AccessRequestState { state, .. } => access_status(
+                tonic::Code::FailedPrecondition,
+                "ACCESS_REQUEST_STATE",
+                &[("state", state)],
+                err.to_string(),
+            ),
             // Internal detail stays in this region's logs; the caller gets a
             // generic message (DESIGN: internal text never crosses a region).
             other => {
@@ -113,4 +150,14 @@ impl From<NodeError> for Status {
             }
         }
     }
+}
+
+/// A status with a `google.rpc.ErrorInfo` of the mesh's domain.
+fn access_status(code: tonic::Code, reason: &str, metadata: &[(&str, &str)], message: String) -> Status {
+    let metadata = metadata
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect::<std::collections::HashMap<_, _>>();
+    let details = tonic_types::ErrorDetails::with_error_info(reason, yrd_query::error::ERROR_DOMAIN, metadata);
+    <Status as tonic_types::StatusExt>::with_error_details(code, message, details)
 }

@@ -402,31 +402,47 @@ impl DataNode for NodeService {
         ))
     }
 
-    async fn request_access(&self, _req: Request<RequestAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        Err(Status::unimplemented(
-            "the access workflow is not served by this node yet",
-        ))
+    async fn request_access(&self, req: Request<RequestAccessRequest>) -> Result<Response<AccessRequest>, Status> {
+        crate::access::serve::request_access(
+            &self.inner.config,
+            self.inner.store.registry(),
+            caller_of(&req, "/yrd.mesh.v1.DataNode/RequestAccess")?,
+            req.into_inner(),
+        )
+        .await
     }
 
     async fn list_access_requests(
         &self,
-        _req: Request<ListAccessRequestsRequest>,
+        req: Request<ListAccessRequestsRequest>,
     ) -> Result<Response<ListAccessRequestsResponse>, Status> {
-        Err(Status::unimplemented(
-            "the access workflow is not served by this node yet",
-        ))
+        crate::access::serve::list_access_requests(
+            &self.inner.config,
+            self.inner.store.registry(),
+            caller_of(&req, "/yrd.mesh.v1.DataNode/ListAccessRequests")?,
+            req.into_inner(),
+        )
+        .await
     }
 
-    async fn decide_access(&self, _req: Request<DecideAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        Err(Status::unimplemented(
-            "the access workflow is not served by this node yet",
-        ))
+    async fn decide_access(&self, req: Request<DecideAccessRequest>) -> Result<Response<AccessRequest>, Status> {
+        crate::access::serve::decide_access(
+            &self.inner.config,
+            self.inner.store.registry(),
+            caller_of(&req, "/yrd.mesh.v1.DataNode/DecideAccess")?,
+            req.into_inner(),
+        )
+        .await
     }
 
-    async fn revoke_access(&self, _req: Request<RevokeAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        Err(Status::unimplemented(
-            "the access workflow is not served by this node yet",
-        ))
+    async fn revoke_access(&self, req: Request<RevokeAccessRequest>) -> Result<Response<AccessRequest>, Status> {
+        crate::access::serve::revoke_access(
+            &self.inner.config,
+            self.inner.store.registry(),
+            caller_of(&req, "/yrd.mesh.v1.DataNode/RevokeAccess")?,
+            req.into_inner(),
+        )
+        .await
     }
 
     type ReadAuditStream = ReceiverStream<Result<AuditLines, Status>>;

@@ -4,6 +4,7 @@
 //! progress handler interrupts a long statement soon after the consumer
 //! goes away or the deadline passes.
 
+pub mod access;
 pub mod sql;
 
 use std::path::{Path, PathBuf};
