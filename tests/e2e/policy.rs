@@ -153,7 +153,7 @@ fn metric(f: AggregateFunction, field: &str) -> Metric {
     }
 }
 
-fn region<'a>(regions: &'a [RegionStatus], i: usize) -> &'a RegionStatus {
+fn region(regions: &[RegionStatus], i: usize) -> &RegionStatus {
     regions
         .iter()
         .find(|r| r.region == REGIONS[i])

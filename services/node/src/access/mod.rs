@@ -363,7 +363,7 @@ impl Workflow {
         };
         let (db, max) = (self.db.clone(), self.config.max_pending_per_applicant);
         let stored = match blocking(move || db.insert(new, max)).await? {
-            Inserted::Done(r) => r,
+            Inserted::Done(r) => *r,
             Inserted::TooManyPending(n) => {
                 return Err(QueryError::Limit {
                     param: "dataset",
@@ -726,7 +726,7 @@ fn event_of(kind: &'static str, r: &StoredRequest, subject: &str, fields: Vec<St
 
 fn transition(t: Transition, id: &str, action: &'static str) -> Result<StoredRequest, NodeError> {
     match t {
-        Transition::Done(r) => Ok(r),
+        Transition::Done(r) => Ok(*r),
         Transition::NotFound => Err(NodeError::AccessRequestNotFound { id: id.to_owned() }),
         Transition::WrongState(state) => Err(NodeError::AccessRequestState {
             id: id.to_owned(),

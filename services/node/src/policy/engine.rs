@@ -245,7 +245,7 @@ impl NodePolicy {
 
         let mut candidates: Vec<Arc<Grant>> = Vec::new();
         if let Some(app) = app {
-            let applies = |g: &Grant| g.datasets.iter().any(|ds| *ds == schema.id) && names(g, app, &file);
+            let applies = |g: &Grant| g.datasets.contains(&schema.id) && names(g, app, &file);
             candidates.extend(file.grants.iter().filter(|g| applies(g)).cloned());
             for s in &self.sources {
                 let grants = s.grants();
@@ -389,11 +389,7 @@ impl NodePolicy {
             d.refusal = Some(r);
             return d;
         }
-        let uses_hash = d
-            .permit
-            .treatments()
-            .iter()
-            .any(|t| *t == Treatment::Masked(Mask::Hash));
+        let uses_hash = d.permit.treatments().contains(&Treatment::Masked(Mask::Hash));
         if uses_hash {
             let key = match (&self.hash_secret, &who.subject) {
                 (Some(secret), Some(subject)) => Some(AppKey::derive(secret.expose().as_bytes(), &subject.uri())),

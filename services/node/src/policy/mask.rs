@@ -96,21 +96,21 @@ impl Mask {
             ("year", None) => Self::Year,
             ("hash", None) => Self::Hash,
             ("redact", None) => Self::Redact,
-            ("keep", Some(inner)) => match numbers(inner)?.as_slice() {
-                &[a, b] if a as usize <= MAX_KEEP && b as usize <= MAX_KEEP => Self::Keep {
+            ("keep", Some(inner)) => match *numbers(inner)?.as_slice() {
+                [a, b] if a as usize <= MAX_KEEP && b as usize <= MAX_KEEP => Self::Keep {
                     first: a as usize,
                     last: b as usize,
                 },
-                &[_, _] => return Err(MaskError(format!("mask {t:?}: keep at most {MAX_KEEP} characters"))),
+                [_, _] => return Err(MaskError(format!("mask {t:?}: keep at most {MAX_KEEP} characters"))),
                 _ => {
                     return Err(MaskError(format!(
                         "mask {t:?}: keep takes two numbers, keep(first,last)"
                     )));
                 }
             },
-            ("round", Some(inner)) => match numbers(inner)?.as_slice() {
-                &[n] if n <= u64::from(MAX_ROUND_DIGITS) => Self::Round { digits: n as u32 },
-                &[_] => return Err(MaskError(format!("mask {t:?}: round takes 0..={MAX_ROUND_DIGITS}"))),
+            ("round", Some(inner)) => match *numbers(inner)?.as_slice() {
+                [n] if n <= u64::from(MAX_ROUND_DIGITS) => Self::Round { digits: n as u32 },
+                [_] => return Err(MaskError(format!("mask {t:?}: round takes 0..={MAX_ROUND_DIGITS}"))),
                 _ => return Err(MaskError(format!("mask {t:?}: round takes one number, round(N)"))),
             },
             ("surname" | "year" | "hash" | "redact", Some(_)) => {

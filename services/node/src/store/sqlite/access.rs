@@ -88,7 +88,7 @@ const COLUMNS: &str = "seq, id, applicant, dataset, fields, purpose, until, row_
 #[derive(Debug)]
 pub enum Inserted {
     /// Recorded.
-    Done(StoredRequest),
+    Done(Box<StoredRequest>),
     /// Refused: the applicant already has this many pending requests.
     TooManyPending(u64),
 }
@@ -97,7 +97,7 @@ pub enum Inserted {
 #[derive(Debug)]
 pub enum Transition {
     /// Made; the request as it now is.
-    Done(StoredRequest),
+    Done(Box<StoredRequest>),
     /// No request has this id.
     NotFound,
     /// The request is in this state, which does not allow the change.
@@ -204,14 +204,14 @@ impl AccessDb {
             ],
         )?;
         tx.commit()?;
-        Ok(Inserted::Done(StoredRequest {
+        Ok(Inserted::Done(Box::new(StoredRequest {
             seq,
             id,
             applied: new,
             state: State::Pending,
             decision: None,
             revocation: None,
-        }))
+        })))
     }
 
     /// The request with this id.
@@ -339,7 +339,7 @@ fn transition(conn: &Connection, id: &str, changed: usize) -> Result<Transition,
     Ok(match (changed, now) {
         (_, None) => Transition::NotFound,
         (0, Some(r)) => Transition::WrongState(r.state),
-        (_, Some(r)) => Transition::Done(r),
+        (_, Some(r)) => Transition::Done(Box::new(r)),
     })
 }
 
@@ -473,7 +473,7 @@ mod tests {
 
     fn done(t: Transition) -> StoredRequest {
         match t {
-            Transition::Done(r) => r,
+            Transition::Done(r) => *r,
             other => panic!("not done: {other:?}"),
         }
     }
@@ -519,7 +519,7 @@ mod tests {
 
         let db = AccessDb::open(&path, "320000").unwrap();
         assert_eq!(db.get("320000-1").unwrap().unwrap(), approved);
-        assert_eq!(db.get("320000-2").unwrap().unwrap(), second);
+        assert_eq!(db.get("320000-2").unwrap().unwrap(), *second);
         assert_eq!(db.approved().unwrap(), vec![approved.clone()]);
         assert_eq!(db.uses("request:320000-1", "spiffe://yrd.mesh/app/a").unwrap(), 2);
         assert!(!db.take_use("request:320000-1", "spiffe://yrd.mesh/app/a", 2).unwrap());
