@@ -261,19 +261,53 @@ pub async fn explain(conn: &Connection, args: &QueryArgs) -> anyhow::Result<()> 
     let req = conn.request(request(args, page_size(args), String::new()));
     let plan = client.explain(req).await.map_err(status_error)?.into_inner();
     let mut out = std::io::stdout().lock();
-    let headers: Vec<String> = ["region", "name", "included", "reason", "filter"]
-        .map(String::from)
-        .to_vec();
+    let headers: Vec<String> = [
+        "region",
+        "name",
+        "included",
+        "reason",
+        "filter",
+        "policy",
+        "row scope added",
+        "fields",
+        "min group",
+    ]
+    .map(String::from)
+    .to_vec();
     let rows: Vec<Vec<String>> = plan
         .regions
         .iter()
         .map(|r| {
+            let p = r.policy.clone().unwrap_or_default();
+            let decided = if r.policy.is_none() {
+                String::new()
+            } else if p.allowed {
+                format!("allowed by {}", p.rule)
+            } else {
+                format!("denied: {} ({})", p.reason, p.message)
+            };
+            let fields: Vec<String> = p
+                .fields
+                .iter()
+                .map(|f| match f.treatment.as_str() {
+                    "masked" => format!("{} {}", f.field, f.mask),
+                    t => format!("{} {t}", f.field),
+                })
+                .collect();
             vec![
                 r.region.clone(),
                 output::region_name(&r.region).to_owned(),
                 if r.included { "yes" } else { "no" }.to_owned(),
                 r.reason.clone(),
                 r.filter.as_ref().map(yrd_query::filter::to_text).unwrap_or_default(),
+                decided,
+                p.row_scope_text.clone(),
+                fields.join(", "),
+                if p.min_group_size > 0 {
+                    p.min_group_size.to_string()
+                } else {
+                    String::new()
+                },
             ]
         })
         .collect();

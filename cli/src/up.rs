@@ -204,6 +204,9 @@ async fn serve(args: &UpArgs, telemetry: &Telemetry) -> anyhow::Result<()> {
         mesh.shutdown().await;
         return Err(e);
     }
+    if let Err(e) = seed_pending_request(&dir).await {
+        tracing::warn!(error = %e, "could not file the demo's pending access request");
+    }
     print_usage(&dir, &mesh, telemetry.otlp_endpoint());
 
     let signal = signals.recv().await;
@@ -372,6 +375,8 @@ fn node_config(p: &Province, port: u16, spec: &DemoSpec) -> anyhow::Result<NodeC
         ..SqliteConfig::default()
     });
     config.tls = Some(tls_paths(&id));
+    config.policy.file = Some(PathBuf::from(format!("policy-{}.toml", p.code)));
+    config.audit = Some(yrd_audit::AuditConfig::in_dir(format!("audit-{}", p.code)));
     config.demo = DemoConfig {
         seed: spec.seed,
         scale: spec.scale,
@@ -402,6 +407,7 @@ fn write_node_configs(
         .map(|(p, &port)| {
             let path = dir.join(format!("node-{}.toml", p.code));
             let config = node_config(p, port, spec)?;
+            write_demo_policy(dir, p)?;
             write_private(&path, &node_config_text(p, &config)?)?;
             Ok((p, NodeConfig::load(&path)?))
         })
@@ -808,4 +814,120 @@ mod tests {
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(a, random_hex().unwrap());
     }
+}
+
+/// Writes a region's demo policy unless the file exists (an agency's
+/// edits, and the reload demo, survive a restart). The four differ in
+/// useful ways: Shanghai grants the dashboard enterprise rows of one
+/// district with ID numbers as `keep(6,4)`; Jiangsu shares transfer
+/// manifests with a group of two applications (and holds a pending
+/// request, filed at start); Zhejiang requires a purpose; Anhui grants
+/// only aggregates of enterprise, leaving out groups under 10.
+fn write_demo_policy(dir: &Path, p: &Province) -> anyhow::Result<()> {
+    let path = dir.join(format!("policy-{}.toml", p.code));
+    if path.exists() {
+        return Ok(());
+    }
+    let text = match p.code {
+        "310000" => DEMO_POLICY_SHANGHAI,
+        "320000" => DEMO_POLICY_JIANGSU,
+        "330000" => DEMO_POLICY_ZHEJIANG,
+        _ => DEMO_POLICY_ANHUI,
+    };
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+const DEMO_POLICY_SHANGHAI: &str = r#"# Shanghai's data-sharing policy (demo). Edit it while the mesh runs:
+# the node reloads it within seconds; a file with a mistake is refused
+# (the log says which key and why) and the old policy stays.
+
+[[grant]]
+id = "sh-dashboard-enterprise"
+apps = ["dashboard"]
+datasets = ["enterprise"]
+fields = "*"
+# ID numbers keep their GB/T 2260 region prefix and last four digits.
+masks = { representative_id_number = "keep(6,4)" }
+# Pudong New Area only.
+row_scope = 'district = "310115"'
+not_after = "2027-12-31"
+rate_per_minute = 600
+max_rows = 5000
+"#;
+
+const DEMO_POLICY_JIANGSU: &str = r#"# Jiangsu's data-sharing policy (demo).
+
+[groups]
+joint-supervision = ["dashboard", "inspector"]
+
+[[grant]]
+id = "js-waste-joint-supervision"
+groups = ["joint-supervision"]
+datasets = ["hazardous_waste"]
+fields = "*"
+"#;
+
+const DEMO_POLICY_ZHEJIANG: &str = r#"# Zhejiang's data-sharing policy (demo): every enterprise request declares
+# a purpose, and the dashboard's grant allows one.
+
+[datasets.enterprise]
+require_purpose = true
+
+[[grant]]
+id = "zj-dashboard-supervision"
+apps = ["dashboard"]
+datasets = ["enterprise"]
+fields = ["legal_representative", "address"]
+purposes = ["market-supervision"]
+"#;
+
+const DEMO_POLICY_ANHUI: &str = r#"# Anhui's data-sharing policy (demo): enterprise rows need a grant here,
+# and the dashboard's grant is for aggregates only.
+
+[datasets.enterprise]
+class = "conditional"
+min_group_size = 10
+
+[[grant]]
+id = "ah-dashboard-aggregates"
+apps = ["dashboard"]
+datasets = ["enterprise"]
+fields = "*"
+aggregate_only = true
+"#;
+
+/// Files the demo's pending access request, through the gateway as the
+/// `inspector` application: Jiangsu's legal representatives and contact
+/// phones, for a stated purpose, for Jiangsu's operator to decide. Filed
+/// once: a request already there (any state) is left alone.
+async fn seed_pending_request(dir: &Path) -> anyhow::Result<()> {
+    use yrd_proto::mesh::access_client::AccessClient;
+    use yrd_proto::mesh::{ListAccessRequestsRequest, RequestAccessRequest};
+    let connection =
+        crate::client::Connection::new(Some(&dir.join("profile-inspector.toml")), Duration::from_secs(10))?;
+    let mut access = AccessClient::new(connection.channel().await?);
+    let mine = access
+        .list_access_requests(ListAccessRequestsRequest {
+            region: "320000".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    if !mine.requests.is_empty() {
+        return Ok(());
+    }
+    let filed = access
+        .request_access(RequestAccessRequest {
+            region: "320000".into(),
+            dataset: "enterprise".into(),
+            fields: vec!["legal_representative".into(), "contact_phone".into()],
+            purpose: "cross-provincial inspection of hazardous-waste producers".into(),
+            until: "2027-06-30".into(),
+            row_scope: "industry = \"C26\"".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    println!("filed the demo access request {} (pending at Jiangsu)", filed.id);
+    Ok(())
 }

@@ -511,7 +511,7 @@ async fn explain_shows_each_regions_policy() {
     );
     assert_eq!(
         field(&sh, "representative_id_number"),
-        ("masked".into(), "keep(6,4)".into(), "default mask".into())
+        ("masked".into(), "keep(6,4)".into(), "granted by dash".into())
     );
     assert_eq!(field(&sh, "address").0, "refused");
     assert_eq!(field(&sh, "credit_risk_class").2, "not shared");

@@ -73,6 +73,10 @@ pub struct NodeConfig {
     /// The access workflow: applications apply, the region's operators decide.
     #[serde(default)]
     pub access: crate::access::AccessConfig,
+    /// The audit log (hash-chained, signed checkpoints); none: no audit,
+    /// with a warning at start. Every shipped config sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<yrd_audit::AuditConfig>,
 }
 
 /// The `[on_behalf_of]` section: which gateways may act for applications
@@ -223,6 +227,7 @@ impl NodeConfig {
             on_behalf_of: OnBehalfOfConfig::default(),
             policy: PolicyConfig::default(),
             access: crate::access::AccessConfig::default(),
+            audit: None,
         }
     }
 
@@ -234,6 +239,9 @@ impl NodeConfig {
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         config.store.resolve(base);
         config.access.resolve(base);
+        if let Some(audit) = config.audit.as_mut() {
+            audit.resolve(base);
+        }
         if let Some(tls) = config.tls.as_mut() {
             tls.resolve(base);
         }
@@ -338,6 +346,9 @@ impl NodeConfig {
             return Err(err("policy.min_group_size", "must be at least 1".into()));
         }
         self.access.validate(origin)?;
+        if let Some(audit) = &self.audit {
+            audit.validate().map_err(|e| err("audit", e.to_string()))?;
+        }
         let l = &self.limits;
         if l.default_page_size == 0 || l.default_page_size > l.max_page_size {
             return Err(err(

@@ -11,6 +11,9 @@ pub enum NodeError {
     /// The request is invalid; reported to the caller with the field at fault.
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// The audit record of a request could not be written: the request fails.
+    #[error("audit: {0}")]
+    Audit(#[from] yrd_audit::AuditError),
     /// The region's policy refused the request: `PERMISSION_DENIED` with
     /// the reason code; the message names a field or a limit, never a value.
     #[error(transparent)]
@@ -115,6 +118,10 @@ impl From<NodeError> for Status {
     fn from(err: NodeError) -> Self {
         match err {
             NodeError::Query(q) => q.into(),
+            NodeError::Audit(a) => {
+                tracing::error!(error = %a, "audit record not written; the request fails");
+                a.into()
+            }
             NodeError::Denied(r) => r.into(),
             NodeError::DeadlineExceeded(_) => Status::deadline_exceeded(err.to_string()),
             NodeError::Cancelled => Status::cancelled(err.to_string()),

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod audit;
 pub mod config;
 pub mod encode;
 pub mod error;

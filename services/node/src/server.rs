@@ -14,6 +14,7 @@ use yrd_proto::mesh::data_node_server::DataNodeServer;
 use yrd_proto::schema::Registry;
 use yrd_server::{DeadlinePolicy, ServeOptions, Serving};
 
+use crate::audit::NodeAudit;
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::obo::{self, Verifier};
@@ -131,6 +132,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         // (the certificate's expiry) is kept.
         yrd_telemetry::metrics_handle()?;
     }
+    let mut signer = None;
     let (tls, authorizer) = if config.insecure {
         tracing::warn!("insecure = true: plaintext, no client certificates, no caller checks; for development only");
         (None, None)
@@ -141,6 +143,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             .ok_or_else(|| NodeError::Schema("tls is required unless insecure".into()))?;
         let material = paths.load()?;
         let server = yrd_identity::server_config(&material)?;
+        signer = Some(yrd_identity::Signer::from_material(&material)?);
         if let Some((id, at)) = material.expiry() {
             yrd_telemetry::certificate_expiry(&id, at);
         }
@@ -154,8 +157,32 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let options = ServeOptions::new(DeadlinePolicy::at_most(config.query.max_query_time))
         .with_shutdown_grace(config.shutdown_grace);
     let verifier = Arc::new(Verifier::new(&config)?);
+    let audit = open_audit(&config, signer).await?;
+    let workflow = crate::access::shared(&config, store.registry()).await?;
     let (policy, policy_bytes) = load_policy(&config, store.registry()).await?;
-    let policy = Arc::new(policy);
+    // Approved access requests are grants too, and their use counts live in
+    // the node's own store.
+    let policy = Arc::new(policy.with_source(workflow.clone()).with_ledger(workflow.clone()));
+    {
+        let audit = audit.clone();
+        workflow.set_event_sink(Arc::new(move |event| {
+            let audit = audit.clone();
+            Box::pin(async move {
+                let mut e = yrd_audit::Entry::new(event.kind, yrd_audit::Decision::Allow);
+                e.subject = Some(event.subject);
+                e.region = Some(audit_region(&audit));
+                e.dataset = Some(event.dataset);
+                e.fields = event.fields;
+                e.purpose = Some(event.purpose).filter(|p| !p.is_empty());
+                e.reason = event.reason;
+                e.rule = event.grant_id;
+                e.trace_id = Some(yrd_telemetry::current_trace_id()).filter(|t| !t.is_empty());
+                e.detail = Some(serde_json::json!({ "request": event.request_id, "applicant": event.applicant }));
+                audit.record(e).await.map(|_| ())
+            })
+        }));
+    }
+    spawn_reload_audit(&policy, audit.clone());
     let reload = config.policy.file.clone().map(|path| {
         reload::watch(
             policy.clone(),
@@ -166,7 +193,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             config.limits.clone(),
         )
     });
-    let service = NodeService::with_policy(config, store, policy.clone());
+    let service = NodeService::with_audit(config, store, policy.clone(), audit);
     let routes = routes(service, authorizer, verifier).await?;
     let server = yrd_server::serve(routes, listen, tls, options).await?;
     let admin = match admin_listen {
@@ -182,4 +209,52 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         server,
         reload,
     })
+}
+
+/// Opens the node's audit log (its checkpoints signed with the node's
+/// key), or none with a warning when the config has no `[audit]`.
+async fn open_audit(config: &NodeConfig, signer: Option<yrd_identity::Signer>) -> Result<NodeAudit, NodeError> {
+    let Some(audit) = config.audit.clone() else {
+        tracing::warn!(region = %config.region, "no [audit] section: this node keeps no audit trail");
+        return Ok(NodeAudit::disabled(config.region.clone()));
+    };
+    let source = match &signer {
+        Some(s) => s.id().uri(),
+        None => format!(
+            "spiffe://{}/region/{}/node/insecure",
+            config.trust_domain, config.region
+        ),
+    };
+    let log = tokio::task::spawn_blocking(move || yrd_audit::AuditLog::open(&audit, &source, signer))
+        .await
+        .map_err(|e| NodeError::Task(e.to_string()))??;
+    Ok(NodeAudit::new(log, config.region.clone()))
+}
+
+/// The region an audit log records for.
+fn audit_region(audit: &NodeAudit) -> String {
+    audit.region().to_owned()
+}
+
+/// Records every policy reload, good or refused, in the audit.
+fn spawn_reload_audit(policy: &Arc<NodePolicy>, audit: NodeAudit) {
+    let mut events = policy.subscribe();
+    tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            let decision = if event.outcome.is_ok() {
+                yrd_audit::Decision::Allow
+            } else {
+                yrd_audit::Decision::Fail
+            };
+            let mut e = yrd_audit::Entry::new("policy.reload", decision);
+            e.region = Some(audit.region().to_owned());
+            e.detail = Some(match &event.outcome {
+                Ok(grants) => serde_json::json!({ "file": event.path, "sha256": event.sha256, "grants": grants }),
+                Err(reason) => serde_json::json!({ "file": event.path, "sha256": event.sha256, "refused": reason }),
+            });
+            if let Err(err) = audit.record(e).await {
+                tracing::error!(error = %err, "the audit record of a policy reload was not written");
+            }
+        }
+    });
 }

@@ -23,12 +23,14 @@ use yrd_proto::schema::{DatasetSchema, FieldType};
 use yrd_query::sortkey::KeyWriter;
 use yrd_query::{CheckedAggregate, CheckedQuery, Limits, QueryError, aggregate};
 
+use crate::audit::NodeAudit;
 use crate::config::NodeConfig;
 use crate::encode::{cell_value, encode_field, sort_key};
 use crate::error::NodeError;
 use crate::policy::{Access, AccessKind, AppKey, Decision, Mask, Policy};
 use crate::principal::Principal;
 use crate::store::{self, DatasetStats, SortColumn, Store};
+use yrd_audit::{Decision as AuditDecision, Entry};
 
 /// Span of a node's Query or Aggregate handling.
 pub const SPAN_NODE_QUERY: &str = "node.query";
@@ -38,6 +40,11 @@ pub const SPAN_STORE_QUERY: &str = "store.query";
 /// Messages buffered between the encoder and the response stream: a slow
 /// client slows the store reader, it does not grow memory.
 const STREAM_BUFFER: usize = 2;
+
+/// Most audit records one `ReadAudit` returns (`limit` asks for fewer).
+const AUDIT_READ_LIMIT: usize = 10_000;
+/// Audit lines per streamed message.
+const AUDIT_BATCH: usize = 200;
 
 /// The DataNode implementation.
 #[derive(Debug, Clone)]
@@ -51,6 +58,7 @@ struct State {
     store: Arc<dyn Store>,
     policy: Arc<dyn Policy>,
     permits: Arc<Semaphore>,
+    audit: NodeAudit,
 }
 
 /// A validated query, ready for the policy stage.
@@ -89,6 +97,13 @@ struct AggregatePlan {
 impl NodeService {
     /// A service over `store` whose permits come from `policy`.
     pub fn with_policy(config: NodeConfig, store: Arc<dyn Store>, policy: Arc<dyn Policy>) -> Self {
+        let audit = NodeAudit::disabled(config.region.clone());
+        Self::with_audit(config, store, policy, audit)
+    }
+
+    /// A service whose permits come from `policy` and whose requests are
+    /// recorded in `audit`.
+    pub fn with_audit(config: NodeConfig, store: Arc<dyn Store>, policy: Arc<dyn Policy>, audit: NodeAudit) -> Self {
         let permits = Arc::new(Semaphore::new(config.query.max_concurrent));
         Self {
             inner: Arc::new(State {
@@ -96,7 +111,42 @@ impl NodeService {
                 store,
                 policy,
                 permits,
+                audit,
             }),
+        }
+    }
+
+    /// `result`, recording it in the audit as refused or failed when it is
+    /// an error.
+    async fn audited<T>(&self, entry: &Entry, result: Result<T, NodeError>) -> Result<T, NodeError> {
+        if let Err(e) = &result {
+            self.inner.audit.refused(entry.clone(), e).await;
+        }
+        result
+    }
+
+    /// The verified principal of `req`, or its refusal, recorded.
+    async fn principal<T: prost::Message>(
+        &self,
+        req: &Request<T>,
+        path: &str,
+        kind: &'static str,
+        dataset: &str,
+    ) -> Result<Principal, Status> {
+        match caller_of(req, path) {
+            Ok(p) => Ok(p),
+            Err(status) => {
+                let who = Principal::peer(yrd_identity::peer_id(req));
+                let mut entry = self.inner.audit.entry(kind, AuditDecision::Deny, &who, dataset, None);
+                entry.reason = Some(
+                    tonic_types::StatusExt::get_details_error_info(&status)
+                        .map_or_else(|| format!("{:?}", status.code()), |i| i.reason),
+                );
+                if let Err(e) = self.inner.audit.record(entry).await {
+                    tracing::error!(error = %e, "the audit record of a refused call was not written");
+                }
+                Err(status)
+            }
         }
     }
 
@@ -286,18 +336,42 @@ impl DataNode for NodeService {
     async fn query(&self, req: Request<NodeQueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
         let started = Instant::now();
         let deadline = self.deadline(&req);
-        let caller = caller_of(&req, "/yrd.mesh.v1.DataNode/Query")?;
+        let dataset = req.get_ref().dataset.clone();
+        let caller = self
+            .principal(&req, "/yrd.mesh.v1.DataNode/Query", "query", &dataset)
+            .await?;
         let req = req.into_inner();
         let span = request_span("Query", &self.inner.config.region, &req.dataset);
-        let plan = span
-            .in_scope(|| self.plan_query(&req))
-            .map_err(|e| failed(&span, e.into()))?;
-        let (decision, shown, scan_plan) = span
-            .in_scope(|| self.authorize_query(&caller, &plan))
+        let mut entry = self.inner.audit.entry(
+            "query",
+            AuditDecision::Allow,
+            &caller,
+            &req.dataset,
+            req.filter.as_ref(),
+        );
+        entry.fields = req.fields.clone();
+        let plan = self
+            .audited(&entry, span.in_scope(|| self.plan_query(&req)).map_err(NodeError::from))
+            .await
             .map_err(|e| failed(&span, e))?;
-        self.inner
+        let (decision, shown, scan_plan) = self
+            .audited(&entry, span.in_scope(|| self.authorize_query(&caller, &plan)))
+            .await
+            .map_err(|e| failed(&span, e))?;
+        entry.rule = Some(decision.rule.clone());
+        let admitted = self
+            .inner
             .policy
             .admit(&caller, &decision)
+            .instrument(span.clone())
+            .await;
+        self.audited(&entry, admitted).await.map_err(|e| failed(&span, e))?;
+        entry.masked = decision.masked_fields(&plan.schema);
+        // Durable before the first row leaves; no record, no rows.
+        let audit_id = self
+            .inner
+            .audit
+            .record(entry.clone())
             .instrument(span.clone())
             .await
             .map_err(|e| failed(&span, e))?;
@@ -322,9 +396,22 @@ impl DataNode for NodeService {
         tokio::spawn(async move {
             let _slot = slot;
             let _open = yrd_telemetry::OpenStreamGuard::open();
-            let outcome = run_query(&state, &plan, &shown, scan, &tx, deadline, started)
+            let outcome = run_query(&state, &plan, &shown, scan, &tx, deadline, started, &audit_id)
                 .instrument(store_span.clone())
                 .await;
+            let mut end = entry;
+            end.kind = "query.end".into();
+            end.request = Some(audit_id.clone()).filter(|id| !id.is_empty());
+            match &outcome {
+                Ok(rows) => end.rows = Some(*rows),
+                Err(e) => {
+                    end.decision = AuditDecision::Fail;
+                    end.reason = Some(crate::audit::fail_reason(e).to_owned());
+                }
+            }
+            if let Err(e) = state.audit.record(end).instrument(span.clone()).await {
+                tracing::error!(error = %e, "the audit record of a query's end was not written");
+            }
             match outcome {
                 Ok(rows) => {
                     store_span.record("yrd.rows", rows);
@@ -349,21 +436,42 @@ impl DataNode for NodeService {
     async fn aggregate(&self, req: Request<NodeAggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
         let started = Instant::now();
         let deadline = self.deadline(&req);
-        let caller = caller_of(&req, "/yrd.mesh.v1.DataNode/Aggregate")?;
+        let dataset = req.get_ref().dataset.clone();
+        let caller = self
+            .principal(&req, "/yrd.mesh.v1.DataNode/Aggregate", "aggregate", &dataset)
+            .await?;
         let req = req.into_inner();
         let span = request_span("Aggregate", &self.inner.config.region, &req.dataset);
-        let plan = span
-            .in_scope(|| self.plan_aggregate(&req))
-            .map_err(|e| failed(&span, e.into()))?;
-        let (decision, store_plan) = span
-            .in_scope(|| self.authorize_aggregate(&caller, &plan))
+        let mut entry = self.inner.audit.entry(
+            "aggregate",
+            AuditDecision::Allow,
+            &caller,
+            &req.dataset,
+            req.filter.as_ref(),
+        );
+        entry.fields = req.group_by.clone();
+        entry.detail = Some(serde_json::json!({
+            "metrics": req.metrics.iter().map(|m| format!("{}({})", m.function().as_str_name(), m.field)).collect::<Vec<_>>(),
+        }));
+        let plan = self
+            .audited(
+                &entry,
+                span.in_scope(|| self.plan_aggregate(&req)).map_err(NodeError::from),
+            )
+            .await
             .map_err(|e| failed(&span, e))?;
-        self.inner
+        let (decision, store_plan) = self
+            .audited(&entry, span.in_scope(|| self.authorize_aggregate(&caller, &plan)))
+            .await
+            .map_err(|e| failed(&span, e))?;
+        entry.rule = Some(decision.rule.clone());
+        let admitted = self
+            .inner
             .policy
             .admit(&caller, &decision)
             .instrument(span.clone())
-            .await
-            .map_err(|e| failed(&span, e))?;
+            .await;
+        self.audited(&entry, admitted).await.map_err(|e| failed(&span, e))?;
         let min_group_size = decision.min_group_size;
         let slot = self
             .slot(deadline)
@@ -382,13 +490,29 @@ impl DataNode for NodeService {
             result
         }
         .instrument(store_span.clone())
-        .await
-        .map_err(|e| failed(&span, e))?;
+        .await;
+        let mut response = self.audited(&entry, response).await.map_err(|e| failed(&span, e))?;
         span.record("yrd.rows", response.groups.len());
+        entry.rows = Some(response.groups.len() as u64);
+        entry.suppressed = response.regions.first().map(|r| r.suppressed_groups);
+        // Durable before the answer leaves; no record, no answer.
+        let audit_id = self
+            .inner
+            .audit
+            .record(entry)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| failed(&span, e))?;
+        if let Some(r) = response.regions.first_mut() {
+            r.audit_id = audit_id;
+        }
         Ok(Response::new(response))
     }
     async fn explain(&self, req: Request<NodeQueryRequest>) -> Result<Response<PolicyDecision>, Status> {
-        let caller = caller_of(&req, "/yrd.mesh.v1.DataNode/Explain")?;
+        let dataset = req.get_ref().dataset.clone();
+        let caller = self
+            .principal(&req, "/yrd.mesh.v1.DataNode/Explain", "explain", &dataset)
+            .await?;
         let req = req.into_inner();
         let span = request_span("Explain", &self.inner.config.region, &req.dataset);
         // The same check and policy stage as a query, reading no row and
@@ -447,8 +571,91 @@ impl DataNode for NodeService {
 
     type ReadAuditStream = ReceiverStream<Result<AuditLines, Status>>;
 
-    async fn read_audit(&self, _req: Request<ReadAuditRequest>) -> Result<Response<Self::ReadAuditStream>, Status> {
-        Err(Status::unimplemented("audit reading is not served by this node yet"))
+    async fn read_audit(&self, req: Request<ReadAuditRequest>) -> Result<Response<Self::ReadAuditStream>, Status> {
+        let caller = self
+            .principal(&req, "/yrd.mesh.v1.DataNode/ReadAudit", "audit.read", "")
+            .await?;
+        let req = req.into_inner();
+        let region = &self.inner.config.region;
+        let mut entry = self
+            .inner
+            .audit
+            .entry("audit.read", AuditDecision::Allow, &caller, &req.dataset, None);
+        let is_auditor = matches!(
+            caller.subject.as_ref().map(|s| &s.role),
+            Some(yrd_identity::Role::Auditor { region: r }) if r == region
+        );
+        if !is_auditor {
+            let err = NodeError::AccessDenied {
+                reason: "NOT_AN_AUDITOR",
+                message: format!("only auditors of region {region} read its audit"),
+            };
+            self.inner.audit.refused(entry, &err).await;
+            return Err(err.into());
+        }
+        let dir = self
+            .inner
+            .config
+            .audit
+            .as_ref()
+            .map(|a| a.dir.clone())
+            .ok_or_else(|| Status::failed_precondition(format!("region {region} keeps no audit log")))?;
+        let decision = match req.decision.as_str() {
+            "" => None,
+            d => Some(
+                d.parse()
+                    .map_err(|_| Status::invalid_argument(format!("decision {d:?} is not allow, deny or fail")))?,
+            ),
+        };
+        let time = |t: &Option<prost_types::Timestamp>| t.and_then(|t| std::time::SystemTime::try_from(t).ok());
+        let filter = yrd_audit::Filter {
+            subject: Some(req.app.clone()).filter(|a| !a.is_empty()),
+            dataset: Some(req.dataset.clone()).filter(|d| !d.is_empty()),
+            decision,
+            since: time(&req.since),
+            until: time(&req.until),
+            limit: Some(if req.limit == 0 {
+                AUDIT_READ_LIMIT
+            } else {
+                (req.limit as usize).min(AUDIT_READ_LIMIT)
+            }),
+        };
+        entry.detail = Some(serde_json::json!({ "app": req.app, "decision": req.decision }));
+        self.inner.audit.record(entry).await?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        // The files are read on a blocking thread, a batch at a time.
+        tokio::task::spawn_blocking(move || {
+            let records = match yrd_audit::read(&dir, &filter) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::from(e)));
+                    return;
+                }
+            };
+            let mut lines = Vec::new();
+            for item in records {
+                match item {
+                    Ok((line, _)) => lines.push(line),
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::from(e)));
+                        return;
+                    }
+                }
+                if lines.len() == AUDIT_BATCH
+                    && tx
+                        .blocking_send(Ok(AuditLines {
+                            lines: std::mem::take(&mut lines),
+                        }))
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            if !lines.is_empty() {
+                let _ = tx.blocking_send(Ok(AuditLines { lines }));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
@@ -483,6 +690,7 @@ fn request_span(method: &str, region: &str, dataset: &str) -> tracing::Span {
         "yrd.region" = region,
         "yrd.dataset" = dataset,
         "yrd.rows" = tracing::field::Empty,
+        "yrd.audit_id" = tracing::field::Empty,
         "otel.status_code" = tracing::field::Empty,
         "otel.status_description" = tracing::field::Empty,
     )
@@ -523,6 +731,7 @@ async fn run_query(
     tx: &mpsc::Sender<Result<NodeQueryResponse, Status>>,
     deadline: Instant,
     started: Instant,
+    audit_id: &str,
 ) -> Result<u64, NodeError> {
     let region = &state.config.region;
     let stats = dataset_stats(state, &plan.schema.id).await?;
@@ -594,12 +803,10 @@ async fn run_query(
     }
     yrd_telemetry::rows_streamed(&plan.schema.id, count, bytes);
     let summary = NodeQuerySummary {
-        region: Some(RegionStatus::answered(
-            region.as_str(),
-            count,
-            started.elapsed(),
-            freshness(stats.updated_at),
-        )),
+        region: Some(RegionStatus {
+            audit_id: audit_id.to_owned(),
+            ..RegionStatus::answered(region.as_str(), count, started.elapsed(), freshness(stats.updated_at))
+        }),
         more: has_more,
         trace_id: yrd_telemetry::current_trace_id(),
     };
