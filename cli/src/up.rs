@@ -712,110 +712,6 @@ fn print_usage(dir: &Path, mesh: &Mesh, otlp_endpoint: Option<&str>) {
     println!("\nPress Ctrl-C to stop.");
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn secrets() -> Secrets {
-        Secrets {
-            gateway_page_token_secret: Secret::new("0123456789abcdef0123456789abcdef"),
-            _node_page_token_secret: None,
-        }
-    }
-
-    #[test]
-    fn the_admin_port_follows_the_gateway() {
-        assert_eq!(admin_port(50070, None).unwrap(), 50080);
-        assert_eq!(admin_port(0, None).unwrap(), 0);
-        assert_eq!(admin_port(50070, Some(9100)).unwrap(), 9100);
-        assert_eq!(admin_port(50070, Some(0)).unwrap(), 0);
-        assert_eq!(admin_port(0, Some(50072)).unwrap(), 50072);
-        let e = admin_port(50070, Some(50072)).unwrap_err().to_string();
-        assert!(e.contains("50070..=50074"), "{e}");
-        let e = admin_port(65530, None).unwrap_err().to_string();
-        assert!(e.contains("--admin-port"), "{e}");
-    }
-
-    #[test]
-    fn node_ports_follow_the_gateway() {
-        assert_eq!(node_ports(50070).unwrap(), [50071, 50072, 50073, 50074]);
-        assert_eq!(node_ports(0).unwrap(), [0, 0, 0, 0]);
-        assert!(node_ports(65534).is_err());
-    }
-
-    fn nodes() -> Vec<(&'static Province, SocketAddr)> {
-        PROVINCES
-            .iter()
-            .zip(50071..)
-            .map(|(p, port)| (p, SocketAddr::from(([127, 0, 0, 1], port))))
-            .collect()
-    }
-
-    #[test]
-    fn generated_configs_parse_and_validate() {
-        let spec = DemoSpec { seed: 7, scale: 0.05 };
-        let text = node_config_text(&PROVINCES[1], &node_config(&PROVINCES[1], 50072, &spec).unwrap()).unwrap();
-        let config = NodeConfig::parse(&text, "node-320000.toml").unwrap();
-        config.validate("node-320000.toml").unwrap();
-        assert_eq!(
-            (config.region.as_str(), config.region_name.as_str()),
-            ("320000", "Jiangsu")
-        );
-        assert_eq!(config.listen.port(), 50072);
-        let yrd_node::config::StoreConfig::Sqlite(store) = &config.store;
-        assert_eq!(store.path, Path::new("320000.sqlite"));
-        assert_eq!((config.demo.seed, config.demo.scale), (7, 0.05));
-        let tls = config.tls.unwrap();
-        assert_eq!(tls.cert, Path::new("pki/node-320000-node-1.pem"));
-
-        let text = gateway_config_text(&gateway_config(50070, 50080, &nodes(), &secrets()).unwrap()).unwrap();
-        let config = GatewayConfig::parse(&text, "gateway.toml").unwrap();
-        config.validate("gateway.toml").unwrap();
-        assert_eq!(config.regions.len(), 4);
-        assert_eq!(config.regions[3].endpoints, ["https://127.0.0.1:50074"]);
-        assert_eq!(config.regions[3].tls_server_name.as_deref(), Some("localhost"));
-        assert_eq!(config.allow, ["app", "operator", "auditor"]);
-        assert_eq!(config.admin_listen, Some(SocketAddr::from(([127, 0, 0, 1], 50080))));
-        assert_eq!(config.query.page_token_secret, secrets().gateway_page_token_secret);
-    }
-
-    #[test]
-    fn written_configs_load_back_equal() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = DemoSpec { seed: 7, scale: 0.05 };
-        let configs = write_node_configs(dir.path(), &[50071, 50072, 50073, 50074], &spec).unwrap();
-        for ((p, loaded), port) in configs.into_iter().zip(50071..) {
-            // What was written, with its paths resolved as the loader does.
-            let mut written = node_config(p, port, &spec).unwrap();
-            written.store.resolve(dir.path());
-            if let Some(tls) = written.tls.as_mut() {
-                tls.resolve(dir.path());
-            }
-            assert_eq!(loaded, written, "{}", p.code);
-        }
-
-        let written = gateway_config(50070, 50080, &nodes(), &secrets()).unwrap();
-        let path = dir.path().join("gateway.toml");
-        write_private(&path, &gateway_config_text(&written).unwrap()).unwrap();
-        let loaded = GatewayConfig::load(&path).unwrap();
-        let mut expected = written;
-        if let Some(tls) = expected.tls.as_mut() {
-            tls.resolve(dir.path());
-        }
-        assert_eq!(loaded, expected);
-        // The secret is in the file (mode 0600) but not in the Debug text.
-        assert!(!format!("{loaded:?}").contains("0123456789abcdef"));
-    }
-
-    #[test]
-    fn random_secrets_are_hex() {
-        let a = random_hex().unwrap();
-        assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(a, random_hex().unwrap());
-    }
-}
-
 /// Writes a region's demo policy unless the file exists (an agency's
 /// edits, and the reload demo, survive a restart). The four differ in
 /// useful ways: Shanghai grants the dashboard enterprise rows of one
@@ -930,4 +826,108 @@ async fn seed_pending_request(dir: &Path) -> anyhow::Result<()> {
         .into_inner();
     println!("filed the demo access request {} (pending at Jiangsu)", filed.id);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets() -> Secrets {
+        Secrets {
+            gateway_page_token_secret: Secret::new("0123456789abcdef0123456789abcdef"),
+            _node_page_token_secret: None,
+        }
+    }
+
+    #[test]
+    fn the_admin_port_follows_the_gateway() {
+        assert_eq!(admin_port(50070, None).unwrap(), 50080);
+        assert_eq!(admin_port(0, None).unwrap(), 0);
+        assert_eq!(admin_port(50070, Some(9100)).unwrap(), 9100);
+        assert_eq!(admin_port(50070, Some(0)).unwrap(), 0);
+        assert_eq!(admin_port(0, Some(50072)).unwrap(), 50072);
+        let e = admin_port(50070, Some(50072)).unwrap_err().to_string();
+        assert!(e.contains("50070..=50074"), "{e}");
+        let e = admin_port(65530, None).unwrap_err().to_string();
+        assert!(e.contains("--admin-port"), "{e}");
+    }
+
+    #[test]
+    fn node_ports_follow_the_gateway() {
+        assert_eq!(node_ports(50070).unwrap(), [50071, 50072, 50073, 50074]);
+        assert_eq!(node_ports(0).unwrap(), [0, 0, 0, 0]);
+        assert!(node_ports(65534).is_err());
+    }
+
+    fn nodes() -> Vec<(&'static Province, SocketAddr)> {
+        PROVINCES
+            .iter()
+            .zip(50071..)
+            .map(|(p, port)| (p, SocketAddr::from(([127, 0, 0, 1], port))))
+            .collect()
+    }
+
+    #[test]
+    fn generated_configs_parse_and_validate() {
+        let spec = DemoSpec { seed: 7, scale: 0.05 };
+        let text = node_config_text(&PROVINCES[1], &node_config(&PROVINCES[1], 50072, &spec).unwrap()).unwrap();
+        let config = NodeConfig::parse(&text, "node-320000.toml").unwrap();
+        config.validate("node-320000.toml").unwrap();
+        assert_eq!(
+            (config.region.as_str(), config.region_name.as_str()),
+            ("320000", "Jiangsu")
+        );
+        assert_eq!(config.listen.port(), 50072);
+        let yrd_node::config::StoreConfig::Sqlite(store) = &config.store;
+        assert_eq!(store.path, Path::new("320000.sqlite"));
+        assert_eq!((config.demo.seed, config.demo.scale), (7, 0.05));
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.cert, Path::new("pki/node-320000-node-1.pem"));
+
+        let text = gateway_config_text(&gateway_config(50070, 50080, &nodes(), &secrets()).unwrap()).unwrap();
+        let config = GatewayConfig::parse(&text, "gateway.toml").unwrap();
+        config.validate("gateway.toml").unwrap();
+        assert_eq!(config.regions.len(), 4);
+        assert_eq!(config.regions[3].endpoints, ["https://127.0.0.1:50074"]);
+        assert_eq!(config.regions[3].tls_server_name.as_deref(), Some("localhost"));
+        assert_eq!(config.allow, ["app", "operator", "auditor"]);
+        assert_eq!(config.admin_listen, Some(SocketAddr::from(([127, 0, 0, 1], 50080))));
+        assert_eq!(config.query.page_token_secret, secrets().gateway_page_token_secret);
+    }
+
+    #[test]
+    fn written_configs_load_back_equal() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = DemoSpec { seed: 7, scale: 0.05 };
+        let configs = write_node_configs(dir.path(), &[50071, 50072, 50073, 50074], &spec).unwrap();
+        for ((p, loaded), port) in configs.into_iter().zip(50071..) {
+            // What was written, with its paths resolved as the loader does.
+            let mut written = node_config(p, port, &spec).unwrap();
+            written.store.resolve(dir.path());
+            if let Some(tls) = written.tls.as_mut() {
+                tls.resolve(dir.path());
+            }
+            assert_eq!(loaded, written, "{}", p.code);
+        }
+
+        let written = gateway_config(50070, 50080, &nodes(), &secrets()).unwrap();
+        let path = dir.path().join("gateway.toml");
+        write_private(&path, &gateway_config_text(&written).unwrap()).unwrap();
+        let loaded = GatewayConfig::load(&path).unwrap();
+        let mut expected = written;
+        if let Some(tls) = expected.tls.as_mut() {
+            tls.resolve(dir.path());
+        }
+        assert_eq!(loaded, expected);
+        // The secret is in the file (mode 0600) but not in the Debug text.
+        assert!(!format!("{loaded:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn random_secrets_are_hex() {
+        let a = random_hex().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, random_hex().unwrap());
+    }
 }

@@ -59,6 +59,8 @@ struct RegionRun {
     /// The node's summary said more rows follow.
     node_has_more: bool,
     freshness: Option<prost_types::Timestamp>,
+    /// The region's audit record of this page's request.
+    audit_id: String,
     failure: Option<Status>,
 }
 
@@ -81,7 +83,10 @@ impl RegionRun {
     fn done(&mut self, s: NodeQuerySummary) {
         self.node_done = true;
         self.node_has_more = s.more;
-        self.freshness = s.region.and_then(|r| r.freshness);
+        if let Some(r) = s.region {
+            self.freshness = r.freshness;
+            self.audit_id = r.audit_id;
+        }
         self.finished = Some(self.started.elapsed());
     }
 
@@ -98,7 +103,10 @@ impl RegionRun {
     fn status(&self) -> RegionStatus {
         let elapsed = self.finished.unwrap_or_else(|| self.started.elapsed());
         match &self.failure {
-            None => RegionStatus::answered(self.region.as_str(), self.rows, elapsed, self.freshness),
+            None => RegionStatus {
+                audit_id: self.audit_id.clone(),
+                ..RegionStatus::answered(self.region.as_str(), self.rows, elapsed, self.freshness)
+            },
             Some(s) => failed_status(self.region.as_str(), s, self.rows, elapsed),
         }
     }
@@ -211,6 +219,7 @@ impl Federator {
                 node_done: false,
                 node_has_more: false,
                 freshness: None,
+                audit_id: String::new(),
                 failure: None,
             });
         }
@@ -453,10 +462,12 @@ impl Federator {
                         let node = resp.regions.first();
                         let freshness = node.and_then(|r| r.freshness);
                         let suppressed_groups = node.map_or(0, |r| r.suppressed_groups);
+                        let audit_id = node.map(|r| r.audit_id.clone()).unwrap_or_default();
                         let rows = resp.groups.len() as u64;
                         (
                             RegionStatus {
                                 suppressed_groups,
+                                audit_id,
                                 ..RegionStatus::answered(id.as_str(), rows, elapsed, freshness)
                             },
                             Some(Ok(resp.groups)),

@@ -668,8 +668,95 @@ async fn only_the_regions_auditors_read_its_audit() {
         (e.code(), violation_fields(&e)),
         (Code::InvalidArgument, vec!["region".to_owned()])
     );
-    // The region's auditor is let through to the region's node, whose
-    // answer passes as it came (reading the audit is not served by nodes yet).
-    let e = by_aud.read_audit(read(REGIONS[JS])).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    // What an application did at Jiangsu, the region's auditor reads back
+    // through the gateway: one record when the request was decided (before
+    // any row left) and one at its end with the rows.
+    let mut fed = yrd_proto::mesh::federation_client::FederationClient::new(mesh.gateway_channel(&app("dash")).await);
+    let page = crate::gateway::fed_query(
+        &mut fed,
+        yrd_proto::mesh::QueryRequest {
+            dataset: "enterprise".into(),
+            fields: vec!["credit_code".into(), "name".into()],
+            regions: vec![REGIONS[JS].into()],
+            // One district: the whole answer fits the page, so the node's
+            // stream runs to its summary.
+            filter: "district = \"320102\"".into(),
+            page_size: 1000,
+            purpose: "audit test".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let shown: usize = page.batches.iter().map(|b| b.rows.len()).sum();
+    assert!(shown > 0 && shown < 1000, "{shown}");
+    let audit_id = page
+        .summary
+        .regions
+        .iter()
+        .find(|r| r.region == REGIONS[JS])
+        .unwrap()
+        .audit_id
+        .clone();
+    assert!(!audit_id.is_empty(), "the region names its audit record");
+    let denied = fed_denied_address(&mut fed).await;
+    let mut stream = by_aud
+        .read_audit(ReadAuditRequest {
+            app: "dash".into(),
+            ..read(REGIONS[JS])
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(batch) = stream.message().await.unwrap() {
+        for line in batch.lines {
+            records.push(yrd_audit::parse_line(&line).unwrap().1);
+        }
+    }
+    let query = records
+        .iter()
+        .find(|r| r.entry.kind == "query" && r.entry.decision == yrd_audit::Decision::Allow)
+        .unwrap();
+    assert_eq!(query.entry.subject.as_deref(), Some("spiffe://yrd.mesh/app/dash"));
+    assert_eq!(query.entry.caller.as_deref(), Some("spiffe://yrd.mesh/gateway/gw"));
+    assert_eq!(query.entry.purpose.as_deref(), Some("audit test"));
+    assert_eq!(query.entry.dataset.as_deref(), Some("enterprise"));
+    assert_eq!(query.entry.fields, ["credit_code", "name"]);
+    assert_eq!(query.entry.rule.as_deref(), Some("rule:unconditional"));
+    assert_eq!(format!("{}-{}", "node-320000-n1", query.seq), audit_id);
+    let end = records.iter().find(|r| r.entry.kind == "query.end").unwrap();
+    assert_eq!(end.entry.request.as_deref(), Some(audit_id.as_str()));
+    assert_eq!(end.entry.rows, Some(shown as u64));
+    assert_eq!(query.entry.filter.as_deref(), Some("district = \"320102\""));
+    let refused = records
+        .iter()
+        .find(|r| r.entry.kind == "query" && r.entry.decision == yrd_audit::Decision::Deny)
+        .unwrap();
+    assert_eq!(refused.entry.reason.as_deref(), Some(denied.as_str()));
+    // Reading the audit is itself recorded, and the files verify.
+    let dir = mesh.dir.path().join(format!("audit-{}", REGIONS[JS]));
+    let report = yrd_audit::verify(&[dir], None).unwrap();
+    assert!(report.records >= 3, "{report}");
+}
+
+/// A query the policy refuses at Jiangsu (address is conditionally
+/// shared, and no grant gives it); returns the reason the region gave.
+async fn fed_denied_address(
+    fed: &mut yrd_proto::mesh::federation_client::FederationClient<tonic::transport::Channel>,
+) -> String {
+    let page = crate::gateway::fed_query(
+        fed,
+        yrd_proto::mesh::QueryRequest {
+            dataset: "enterprise".into(),
+            fields: vec!["address".into()],
+            regions: vec![REGIONS[JS].into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let r = page.summary.regions.iter().find(|r| r.region == REGIONS[JS]).unwrap();
+    assert_eq!(r.state(), yrd_proto::mesh::RegionState::PermissionDenied, "{r:?}");
+    r.reason.clone()
 }

@@ -116,7 +116,7 @@ async fn a_field_named_twice_is_refused_in_both_modes() {
             consistency: consistency as i32,
             ..req("", "", 10)
         };
-        let err = fed_query(&mut app, r).await.err().expect("refused");
+        let err = fed_query(&mut app, r).await.expect_err("refused");
         let (code, field, _) = refusal(&err);
         assert_eq!((code, field.as_str()), (Code::InvalidArgument, "fields"), "{err:?}");
         assert!(err.message().contains("name"), "{err:?}");
@@ -172,7 +172,7 @@ async fn page_tokens_are_bound_to_their_query() {
     assert!(!token.is_empty());
     let mut other = req("status = \"revoked\"", "", 10);
     other.page_token = token.clone();
-    let err = fed_query(&mut app, other).await.err().expect("token for another query");
+    let err = fed_query(&mut app, other).await.expect_err("token for another query");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("different query"), "{err:?}");
     // Flip one character of the token: the signature no longer matches.
@@ -181,7 +181,7 @@ async fn page_tokens_are_bound_to_their_query() {
     tampered[mid] = if tampered[mid] == 'A' { 'B' } else { 'A' };
     let mut r = req("status = \"active\"", "", 10);
     r.page_token = tampered.into_iter().collect();
-    let err = fed_query(&mut app, r).await.err().expect("tampered token");
+    let err = fed_query(&mut app, r).await.expect_err("tampered token");
     assert_eq!(err.code(), Code::InvalidArgument);
     // A changed page size keeps the token valid (AIP-158).
     let mut r = req("status = \"active\"", "", 25);

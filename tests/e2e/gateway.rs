@@ -431,7 +431,7 @@ async fn a_stopped_node_is_named_and_comes_back() {
 
     let mut all = req("", "", 10);
     all.consistency = Consistency::AllRegions as i32;
-    let err = fed_query(&mut app, all).await.err().expect("ALL_REGIONS fails");
+    let err = fed_query(&mut app, all).await.expect_err("ALL_REGIONS fails");
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("320000"), "{err:?}");
     let err = app

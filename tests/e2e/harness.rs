@@ -96,6 +96,7 @@ impl TestNode {
 }
 
 /// Everything one Query stream returned.
+#[derive(Debug)]
 pub struct Page {
     pub batches: Vec<RowBatch>,
     pub summary: NodeQuerySummary,

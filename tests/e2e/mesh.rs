@@ -114,6 +114,10 @@ impl Mesh {
             )
             .unwrap();
             config.tls = Some(tls);
+            // Every test node keeps its audit trail, as shipped nodes do.
+            config.audit = Some(yrd_audit::AuditConfig::in_dir(
+                dir.path().join(format!("audit-{region}")),
+            ));
             if opts.admin {
                 config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
             }

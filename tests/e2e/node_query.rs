@@ -140,8 +140,7 @@ async fn personal_and_secret_fields_never_leave_without_a_grant() {
         },
     )
     .await
-    .err()
-    .expect("a named conditional field is refused, not dropped");
+    .expect_err("a named conditional field is refused, not dropped");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert!(err.message().contains("legal_representative"), "{err:?}");
 }

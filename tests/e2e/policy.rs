@@ -323,8 +323,7 @@ async fn each_refusal_names_its_reason() {
         },
     )
     .await
-    .err()
-    .expect("ALL_REGIONS fails when a region refuses");
+    .expect_err("ALL_REGIONS fails when a region refuses");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
 }
 

@@ -83,6 +83,9 @@ struct Shown {
     /// The application's key for `hash` masks.
     app_key: Option<AppKey>,
     batch_rows: usize,
+    /// The audit record of the decision that allowed the query, named in
+    /// its summary.
+    audit_id: String,
 }
 
 /// A validated aggregate, ready for the policy stage.
@@ -223,6 +226,7 @@ impl NodeService {
             fields: visible,
             app_key: permit.app_key().cloned(),
             batch_rows,
+            audit_id: String::new(),
         };
         let scan = store::ScanPlan {
             schema: plan.schema.clone(),
@@ -354,7 +358,7 @@ impl DataNode for NodeService {
             .audited(&entry, span.in_scope(|| self.plan_query(&req)).map_err(NodeError::from))
             .await
             .map_err(|e| failed(&span, e))?;
-        let (decision, shown, scan_plan) = self
+        let (decision, mut shown, scan_plan) = self
             .audited(&entry, span.in_scope(|| self.authorize_query(&caller, &plan)))
             .await
             .map_err(|e| failed(&span, e))?;
@@ -375,6 +379,7 @@ impl DataNode for NodeService {
             .instrument(span.clone())
             .await
             .map_err(|e| failed(&span, e))?;
+        shown.audit_id.clone_from(&audit_id);
         let slot = self
             .slot(deadline)
             .instrument(span.clone())
@@ -396,7 +401,7 @@ impl DataNode for NodeService {
         tokio::spawn(async move {
             let _slot = slot;
             let _open = yrd_telemetry::OpenStreamGuard::open();
-            let outcome = run_query(&state, &plan, &shown, scan, &tx, deadline, started, &audit_id)
+            let outcome = run_query(&state, &plan, &shown, scan, &tx, deadline, started)
                 .instrument(store_span.clone())
                 .await;
             let mut end = entry;
@@ -731,7 +736,6 @@ async fn run_query(
     tx: &mpsc::Sender<Result<NodeQueryResponse, Status>>,
     deadline: Instant,
     started: Instant,
-    audit_id: &str,
 ) -> Result<u64, NodeError> {
     let region = &state.config.region;
     let stats = dataset_stats(state, &plan.schema.id).await?;
@@ -804,7 +808,7 @@ async fn run_query(
     yrd_telemetry::rows_streamed(&plan.schema.id, count, bytes);
     let summary = NodeQuerySummary {
         region: Some(RegionStatus {
-            audit_id: audit_id.to_owned(),
+            audit_id: shown.audit_id.clone(),
             ..RegionStatus::answered(region.as_str(), count, started.elapsed(), freshness(stats.updated_at))
         }),
         more: has_more,
