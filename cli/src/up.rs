@@ -907,7 +907,13 @@ mod tests {
             if let Some(tls) = written.tls.as_mut() {
                 tls.resolve(dir.path());
             }
+            written.policy.file = written.policy.file.map(|f| dir.path().join(f));
+            if let Some(audit) = written.audit.as_mut() {
+                audit.resolve(dir.path());
+            }
             assert_eq!(loaded, written, "{}", p.code);
+            // Each region's demo policy is written beside it and loads.
+            assert!(dir.path().join(format!("policy-{}.toml", p.code)).exists());
         }
 
         let written = gateway_config(50070, 50080, &nodes(), &secrets()).unwrap();

@@ -180,6 +180,9 @@ impl LocalMesh {
         node.insert("tls".into(), paths_table(&node_tls));
         table(&mut node, "store").insert("path".into(), db.display().to_string().into());
         table(&mut node, "query").insert("batch_rows".into(), BATCH_ROWS.into());
+        // The shipped policy, read from where it is shipped.
+        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/policy/shanghai.toml");
+        table(&mut node, "policy").insert("file".into(), policy.display().to_string().into());
         let node_path = dir.path().join("shanghai.toml");
         std::fs::write(&node_path, toml::to_string(&node).unwrap()).unwrap();
 
