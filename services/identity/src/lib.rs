@@ -6,6 +6,7 @@
 //!   mutual TLS with rustls and the ring provider only.
 //! - [`TlsPaths`]: where a process's identity files are, as configs name them.
 //! - [`Secret`]: a config value kept out of `Debug` output and logs.
+//! - [`Signer`], [`VerifyingKey`]: signatures with a mesh certificate's key.
 //! - [`Authorizer`], [`peer_id`]: per-service allow rules, applied from the
 //!   verified client certificate (never from a header).
 //!
@@ -51,5 +52,5 @@ pub use pki::{
     cert_not_after, ensure_ca, init_ca, issue, issue_in_memory, peer_id_from_der,
 };
 pub use secret::Secret;
-pub use sign::{Signer, verify as verify_signature};
+pub use sign::{Signer, VerifyingKey, verify as verify_signature};
 pub use tls::{TlsMaterial, client_config, crypto_provider, server_config, tonic_client_tls};

@@ -97,13 +97,45 @@ impl Signer {
     }
 }
 
+/// The public key of a signer's certificate, parsed once: for a verifier
+/// that checks many signatures of the same certificate (a node checking
+/// the assertions of a gateway connection). Cheap to clone.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifyingKey {
+    /// The subject public key (the uncompressed EC point).
+    key: Arc<[u8]>,
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("len", &self.key.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    /// The key of the certificate `cert_der` (DER); an error when the
+    /// certificate does not parse.
+    pub fn from_cert_der(cert_der: &[u8]) -> Result<Self, IdentityError> {
+        Ok(Self {
+            key: public_key(cert_der)?.into(),
+        })
+    }
+
+    /// Checks that `signature` over `message` was made with this key.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), IdentityError> {
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.key)
+            .verify(message, signature)
+            .map_err(|_| IdentityError::Signature("the signature does not match the certificate's key".into()))
+    }
+}
+
 /// Checks that `signature` over `message` was made by the key of the
-/// certificate `cert_der`.
+/// certificate `cert_der`. Parses the certificate on every call: a
+/// verifier of many signatures keeps a [`VerifyingKey`] instead.
 pub fn verify(cert_der: &[u8], message: &[u8], signature: &[u8]) -> Result<(), IdentityError> {
-    let key = public_key(cert_der)?;
-    UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key)
-        .verify(message, signature)
-        .map_err(|_| IdentityError::Signature("the signature does not match the certificate's key".into()))
+    VerifyingKey::from_cert_der(cert_der)?.verify(message, signature)
 }
 
 /// The subject public key of a certificate (the uncompressed EC point).
@@ -135,6 +167,24 @@ mod tests {
         assert!(verify(a.cert_der(), b"hellp", &sig).is_err());
         assert!(verify(b.cert_der(), b"hello", &sig).is_err());
         assert_eq!(a.id().uri(), "spiffe://yrd.mesh/gateway/a");
+    }
+
+    #[test]
+    fn a_verifying_key_checks_like_the_certificate_it_was_parsed_from() {
+        let ca = Ca::generate("yrd.mesh").unwrap();
+        let a = signer(&ca, "a");
+        let b = signer(&ca, "b");
+        let sig = a.sign(b"hello").unwrap();
+        let key = VerifyingKey::from_cert_der(a.cert_der()).unwrap();
+        key.verify(b"hello", &sig).unwrap();
+        key.verify(b"hello", &sig).unwrap();
+        let e = key.verify(b"hellp", &sig).unwrap_err();
+        assert!(e.to_string().contains("does not match"), "{e}");
+        let other = VerifyingKey::from_cert_der(b.cert_der()).unwrap();
+        assert!(other.verify(b"hello", &sig).is_err());
+        assert_ne!(key, other);
+        let e = VerifyingKey::from_cert_der(b"not a certificate").unwrap_err();
+        assert!(e.to_string().contains("does not parse"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,12 @@
 //! for it); handlers call [`principal`] with their method's path.
 //! `GetCatalog` needs no assertion: it is metadata the gateway reads for
 //! itself, and holds no rows.
+//!
+//! A gateway certificate is parsed once (its identity and public key), and
+//! kept in a small cache by its full DER bytes ([`GATEWAY_CERT_CACHE`]
+//! entries): gateways are few and their connections long-lived. The role
+//! and trust checks still run on every call, so a changed trust list is
+//! never bypassed by the cache.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,7 +29,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Status};
-use yrd_identity::{Authorizer, PeerId, Role};
+use yrd_identity::{Authorizer, PeerId, Role, VerifyingKey};
 use yrd_proto::mesh::{OnBehalfOf, SignedAssertion};
 
 use crate::config::NodeConfig;
@@ -38,6 +44,9 @@ pub const HEADER: &str = "yrd-on-behalf-of-bin";
 pub const MAX_ASSERTION_BYTES: usize = 4096;
 /// Length of a nonce, in bytes.
 pub const NONCE_LEN: usize = 16;
+/// Most gateway certificates whose parsed identity and key are kept; when
+/// full, one is dropped to make room (and parsed again when it comes back).
+pub const GATEWAY_CERT_CACHE: usize = 64;
 
 /// Why an assertion was refused: each is a stable `google.rpc.ErrorInfo`
 /// reason, with its gRPC code.
@@ -110,6 +119,29 @@ pub struct Verifier {
     max_ttl_ms: i64,
     skew_ms: i64,
     replay: Mutex<ReplayCache>,
+    certs: Mutex<CertCache>,
+}
+
+/// Parsed gateway certificates, by their full DER bytes.
+#[derive(Debug, Default)]
+struct CertCache {
+    parsed: HashMap<Vec<u8>, (PeerId, VerifyingKey)>,
+}
+
+impl CertCache {
+    fn get(&self, der: &[u8]) -> Option<(PeerId, VerifyingKey)> {
+        self.parsed.get(der).cloned()
+    }
+
+    fn insert(&mut self, der: &[u8], parsed: (PeerId, VerifyingKey)) {
+        if self.parsed.len() >= GATEWAY_CERT_CACHE
+            && !self.parsed.contains_key(der)
+            && let Some(old) = self.parsed.keys().next().cloned()
+        {
+            self.parsed.remove(&old);
+        }
+        self.parsed.insert(der.to_vec(), parsed);
+    }
 }
 
 impl Verifier {
@@ -125,6 +157,7 @@ impl Verifier {
             max_ttl_ms: millis(c.max_ttl),
             skew_ms: millis(c.clock_skew),
             replay: Mutex::new(ReplayCache::new(c.replay_cache)),
+            certs: Mutex::new(CertCache::default()),
         })
     }
 
@@ -138,10 +171,23 @@ impl Verifier {
     }
 
     fn verify_at<T: Message>(&self, req: &Request<T>, path: &str, now: i64) -> Result<Principal, NodeError> {
+        let certs = req.peer_certs();
+        let leaf = certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref());
+        self.verify_leaf(leaf, req, path, now)
+    }
+
+    /// [`Self::verify`] of `req`, whose TLS peer presented `leaf` (DER).
+    fn verify_leaf<T: Message>(
+        &self,
+        leaf: Option<&[u8]>,
+        req: &Request<T>,
+        path: &str,
+        now: i64,
+    ) -> Result<Principal, NodeError> {
         let leaf = if self.insecure {
             None
         } else {
-            Some(self.gateway_of(req)?)
+            Some(self.gateway_of(leaf)?)
         };
         let peer = leaf.as_ref().map(|(id, _)| id.clone());
         let Some(raw) = req.metadata().get_bin(HEADER) else {
@@ -161,11 +207,11 @@ impl Verifier {
         }
         let signed = SignedAssertion::decode(bytes.as_ref())
             .map_err(|_| Refusal::Invalid.because("the assertion does not decode"))?;
-        if let Some((_, cert)) = &leaf {
+        if let Some((_, key)) = &leaf {
             if signed.signature.is_empty() {
                 return Err(Refusal::Unsigned.because("the assertion carries no signature"));
             }
-            yrd_identity::verify_signature(cert, &signed.assertion, &signed.signature).map_err(|_| {
+            key.verify(&signed.assertion, &signed.signature).map_err(|_| {
                 Refusal::Invalid
                     .because("the signature does not verify against the gateway certificate of this connection")
             })?;
@@ -189,14 +235,13 @@ impl Verifier {
         })
     }
 
-    /// The TLS peer: a gateway this node trusts, with its leaf certificate.
-    fn gateway_of<T>(&self, req: &Request<T>) -> Result<(PeerId, Vec<u8>), NodeError> {
-        let leaf = req
-            .peer_certs()
-            .and_then(|certs| certs.first().map(|c| c.to_vec()))
-            .ok_or_else(|| Refusal::NotViaGateway.because("the connection presented no certificate"))?;
-        let id = yrd_identity::peer_id_from_der(&leaf)
-            .map_err(|_| Refusal::NotViaGateway.because("the connection's certificate names no mesh identity"))?;
+    /// The TLS peer, whose leaf certificate is `leaf`: a gateway this node
+    /// trusts, with its certificate's key. The certificate is parsed once
+    /// (see [`GATEWAY_CERT_CACHE`]); the role and trust checks run on every
+    /// call.
+    fn gateway_of(&self, leaf: Option<&[u8]>) -> Result<(PeerId, VerifyingKey), NodeError> {
+        let leaf = leaf.ok_or_else(|| Refusal::NotViaGateway.because("the connection presented no certificate"))?;
+        let (id, key) = self.parsed(leaf)?;
         if id.role != Role::Gateway {
             return Err(Refusal::NotViaGateway.because(format!(
                 "{} is a {}: data calls come through a gateway",
@@ -209,7 +254,30 @@ impl Verifier {
                 Refusal::GatewayNotTrusted.because(format!("{} is not among on_behalf_of.trusted_gateways", id.uri()))
             );
         }
-        Ok((id, leaf))
+        Ok((id, key))
+    }
+
+    /// The identity and key of the certificate `der`, from the cache or
+    /// parsed (outside the lock) and kept.
+    fn parsed(&self, der: &[u8]) -> Result<(PeerId, VerifyingKey), NodeError> {
+        let poisoned = || NodeError::Task("the gateway certificate cache lock is poisoned".into());
+        if let Some(hit) = self.certs.lock().map_err(|_| poisoned())?.get(der) {
+            return Ok(hit);
+        }
+        let id = yrd_identity::peer_id_from_der(der)
+            .map_err(|_| Refusal::NotViaGateway.because("the connection's certificate names no mesh identity"))?;
+        let key = VerifyingKey::from_cert_der(der).map_err(|_| {
+            Refusal::Invalid.because("the gateway certificate of this connection holds no usable public key")
+        })?;
+        // Only gateways' certificates are kept: a peer refused for its role
+        // takes no room from them.
+        if id.role == Role::Gateway {
+            self.certs
+                .lock()
+                .map_err(|_| poisoned())?
+                .insert(der, (id.clone(), key.clone()));
+        }
+        Ok((id, key))
     }
 
     /// The assertion is for this region, method, request message and trace.
@@ -404,6 +472,149 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use yrd_identity::{Ca, IssueRequest, Signer, issue_in_memory};
+    use yrd_proto::mesh::NodeQueryRequest;
+
+    const TD: &str = "yrd.mesh";
+    const REGION: &str = "320000";
+    const QUERY: &str = "/yrd.mesh.v1.DataNode/Query";
+
+    fn verifier(trusted: &str) -> Verifier {
+        let text = format!(
+            "region = \"{REGION}\"\n[on_behalf_of]\ntrusted_gateways = [\"{trusted}\"]\nreplay_cache = 1000000\n"
+        );
+        Verifier::new(&NodeConfig::parse(&text, "t.toml").unwrap()).unwrap()
+    }
+
+    fn gateway(ca: &Ca, name: &str) -> Signer {
+        let (cert, key) = issue_in_memory(ca, &IssueRequest::new(PeerId::gateway(TD, name).unwrap())).unwrap();
+        Signer::from_pem(cert.as_bytes(), key.as_bytes()).unwrap()
+    }
+
+    /// A query call carrying an assertion signed by `signer`, with the nonce `n`.
+    fn call(signer: &Signer, n: u64, now: i64) -> Request<NodeQueryRequest> {
+        let message = NodeQueryRequest {
+            dataset: "enterprise".into(),
+            ..Default::default()
+        };
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..8].copy_from_slice(&n.to_le_bytes());
+        let claims = OnBehalfOf {
+            subject: format!("spiffe://{TD}/app/a"),
+            purpose: "test".into(),
+            audience: REGION.into(),
+            method: QUERY.into(),
+            request_sha256: Sha256::digest(message.encode_to_vec()).to_vec(),
+            trace_id: String::new(),
+            nonce: nonce.to_vec(),
+            issued_at_ms: now,
+            expires_at_ms: now + 10_000,
+        }
+        .encode_to_vec();
+        let signed = SignedAssertion {
+            signature: signer.sign(&claims).unwrap(),
+            assertion: claims,
+        };
+        let mut req = Request::new(message);
+        req.metadata_mut().insert_bin(
+            HEADER,
+            tonic::metadata::MetadataValue::from_bytes(&signed.encode_to_vec()),
+        );
+        req
+    }
+
+    fn refusal(e: NodeError) -> Refusal {
+        match e {
+            NodeError::Assertion { refusal, .. } => refusal,
+            other => panic!("not a refusal: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_cached_certificate_is_still_checked_for_trust_and_signature() {
+        let ca = Ca::generate(TD).unwrap();
+        let (gw, other) = (gateway(&ca, "gw"), gateway(&ca, "other"));
+        let mut v = verifier("gateway/gw");
+        let now = now_ms();
+        let p = v
+            .verify_leaf(Some(gw.cert_der()), &call(&gw, 1, now), QUERY, now)
+            .unwrap();
+        assert_eq!(p.peer.unwrap().uri(), format!("spiffe://{TD}/gateway/gw"));
+        assert_eq!(v.certs.lock().unwrap().parsed.len(), 1, "parsed once, kept");
+        // The same connection, a signature by another key: refused.
+        let e = v
+            .verify_leaf(Some(gw.cert_der()), &call(&other, 2, now), QUERY, now)
+            .unwrap_err();
+        assert_eq!(refusal(e), Refusal::Invalid);
+        // An untrusted gateway is refused every time, though its
+        // certificate is kept once parsed.
+        for n in 3..5 {
+            let e = v
+                .verify_leaf(Some(other.cert_der()), &call(&other, n, now), QUERY, now)
+                .unwrap_err();
+            assert_eq!(refusal(e), Refusal::GatewayNotTrusted);
+        }
+        assert_eq!(v.certs.lock().unwrap().parsed.len(), 2);
+        // The trust list changes (as a new config would have it): the
+        // cached gateway is refused from the next call on.
+        v.trusted = Authorizer::from_rules(TD, &["gateway/other".to_owned()]).unwrap();
+        let e = v
+            .verify_leaf(Some(gw.cert_der()), &call(&gw, 5, now), QUERY, now)
+            .unwrap_err();
+        assert_eq!(refusal(e), Refusal::GatewayNotTrusted);
+        v.verify_leaf(Some(other.cert_der()), &call(&other, 6, now), QUERY, now)
+            .unwrap();
+    }
+
+    #[test]
+    fn the_certificate_cache_is_bounded() {
+        let ca = Ca::generate(TD).unwrap();
+        let der = gateway(&ca, "gw").cert_der().to_vec();
+        let entry = (
+            PeerId::gateway(TD, "gw").unwrap(),
+            VerifyingKey::from_cert_der(&der).unwrap(),
+        );
+        let mut c = CertCache::default();
+        for n in 0..GATEWAY_CERT_CACHE + 10 {
+            let mut key = der.clone();
+            key.extend_from_slice(&n.to_le_bytes());
+            c.insert(&key, entry.clone());
+        }
+        assert_eq!(c.parsed.len(), GATEWAY_CERT_CACHE);
+        c.insert(&der, entry.clone());
+        assert!(c.get(&der).is_some());
+        assert_eq!(c.parsed.len(), GATEWAY_CERT_CACHE);
+        // Compared by the full bytes: a prefix is another certificate.
+        assert!(c.get(&der[..der.len() - 1]).is_none());
+    }
+
+    /// µs per `verify` of a real signed assertion, with the certificate
+    /// cache and without it (every call parsing the certificate twice, as
+    /// before the cache). `cargo nextest run -p yrd-node --run-ignored only
+    /// -E 'test(verify_cost)' --no-capture` (or in release with `--release`).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn verify_cost() {
+        const N: u64 = 2000;
+        let ca = Ca::generate(TD).unwrap();
+        let gw = gateway(&ca, "gw");
+        let v = verifier("gateway/gw");
+        let now = now_ms();
+        let calls: Vec<_> = (0..2 * N).map(|n| call(&gw, n, now)).collect();
+        let (cold, warm) = calls.split_at(N as usize);
+        let started = std::time::Instant::now();
+        for req in cold {
+            v.certs.lock().unwrap().parsed.clear();
+            v.verify_leaf(Some(gw.cert_der()), req, QUERY, now).unwrap();
+        }
+        let uncached = started.elapsed().as_secs_f64() * 1e6 / N as f64;
+        let started = std::time::Instant::now();
+        for req in warm {
+            v.verify_leaf(Some(gw.cert_der()), req, QUERY, now).unwrap();
+        }
+        let cached = started.elapsed().as_secs_f64() * 1e6 / N as f64;
+        println!("verify: {uncached:.1} µs per call parsing the certificate, {cached:.1} µs cached");
+    }
 
     #[test]
     fn the_replay_cache_forgets_only_expired_nonces_and_refuses_when_full() {
