@@ -117,6 +117,24 @@ impl QueryError {
         }
     }
 
+    /// The same error, naming `param` as the parameter at fault: for a
+    /// filter checked under another name (an access request's
+    /// `row_scope_expr`, a grant's row scope). Errors that name no
+    /// parameter of their own (an unknown dataset, a page token) are
+    /// returned unchanged.
+    pub fn for_param(mut self, param: &'static str) -> Self {
+        match &mut self {
+            Self::Syntax { param: p, .. }
+            | Self::UnknownField { param: p, .. }
+            | Self::FieldNotAllowed { param: p, .. }
+            | Self::TypeMismatch { param: p, .. }
+            | Self::Limit { param: p, .. }
+            | Self::Invalid { param: p, .. } => *p = param,
+            Self::UnknownDataset { .. } | Self::PageToken { .. } => {}
+        }
+        self
+    }
+
     /// The gRPC code family of the error.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -157,5 +175,52 @@ impl From<QueryError> for Status {
         metadata.insert("param".to_owned(), q.param().to_owned());
         details.set_error_info(reason, ERROR_DOMAIN, metadata);
         Status::with_error_details(code, q.to_string(), details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn for_param_names_another_parameter_and_keeps_the_rest() {
+        let e = QueryError::UnknownField {
+            param: "filter",
+            dataset: "enterprise".into(),
+            field: "x".into(),
+        }
+        .for_param("row_scope_expr");
+        assert_eq!(e.param(), "row_scope_expr");
+        assert_eq!(e.to_string(), "row_scope_expr: dataset enterprise has no field \"x\"");
+        let e = QueryError::Limit {
+            param: "filter",
+            limit: "max_filter_depth",
+            max: 8,
+            actual: 9,
+        }
+        .for_param("row_scope_expr");
+        assert_eq!(
+            e,
+            QueryError::Limit {
+                param: "row_scope_expr",
+                limit: "max_filter_depth",
+                max: 8,
+                actual: 9,
+            }
+        );
+        let e = QueryError::Syntax {
+            param: "filter",
+            position: 3,
+            message: "unexpected".into(),
+        }
+        .for_param("row_scope");
+        assert_eq!(e.param(), "row_scope");
+        // Errors that name no parameter of their own are unchanged.
+        let e = QueryError::UnknownDataset { dataset: "d".into() };
+        assert_eq!(e.clone().for_param("row_scope_expr"), e);
+        let e = QueryError::PageToken {
+            reason: "expired".into(),
+        };
+        assert_eq!(e.clone().for_param("row_scope_expr"), e);
     }
 }

@@ -610,7 +610,7 @@ impl Workflow {
             None => Ok(None),
             Some(e) => {
                 yrd_query::filter::check_filter(e, schema, &self.limits)
-                    .map_err(|err| renamed(err, "row_scope_expr"))?;
+                    .map_err(|err| err.for_param("row_scope_expr"))?;
                 Ok(Some(e.clone()))
             }
         }
@@ -794,35 +794,6 @@ fn optional_text(param: &'static str, text: &str, max: usize) -> Result<Option<S
         return Err(invalid(param, "must not hold control characters".into()));
     }
     Ok((!text.is_empty()).then(|| text.to_owned()))
-}
-
-/// A query error about a filter, naming `param` instead.
-pub fn renamed(err: QueryError, param: &'static str) -> QueryError {
-    match err {
-        QueryError::Syntax { position, message, .. } => QueryError::Syntax {
-            param,
-            position,
-            message,
-        },
-        QueryError::UnknownField { dataset, field, .. } => QueryError::UnknownField { param, dataset, field },
-        QueryError::FieldNotAllowed { field, reason, .. } => QueryError::FieldNotAllowed { param, field, reason },
-        QueryError::TypeMismatch {
-            field, expected, found, ..
-        } => QueryError::TypeMismatch {
-            param,
-            field,
-            expected,
-            found,
-        },
-        QueryError::Limit { limit, max, actual, .. } => QueryError::Limit {
-            param,
-            limit,
-            max,
-            actual,
-        },
-        QueryError::Invalid { message, .. } => QueryError::Invalid { param, message },
-        other => other,
-    }
 }
 
 /// The workflows open in this process, by access database.
