@@ -18,7 +18,6 @@ use yrd_proto::mesh::{
     AccessRequest, AccessState, DecideAccessRequest, ListAccessRequestsRequest, ReadAuditRequest, RequestAccessRequest,
     RevokeAccessRequest, filter_expr,
 };
-use yrd_proto::schema::Registry;
 
 use crate::mesh::{Mesh, MeshOptions, REGIONS, TD};
 
@@ -122,9 +121,7 @@ fn assert_denied(status: &tonic::Status, code: Code, why: &str) {
 
 /// The node's grant source, as the policy stage gets it.
 async fn grants_of(mesh: &Mesh, region: usize) -> std::sync::Arc<yrd_node::access::Workflow> {
-    yrd_node::access::shared(&mesh.node_configs[region], Registry::standard().unwrap())
-        .await
-        .unwrap()
+    mesh.nodes[region].as_ref().unwrap().workflow.clone()
 }
 
 #[tokio::test]
@@ -616,8 +613,8 @@ async fn decisions_survive_a_node_restart() {
 
     let addr = mesh.nodes[JS].as_ref().unwrap().addr;
     mesh.stop_node(JS).await;
-    // As a new process would: nothing of the workflow is kept in memory.
-    yrd_node::access::forget(&mesh.node_configs[JS]).await;
+    // The restarted node opens its workflow afresh from its database, as a
+    // new process would.
     mesh.restart_node(JS, addr).await;
     mesh.wait_region(REGIONS[JS], true).await;
 

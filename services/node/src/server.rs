@@ -14,6 +14,7 @@ use yrd_proto::mesh::data_node_server::DataNodeServer;
 use yrd_proto::schema::Registry;
 use yrd_server::{DeadlinePolicy, ServeOptions, Serving};
 
+use crate::access::Workflow;
 use crate::audit::NodeAudit;
 use crate::config::NodeConfig;
 use crate::error::NodeError;
@@ -32,6 +33,9 @@ pub struct RunningNode {
     pub admin: Option<yrd_telemetry::AdminHandle>,
     /// The region's policy: subscribe to its reload events.
     pub policy: Arc<NodePolicy>,
+    /// The region's access workflow (the policy stage's source of
+    /// approved requests, and what the access methods answer with).
+    pub workflow: Arc<Workflow>,
     server: Serving,
     reload: Option<tokio::task::JoinHandle<()>>,
 }
@@ -158,7 +162,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         .with_shutdown_grace(config.shutdown_grace);
     let verifier = Arc::new(Verifier::new(&config)?);
     let audit = open_audit(&config, signer).await?;
-    let workflow = crate::access::shared(&config, store.registry()).await?;
+    let workflow = Workflow::open(&config, store.registry()).await?;
     let (policy, policy_bytes) = load_policy(&config, store.registry()).await?;
     // Approved access requests are grants too, and their use counts live in
     // the node's own store.
@@ -193,7 +197,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             config.limits.clone(),
         )
     });
-    let service = NodeService::with_audit(config, store, policy.clone(), audit);
+    let service = NodeService::with_audit(config, store, policy.clone(), audit).with_workflow(workflow.clone());
     let routes = routes(service, authorizer, verifier).await?;
     let server = yrd_server::serve(routes, listen, tls, options).await?;
     let admin = match admin_listen {
@@ -206,6 +210,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         addr: server.addr,
         admin,
         policy,
+        workflow,
         server,
         reload,
     })

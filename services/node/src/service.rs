@@ -23,6 +23,7 @@ use yrd_proto::schema::{DatasetSchema, FieldType};
 use yrd_query::sortkey::KeyWriter;
 use yrd_query::{CheckedAggregate, CheckedQuery, Limits, QueryError, aggregate};
 
+use crate::access::{Workflow, serve};
 use crate::audit::NodeAudit;
 use crate::config::NodeConfig;
 use crate::encode::{cell_value, encode_field, sort_key};
@@ -52,13 +53,16 @@ pub struct NodeService {
     inner: Arc<State>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct State {
     config: NodeConfig,
     store: Arc<dyn Store>,
     policy: Arc<dyn Policy>,
     permits: Arc<Semaphore>,
     audit: NodeAudit,
+    /// The region's access workflow; without one the access methods are
+    /// refused as not served.
+    workflow: Option<Arc<Workflow>>,
 }
 
 /// A validated query, ready for the policy stage.
@@ -115,8 +119,17 @@ impl NodeService {
                 policy,
                 permits,
                 audit,
+                workflow: None,
             }),
         }
+    }
+
+    /// This service, answering the access methods with `workflow` (the
+    /// same instance the policy stage reads approved requests from).
+    pub fn with_workflow(self, workflow: Arc<Workflow>) -> Self {
+        let mut state = State::clone(&self.inner);
+        state.workflow = Some(workflow);
+        Self { inner: Arc::new(state) }
     }
 
     /// `result`, recording it in the audit as refused or failed when it is
@@ -151,6 +164,11 @@ impl NodeService {
                 Err(status)
             }
         }
+    }
+
+    /// The region's access workflow, if this service has one.
+    fn workflow(&self) -> Option<&Workflow> {
+        self.inner.workflow.as_deref()
     }
 
     fn limits(&self) -> &Limits {
@@ -532,11 +550,11 @@ impl DataNode for NodeService {
     }
 
     async fn request_access(&self, req: Request<RequestAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        crate::access::serve::request_access(
-            &self.inner.config,
-            self.inner.store.registry(),
-            caller_of(&req, "/yrd.mesh.v1.DataNode/RequestAccess")?,
-            req.into_inner(),
+        serve::answer(
+            self.workflow(),
+            req,
+            "/yrd.mesh.v1.DataNode/RequestAccess",
+            Workflow::request,
         )
         .await
     }
@@ -545,31 +563,31 @@ impl DataNode for NodeService {
         &self,
         req: Request<ListAccessRequestsRequest>,
     ) -> Result<Response<ListAccessRequestsResponse>, Status> {
-        crate::access::serve::list_access_requests(
-            &self.inner.config,
-            self.inner.store.registry(),
-            caller_of(&req, "/yrd.mesh.v1.DataNode/ListAccessRequests")?,
-            req.into_inner(),
+        serve::answer(
+            self.workflow(),
+            req,
+            "/yrd.mesh.v1.DataNode/ListAccessRequests",
+            Workflow::list,
         )
         .await
     }
 
     async fn decide_access(&self, req: Request<DecideAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        crate::access::serve::decide_access(
-            &self.inner.config,
-            self.inner.store.registry(),
-            caller_of(&req, "/yrd.mesh.v1.DataNode/DecideAccess")?,
-            req.into_inner(),
+        serve::answer(
+            self.workflow(),
+            req,
+            "/yrd.mesh.v1.DataNode/DecideAccess",
+            Workflow::decide,
         )
         .await
     }
 
     async fn revoke_access(&self, req: Request<RevokeAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        crate::access::serve::revoke_access(
-            &self.inner.config,
-            self.inner.store.registry(),
-            caller_of(&req, "/yrd.mesh.v1.DataNode/RevokeAccess")?,
-            req.into_inner(),
+        serve::answer(
+            self.workflow(),
+            req,
+            "/yrd.mesh.v1.DataNode/RevokeAccess",
+            Workflow::revoke,
         )
         .await
     }
@@ -667,7 +685,7 @@ impl DataNode for NodeService {
 /// Who sent `req`, a call of the method at `path`, and whom it acts for:
 /// the verified gateway peer and the application (operator, auditor) and
 /// purpose of its signed on-behalf-of assertion (see [`crate::obo`]).
-fn caller_of<T: prost::Message>(req: &Request<T>, path: &str) -> Result<Principal, Status> {
+pub(crate) fn caller_of<T: prost::Message>(req: &Request<T>, path: &str) -> Result<Principal, Status> {
     crate::obo::principal(req, path)
 }
 

@@ -19,9 +19,9 @@ pub mod days;
 pub mod model;
 pub mod serve;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
@@ -794,39 +794,6 @@ fn optional_text(param: &'static str, text: &str, max: usize) -> Result<Option<S
         return Err(invalid(param, "must not hold control characters".into()));
     }
     Ok((!text.is_empty()).then(|| text.to_owned()))
-}
-
-/// The workflows open in this process, by access database.
-///
-/// Interim: the node's service state has no slot for the workflow yet
-/// (`services/node/src/service.rs` is rewritten elsewhere), so its handlers
-/// reach it here, and the node's start (or a test) gets the same instance
-/// for the policy stage's [`GrantSource`] and [`UseLedger`]. Once the
-/// service holds an `Arc<Workflow>`, this goes.
-fn open_workflows() -> &'static tokio::sync::Mutex<HashMap<PathBuf, Arc<Workflow>>> {
-    static OPEN: OnceLock<tokio::sync::Mutex<HashMap<PathBuf, Arc<Workflow>>>> = OnceLock::new();
-    OPEN.get_or_init(Default::default)
-}
-
-/// The workflow of the node configured by `config`, opened on first use.
-pub async fn shared(config: &NodeConfig, registry: &'static Registry) -> Result<Arc<Workflow>, NodeError> {
-    let path = config.access.db_path(&config.store);
-    let mut open = open_workflows().lock().await;
-    if let Some(w) = open.get(&path) {
-        return Ok(w.clone());
-    }
-    let workflow = Workflow::open(config, registry).await?;
-    open.insert(path, workflow.clone());
-    Ok(workflow)
-}
-
-/// Forgets the shared workflow of `config`'s node, as a process restart
-/// would: the next [`shared`] reopens it from its database.
-pub async fn forget(config: &NodeConfig) {
-    open_workflows()
-        .lock()
-        .await
-        .remove(&config.access.db_path(&config.store));
 }
 
 #[cfg(test)]

@@ -1,59 +1,38 @@
-//! The node's access-workflow handlers: what `DataNode`'s `RequestAccess`,
-//! `ListAccessRequests`, `DecideAccess` and `RevokeAccess` delegate to.
-//! Each finds the node's [`Workflow`](super::Workflow) and answers with its
-//! outcome or its error's one mapping to a status.
+//! The node's access-workflow handlers: `DataNode`'s `RequestAccess`,
+//! `ListAccessRequests`, `DecideAccess` and `RevokeAccess` each answer
+//! with [`answer`] and their step of the service's [`Workflow`]: the
+//! verified caller, the step's outcome, or its error's one mapping to a
+//! status.
 
-use tonic::{Response, Status};
-use yrd_proto::mesh::{
-    AccessRequest, DecideAccessRequest, ListAccessRequestsRequest, ListAccessRequestsResponse, RequestAccessRequest,
-    RevokeAccessRequest,
-};
-use yrd_proto::schema::Registry;
+use tonic::{Request, Response, Status};
 
-use super::shared;
-use crate::config::NodeConfig;
+use super::{Outcome, Workflow};
+use crate::error::NodeError;
 use crate::principal::Principal;
+use crate::service::caller_of;
 
-/// `RequestAccess`: an application applies; recorded as pending.
-pub async fn request_access(
-    config: &NodeConfig,
-    registry: &'static Registry,
-    caller: Principal,
-    req: RequestAccessRequest,
-) -> Result<Response<AccessRequest>, Status> {
-    let workflow = shared(config, registry).await?;
-    Ok(Response::new(workflow.request(&caller, req).await?.request))
+/// Answers `req`, a call of the method at `path`, with `step` of
+/// `workflow` for its verified caller. A service built without a workflow
+/// refuses the call as not served (`UNIMPLEMENTED`).
+pub async fn answer<T: prost::Message, O, R: From<O>>(
+    workflow: Option<&Workflow>,
+    req: Request<T>,
+    path: &str,
+    step: impl AsyncFnOnce(&Workflow, &Principal, T) -> Result<O, NodeError>,
+) -> Result<Response<R>, Status> {
+    let caller = caller_of(&req, path)?;
+    let workflow = workflow.ok_or_else(|| {
+        Status::unimplemented(format!(
+            "{path}: this node service was built without an access workflow"
+        ))
+    })?;
+    let outcome = step(workflow, &caller, req.into_inner()).await?;
+    Ok(Response::new(R::from(outcome)))
 }
 
-/// `ListAccessRequests`: the region's requests (operators) or the caller's own (applications).
-pub async fn list_access_requests(
-    config: &NodeConfig,
-    registry: &'static Registry,
-    caller: Principal,
-    req: ListAccessRequestsRequest,
-) -> Result<Response<ListAccessRequestsResponse>, Status> {
-    let workflow = shared(config, registry).await?;
-    Ok(Response::new(workflow.list(&caller, req).await?))
-}
-
-/// `DecideAccess`: an operator of the region approves or refuses.
-pub async fn decide_access(
-    config: &NodeConfig,
-    registry: &'static Registry,
-    caller: Principal,
-    req: DecideAccessRequest,
-) -> Result<Response<AccessRequest>, Status> {
-    let workflow = shared(config, registry).await?;
-    Ok(Response::new(workflow.decide(&caller, req).await?.request))
-}
-
-/// `RevokeAccess`: an operator of the region revokes an approval.
-pub async fn revoke_access(
-    config: &NodeConfig,
-    registry: &'static Registry,
-    caller: Principal,
-    req: RevokeAccessRequest,
-) -> Result<Response<AccessRequest>, Status> {
-    let workflow = shared(config, registry).await?;
-    Ok(Response::new(workflow.revoke(&caller, req).await?.request))
+/// A changed request answers with the request as it now is.
+impl From<Outcome> for yrd_proto::mesh::AccessRequest {
+    fn from(outcome: Outcome) -> Self {
+        outcome.request
+    }
 }
