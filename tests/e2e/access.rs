@@ -757,3 +757,35 @@ async fn fed_denied_address(
     assert_eq!(r.state(), yrd_proto::mesh::RegionState::PermissionDenied, "{r:?}");
     r.reason.clone()
 }
+
+#[tokio::test]
+async fn a_node_stopped_gracefully_ends_its_audit_with_a_signed_checkpoint() {
+    let mut mesh = mesh().await;
+    let mut dash = access(&mesh, &app("dash")).await;
+    dash.request_access(application(&["name"], "")).await.unwrap();
+    // Held past the stop (its event sink holds the audit log, as a
+    // process's other tasks might): the log's writer stays alive, so only
+    // the close at shutdown writes the final checkpoint.
+    let _workflow = grants_of(&mesh, JS).await;
+    mesh.stop_node(JS).await;
+
+    let dir = mesh.dir.path().join(format!("audit-{}", REGIONS[JS]));
+    let (report, last) = tokio::task::spawn_blocking(move || {
+        let report = yrd_audit::verify(std::slice::from_ref(&dir), None).unwrap();
+        let text = std::fs::read_to_string(report.files.last().unwrap()).unwrap();
+        let last = yrd_audit::parse_line(text.lines().last().unwrap()).unwrap().1;
+        (report, last)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        report.chain_only, 0,
+        "no record after the last signed checkpoint: {report}"
+    );
+    assert_eq!(last.entry.kind, yrd_audit::CHECKPOINT);
+    assert_eq!(last.seq, report.last_seq);
+    assert!(
+        report.records >= 2,
+        "the request's record, then the checkpoint: {report}"
+    );
+}

@@ -38,11 +38,14 @@ pub struct RunningNode {
     pub workflow: Arc<Workflow>,
     server: Serving,
     reload: Option<tokio::task::JoinHandle<()>>,
+    audit: NodeAudit,
 }
 
 impl RunningNode {
     /// Stops accepting, lets open calls finish within the config's
-    /// `shutdown_grace`, ends the rest with `UNAVAILABLE`, and waits.
+    /// `shutdown_grace`, ends the rest with `UNAVAILABLE`, and waits; then
+    /// closes the audit log, which writes its final signed checkpoint. A
+    /// failed close is logged; the result is the server's.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         if let Some(admin) = self.admin {
             admin.stop();
@@ -50,7 +53,11 @@ impl RunningNode {
         if let Some(reload) = self.reload {
             reload.abort();
         }
-        Ok(self.server.shutdown().await?)
+        let served = self.server.shutdown().await;
+        if let Err(err) = self.audit.log().close().await {
+            tracing::error!(error = %err, region = %self.audit.region(), "the audit log was not closed cleanly: its last records may lack a signed checkpoint");
+        }
+        Ok(served?)
     }
 
     /// Stops at once, dropping open calls (as a crash would).
@@ -197,7 +204,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             config.limits.clone(),
         )
     });
-    let service = NodeService::with_audit(config, store, policy.clone(), audit).with_workflow(workflow.clone());
+    let service = NodeService::with_audit(config, store, policy.clone(), audit.clone()).with_workflow(workflow.clone());
     let routes = routes(service, authorizer, verifier).await?;
     let server = yrd_server::serve(routes, listen, tls, options).await?;
     let admin = match admin_listen {
@@ -213,6 +220,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         workflow,
         server,
         reload,
+        audit,
     })
 }
 
