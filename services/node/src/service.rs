@@ -92,6 +92,37 @@ struct Shown {
     audit_id: String,
 }
 
+/// The start every data call shares (see [`NodeService::open`]): when it
+/// began, its deadline, the verified caller, the message, the node span and
+/// the audit entry of its decision.
+struct DataCall<T>(Instant, Instant, Principal, T, tracing::Span, Entry);
+
+/// The dataset and filter of a data call's message.
+trait DataRequest: prost::Message {
+    fn dataset(&self) -> &str;
+    fn filter(&self) -> Option<&FilterExpr>;
+}
+
+impl DataRequest for NodeQueryRequest {
+    fn dataset(&self) -> &str {
+        &self.dataset
+    }
+
+    fn filter(&self) -> Option<&FilterExpr> {
+        self.filter.as_ref()
+    }
+}
+
+impl DataRequest for NodeAggregateRequest {
+    fn dataset(&self) -> &str {
+        &self.dataset
+    }
+
+    fn filter(&self) -> Option<&FilterExpr> {
+        self.filter.as_ref()
+    }
+}
+
 /// A validated aggregate, ready for the policy stage.
 #[derive(Debug)]
 struct AggregatePlan {
@@ -139,6 +170,66 @@ impl NodeService {
             self.inner.audit.refused(entry.clone(), e).await;
         }
         result
+    }
+
+    /// The start of a data call of `method` (`Query`, `Aggregate`), audited
+    /// as `kind`: its verified caller (a refusal is recorded), its span and
+    /// the audit entry of its decision.
+    async fn open<T: DataRequest>(
+        &self,
+        req: Request<T>,
+        method: &str,
+        kind: &'static str,
+    ) -> Result<DataCall<T>, Status> {
+        let started = Instant::now();
+        let deadline = self.deadline(&req);
+        let dataset = req.get_ref().dataset().to_owned();
+        let path = format!("/yrd.mesh.v1.DataNode/{method}");
+        let caller = self.principal(&req, &path, kind, &dataset).await?;
+        let req = req.into_inner();
+        let span = request_span(method, &self.inner.config.region, &dataset);
+        let entry = self
+            .inner
+            .audit
+            .entry(kind, AuditDecision::Allow, &caller, &dataset, req.filter());
+        Ok(DataCall(started, deadline, caller, req, span, entry))
+    }
+
+    /// `result`; an error is recorded in the audit as refused or failed
+    /// and marked on the call's `span`.
+    async fn checked<T>(
+        &self,
+        entry: &Entry,
+        span: &tracing::Span,
+        result: Result<T, NodeError>,
+    ) -> Result<T, NodeError> {
+        self.audited(entry, result).await.map_err(|e| failed(span, e))
+    }
+
+    /// Spends what `decision`'s grant allows (rate, uses), naming its rule
+    /// in `entry`; a refusal is recorded.
+    async fn admit(
+        &self,
+        caller: &Principal,
+        decision: &Decision,
+        entry: &mut Entry,
+        span: &tracing::Span,
+    ) -> Result<(), NodeError> {
+        entry.rule = Some(decision.rule.clone());
+        let admitted = self.inner.policy.admit(caller, decision).instrument(span.clone()).await;
+        self.checked(entry, span, admitted).await
+    }
+
+    /// Writes `entry` durably, returning its record id.
+    async fn record(&self, entry: Entry, span: &tracing::Span) -> Result<String, NodeError> {
+        let recorded = self.inner.audit.record(entry).instrument(span.clone()).await;
+        recorded.map_err(|e| failed(span, e))
+    }
+
+    /// A query slot for the call of `span`, waiting no longer than `deadline`.
+    async fn slot_in(&self, deadline: Instant, span: &tracing::Span) -> Result<OwnedSemaphorePermit, NodeError> {
+        let slot = self.slot(deadline).instrument(span.clone()).await;
+        slot.map_err(|e| failed(span, e))
     }
 
     /// The verified principal of `req`, or its refusal, recorded.
@@ -356,53 +447,18 @@ impl DataNode for NodeService {
     type QueryStream = ReceiverStream<Result<NodeQueryResponse, Status>>;
 
     async fn query(&self, req: Request<NodeQueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
-        let started = Instant::now();
-        let deadline = self.deadline(&req);
-        let dataset = req.get_ref().dataset.clone();
-        let caller = self
-            .principal(&req, "/yrd.mesh.v1.DataNode/Query", "query", &dataset)
-            .await?;
-        let req = req.into_inner();
-        let span = request_span("Query", &self.inner.config.region, &req.dataset);
-        let mut entry = self.inner.audit.entry(
-            "query",
-            AuditDecision::Allow,
-            &caller,
-            &req.dataset,
-            req.filter.as_ref(),
-        );
+        let DataCall(started, deadline, caller, req, span, mut entry) = self.open(req, "Query", "query").await?;
         entry.fields = req.fields.clone();
-        let plan = self
-            .audited(&entry, span.in_scope(|| self.plan_query(&req)).map_err(NodeError::from))
-            .await
-            .map_err(|e| failed(&span, e))?;
-        let (decision, mut shown, scan_plan) = self
-            .audited(&entry, span.in_scope(|| self.authorize_query(&caller, &plan)))
-            .await
-            .map_err(|e| failed(&span, e))?;
-        entry.rule = Some(decision.rule.clone());
-        let admitted = self
-            .inner
-            .policy
-            .admit(&caller, &decision)
-            .instrument(span.clone())
-            .await;
-        self.audited(&entry, admitted).await.map_err(|e| failed(&span, e))?;
+        let plan = span.in_scope(|| self.plan_query(&req)).map_err(NodeError::from);
+        let plan = self.checked(&entry, &span, plan).await?;
+        let authorized = span.in_scope(|| self.authorize_query(&caller, &plan));
+        let (decision, mut shown, scan_plan) = self.checked(&entry, &span, authorized).await?;
+        self.admit(&caller, &decision, &mut entry, &span).await?;
         entry.masked = decision.masked_fields(&plan.schema);
         // Durable before the first row leaves; no record, no rows.
-        let audit_id = self
-            .inner
-            .audit
-            .record(entry.clone())
-            .instrument(span.clone())
-            .await
-            .map_err(|e| failed(&span, e))?;
+        let audit_id = self.record(entry.clone(), &span).await?;
         shown.audit_id.clone_from(&audit_id);
-        let slot = self
-            .slot(deadline)
-            .instrument(span.clone())
-            .await
-            .map_err(|e| failed(&span, e))?;
+        let slot = self.slot_in(deadline, &span).await?;
         let store_span = store_span(&span, self.inner.store.system());
         // Started here, so that a plan the store cannot run is refused as
         // the call's status, before any stream.
@@ -457,50 +513,19 @@ impl DataNode for NodeService {
     }
 
     async fn aggregate(&self, req: Request<NodeAggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
-        let started = Instant::now();
-        let deadline = self.deadline(&req);
-        let dataset = req.get_ref().dataset.clone();
-        let caller = self
-            .principal(&req, "/yrd.mesh.v1.DataNode/Aggregate", "aggregate", &dataset)
-            .await?;
-        let req = req.into_inner();
-        let span = request_span("Aggregate", &self.inner.config.region, &req.dataset);
-        let mut entry = self.inner.audit.entry(
-            "aggregate",
-            AuditDecision::Allow,
-            &caller,
-            &req.dataset,
-            req.filter.as_ref(),
-        );
+        let DataCall(started, deadline, caller, req, span, mut entry) =
+            self.open(req, "Aggregate", "aggregate").await?;
         entry.fields = req.group_by.clone();
         entry.detail = Some(serde_json::json!({
             "metrics": req.metrics.iter().map(|m| format!("{}({})", m.function().as_str_name(), m.field)).collect::<Vec<_>>(),
         }));
-        let plan = self
-            .audited(
-                &entry,
-                span.in_scope(|| self.plan_aggregate(&req)).map_err(NodeError::from),
-            )
-            .await
-            .map_err(|e| failed(&span, e))?;
-        let (decision, store_plan) = self
-            .audited(&entry, span.in_scope(|| self.authorize_aggregate(&caller, &plan)))
-            .await
-            .map_err(|e| failed(&span, e))?;
-        entry.rule = Some(decision.rule.clone());
-        let admitted = self
-            .inner
-            .policy
-            .admit(&caller, &decision)
-            .instrument(span.clone())
-            .await;
-        self.audited(&entry, admitted).await.map_err(|e| failed(&span, e))?;
+        let plan = span.in_scope(|| self.plan_aggregate(&req)).map_err(NodeError::from);
+        let plan = self.checked(&entry, &span, plan).await?;
+        let authorized = span.in_scope(|| self.authorize_aggregate(&caller, &plan));
+        let (decision, store_plan) = self.checked(&entry, &span, authorized).await?;
+        self.admit(&caller, &decision, &mut entry, &span).await?;
         let min_group_size = decision.min_group_size;
-        let slot = self
-            .slot(deadline)
-            .instrument(span.clone())
-            .await
-            .map_err(|e| failed(&span, e))?;
+        let slot = self.slot_in(deadline, &span).await?;
         let store_span = store_span(&span, self.inner.store.system());
         let response = async {
             let _slot = slot;
@@ -514,18 +539,12 @@ impl DataNode for NodeService {
         }
         .instrument(store_span.clone())
         .await;
-        let mut response = self.audited(&entry, response).await.map_err(|e| failed(&span, e))?;
+        let mut response = self.checked(&entry, &span, response).await?;
         span.record("yrd.rows", response.groups.len());
         entry.rows = Some(response.groups.len() as u64);
         entry.suppressed = response.regions.first().map(|r| r.suppressed_groups);
         // Durable before the answer leaves; no record, no answer.
-        let audit_id = self
-            .inner
-            .audit
-            .record(entry)
-            .instrument(span.clone())
-            .await
-            .map_err(|e| failed(&span, e))?;
+        let audit_id = self.record(entry, &span).await?;
         if let Some(r) = response.regions.first_mut() {
             r.audit_id = audit_id;
         }
@@ -550,46 +569,22 @@ impl DataNode for NodeService {
     }
 
     async fn request_access(&self, req: Request<RequestAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        serve::answer(
-            self.workflow(),
-            req,
-            "/yrd.mesh.v1.DataNode/RequestAccess",
-            Workflow::request,
-        )
-        .await
+        serve::answer(self.workflow(), req, "RequestAccess", Workflow::request).await
     }
 
     async fn list_access_requests(
         &self,
         req: Request<ListAccessRequestsRequest>,
     ) -> Result<Response<ListAccessRequestsResponse>, Status> {
-        serve::answer(
-            self.workflow(),
-            req,
-            "/yrd.mesh.v1.DataNode/ListAccessRequests",
-            Workflow::list,
-        )
-        .await
+        serve::answer(self.workflow(), req, "ListAccessRequests", Workflow::list).await
     }
 
     async fn decide_access(&self, req: Request<DecideAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        serve::answer(
-            self.workflow(),
-            req,
-            "/yrd.mesh.v1.DataNode/DecideAccess",
-            Workflow::decide,
-        )
-        .await
+        serve::answer(self.workflow(), req, "DecideAccess", Workflow::decide).await
     }
 
     async fn revoke_access(&self, req: Request<RevokeAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        serve::answer(
-            self.workflow(),
-            req,
-            "/yrd.mesh.v1.DataNode/RevokeAccess",
-            Workflow::revoke,
-        )
-        .await
+        serve::answer(self.workflow(), req, "RevokeAccess", Workflow::revoke).await
     }
 
     type ReadAuditStream = ReceiverStream<Result<AuditLines, Status>>;

@@ -11,16 +11,18 @@ use crate::error::NodeError;
 use crate::principal::Principal;
 use crate::service::caller_of;
 
-/// Answers `req`, a call of the method at `path`, with `step` of
-/// `workflow` for its verified caller. A service built without a workflow
-/// refuses the call as not served (`UNIMPLEMENTED`).
+/// Answers `req`, a call of the DataNode method `method` (such as
+/// `RequestAccess`), with `step` of `workflow` for its verified caller. A
+/// service built without a workflow refuses the call as not served
+/// (`UNIMPLEMENTED`).
 pub async fn answer<T: prost::Message, O, R: From<O>>(
     workflow: Option<&Workflow>,
     req: Request<T>,
-    path: &str,
+    method: &str,
     step: impl AsyncFnOnce(&Workflow, &Principal, T) -> Result<O, NodeError>,
 ) -> Result<Response<R>, Status> {
-    let caller = caller_of(&req, path)?;
+    let path = format!("/yrd.mesh.v1.DataNode/{method}");
+    let caller = caller_of(&req, &path)?;
     let workflow = workflow.ok_or_else(|| {
         Status::unimplemented(format!(
             "{path}: this node service was built without an access workflow"
