@@ -232,16 +232,7 @@ mod tests {
         let schema = Registry::standard().unwrap().get("enterprise").unwrap().clone();
         let (cap, _) = schema.field("registered_capital").unwrap();
         let (code, _) = schema.field("credit_code").unwrap();
-        let order = [
-            SortColumn {
-                field: cap,
-                descending: true,
-            },
-            SortColumn {
-                field: code,
-                descending: false,
-            },
-        ];
+        let order = [SortColumn::desc(cap), SortColumn::asc(code)];
         let key_of = |c: f64, k: &str| {
             let mut w = KeyWriter::new();
             sort_key(

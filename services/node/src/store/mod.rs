@@ -105,6 +105,24 @@ pub struct SortColumn {
     pub descending: bool,
 }
 
+impl SortColumn {
+    /// Field `field`, ascending.
+    pub const fn asc(field: usize) -> Self {
+        Self {
+            field,
+            descending: false,
+        }
+    }
+
+    /// Field `field`, descending.
+    pub const fn desc(field: usize) -> Self {
+        Self {
+            field,
+            descending: true,
+        }
+    }
+}
+
 /// What to read for one page of a query.
 #[derive(Debug, Clone)]
 pub struct ScanPlan {

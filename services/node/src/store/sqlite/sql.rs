@@ -412,16 +412,7 @@ mod tests {
         let schema = ent();
         let cap = schema.field("registered_capital").unwrap().0;
         let code = schema.field("credit_code").unwrap().0;
-        let order = [
-            SortColumn {
-                field: cap,
-                descending: true,
-            },
-            SortColumn {
-                field: code,
-                descending: false,
-            },
-        ];
+        let order = [SortColumn::desc(cap), SortColumn::asc(code)];
         let after = [
             Value {
                 kind: Some(value::Kind::DoubleValue(5.0)),
