@@ -114,6 +114,31 @@ fn violation_fields(status: &tonic::Status) -> Vec<String> {
 }
 
 #[track_caller]
+fn assert_invalid(status: &tonic::Status, field: &str) {
+    assert_eq!(
+        (status.code(), violation_fields(status)),
+        (Code::InvalidArgument, vec![field.to_owned()]),
+        "{status:?}"
+    );
+}
+
+/// The answer of a call that must succeed.
+async fn ok<T>(call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> T {
+    match call.await {
+        Ok(r) => r.into_inner(),
+        Err(e) => panic!("the call was refused: {e:?}"),
+    }
+}
+
+/// The refusal of a call that must fail.
+async fn refused<T>(call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> tonic::Status {
+    match call.await {
+        Ok(_) => panic!("the call was answered, not refused"),
+        Err(e) => e,
+    }
+}
+
+#[track_caller]
 fn assert_denied(status: &tonic::Status, code: Code, why: &str) {
     assert_eq!(status.code(), code, "{status:?}");
     assert_eq!(reason(status), why, "{status:?}");
@@ -130,14 +155,11 @@ async fn an_approved_narrowed_request_is_a_grant_until_revoked() {
     let mut dash = access(&mesh, &app("dash")).await;
     let mut op = access(&mesh, &operator(REGIONS[JS])).await;
 
-    let filed = dash
-        .request_access(application(
-            &["name", "contact_phone", "address"],
-            "city = \"320500\" OR city = \"320200\"",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let filed = ok(dash.request_access(application(
+        &["name", "contact_phone", "address"],
+        "city = \"320500\" OR city = \"320200\"",
+    )))
+    .await;
     assert_eq!(filed.id, "320000-1");
     assert_eq!(filed.state, AccessState::Pending as i32);
     assert_eq!(filed.applicant, app("dash").uri());
@@ -148,11 +170,7 @@ async fn an_approved_narrowed_request_is_a_grant_until_revoked() {
     assert_eq!(filed.answer_due.as_ref().unwrap().seconds, day_end_seconds(due));
 
     // The operator sees it pending, with its age and due date.
-    let pending = op
-        .list_access_requests(list(AccessState::Pending))
-        .await
-        .unwrap()
-        .into_inner();
+    let pending = ok(op.list_access_requests(list(AccessState::Pending))).await;
     assert_eq!(pending.requests.len(), 1);
     let seen = &pending.requests[0];
     assert_eq!(
@@ -166,17 +184,14 @@ async fn an_approved_narrowed_request_is_a_grant_until_revoked() {
 
     // Approved, narrowed in fields, rows and time.
     let until = day_from_today(30);
-    let approved = op
-        .decide_access(DecideAccessRequest {
-            fields: vec!["contact_phone".into()],
-            row_scope: "registered_capital > 1000000".into(),
-            until: until.clone(),
-            reason: "approved for the licensing cross-check only".into(),
-            ..approve("320000-1")
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let approved = ok(op.decide_access(DecideAccessRequest {
+        fields: vec!["contact_phone".into()],
+        row_scope: "registered_capital > 1000000".into(),
+        until: until.clone(),
+        reason: "approved for the licensing cross-check only".into(),
+        ..approve("320000-1")
+    }))
+    .await;
     assert_eq!(approved.state, AccessState::Approved as i32);
     assert_eq!(approved.granted_fields, ["contact_phone"]);
     assert_eq!(approved.granted_until, until);
@@ -184,11 +199,7 @@ async fn an_approved_narrowed_request_is_a_grant_until_revoked() {
     assert_eq!(approved.decided_by, operator(REGIONS[JS]).uri());
 
     // The applicant reads the decision.
-    let mine = dash
-        .list_access_requests(list(AccessState::Unspecified))
-        .await
-        .unwrap()
-        .into_inner();
+    let mine = ok(dash.list_access_requests(list(AccessState::Unspecified))).await;
     assert_eq!(mine.requests.len(), 1);
     let status = &mine.requests[0];
     assert_eq!(status.state, AccessState::Approved as i32);
@@ -224,30 +235,18 @@ async fn an_approved_narrowed_request_is_a_grant_until_revoked() {
 
     // Another application sees none of it.
     let mut other = access(&mesh, &app("other")).await;
-    let theirs = other
-        .list_access_requests(list(AccessState::Unspecified))
-        .await
-        .unwrap()
-        .into_inner();
+    let theirs = ok(other.list_access_requests(list(AccessState::Unspecified))).await;
     assert!(theirs.requests.is_empty());
 
     // Revoked: gone from the grants at once, and the applicant is told why.
-    let revoked = op
-        .revoke_access(revoke("320000-1", "the cross-check is finished"))
-        .await
-        .unwrap()
-        .into_inner();
+    let revoked = ok(op.revoke_access(revoke("320000-1", "the cross-check is finished"))).await;
     assert_eq!(revoked.state, AccessState::Revoked as i32);
     assert!(workflow.grants().is_empty());
-    let mine = dash
-        .list_access_requests(list(AccessState::Unspecified))
-        .await
-        .unwrap()
-        .into_inner();
+    let mine = ok(dash.list_access_requests(list(AccessState::Unspecified))).await;
     assert_eq!(mine.requests[0].state, AccessState::Revoked as i32);
     assert_eq!(mine.requests[0].reason, "the cross-check is finished");
     // Revoking twice, or deciding a revoked request, is refused naming the state.
-    let e = op.revoke_access(revoke("320000-1", "again")).await.unwrap_err();
+    let e = refused(op.revoke_access(revoke("320000-1", "again"))).await;
     assert_denied(&e, Code::FailedPrecondition, "ACCESS_REQUEST_STATE");
     assert!(e.message().contains("revoked"), "{e:?}");
 }
@@ -257,56 +256,37 @@ async fn refusals_need_a_reason_and_the_applicant_reads_it() {
     let mesh = mesh().await;
     let mut dash = access(&mesh, &app("dash")).await;
     let mut op = access(&mesh, &operator(REGIONS[JS])).await;
-    let filed: AccessRequest = dash
-        .request_access(application(&["address"], ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let filed: AccessRequest = ok(dash.request_access(application(&["address"], ""))).await;
 
-    let e = op.decide_access(refuse(&filed.id, "  ")).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    assert_eq!(violation_fields(&e), ["reason"]);
+    let e = refused(op.decide_access(refuse(&filed.id, "  "))).await;
+    assert_invalid(&e, "reason");
     // Narrowing terms belong to approvals.
-    let e = op
-        .decide_access(DecideAccessRequest {
-            fields: vec!["address".into()],
-            ..refuse(&filed.id, "no")
-        })
-        .await
-        .unwrap_err();
+    let e = refused(op.decide_access(DecideAccessRequest {
+        fields: vec!["address".into()],
+        ..refuse(&filed.id, "no")
+    }))
+    .await;
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     // Still pending.
-    let pending = op
-        .list_access_requests(list(AccessState::Pending))
-        .await
-        .unwrap()
-        .into_inner();
+    let pending = ok(op.list_access_requests(list(AccessState::Pending))).await;
     assert_eq!(pending.requests.len(), 1);
 
-    let refused = op
-        .decide_access(refuse(&filed.id, "no legal basis for addresses was given"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(refused.state, AccessState::Refused as i32);
-    assert!(refused.grant_id.is_empty());
-    let mine = dash
-        .list_access_requests(list(AccessState::Unspecified))
-        .await
-        .unwrap()
-        .into_inner();
+    let decided = ok(op.decide_access(refuse(&filed.id, "no legal basis for addresses was given"))).await;
+    assert_eq!(decided.state, AccessState::Refused as i32);
+    assert!(decided.grant_id.is_empty());
+    let mine = ok(dash.list_access_requests(list(AccessState::Unspecified))).await;
     assert_eq!(mine.requests[0].state, AccessState::Refused as i32);
     assert_eq!(mine.requests[0].reason, "no legal basis for addresses was given");
     assert!(grants_of(&mesh, JS).await.grants().is_empty());
 
     // Deciding twice names the state.
-    let e = op.decide_access(approve(&filed.id)).await.unwrap_err();
+    let e = refused(op.decide_access(approve(&filed.id))).await;
     assert_denied(&e, Code::FailedPrecondition, "ACCESS_REQUEST_STATE");
     assert!(e.message().contains("refused"), "{e:?}");
     // A refused request cannot be revoked; an unknown one is not found.
-    let e = op.revoke_access(revoke(&filed.id, "x")).await.unwrap_err();
+    let e = refused(op.revoke_access(revoke(&filed.id, "x"))).await;
     assert_denied(&e, Code::FailedPrecondition, "ACCESS_REQUEST_STATE");
-    let e = op.decide_access(approve("320000-99")).await.unwrap_err();
+    let e = refused(op.decide_access(approve("320000-99"))).await;
     assert_denied(&e, Code::NotFound, "ACCESS_REQUEST_NOT_FOUND");
 }
 
@@ -314,48 +294,31 @@ async fn refusals_need_a_reason_and_the_applicant_reads_it() {
 async fn only_the_regions_operators_decide_and_only_applications_apply() {
     let mesh = mesh().await;
     let mut dash = access(&mesh, &app("dash")).await;
-    let filed = dash
-        .request_access(application(&["contact_phone"], ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let filed = ok(dash.request_access(application(&["contact_phone"], ""))).await;
 
     // An operator of Shanghai deciding for Jiangsu.
     let mut sh_op = access(&mesh, &operator(REGIONS[0])).await;
-    let e = sh_op.decide_access(approve(&filed.id)).await.unwrap_err();
+    let e = refused(sh_op.decide_access(approve(&filed.id))).await;
     assert_denied(&e, Code::PermissionDenied, "OPERATOR_OF_OTHER_REGION");
-    let e = sh_op.revoke_access(revoke(&filed.id, "x")).await.unwrap_err();
+    let e = refused(sh_op.revoke_access(revoke(&filed.id, "x"))).await;
     assert_denied(&e, Code::PermissionDenied, "OPERATOR_OF_OTHER_REGION");
-    let e = sh_op
-        .list_access_requests(list(AccessState::Pending))
-        .await
-        .unwrap_err();
+    let e = refused(sh_op.list_access_requests(list(AccessState::Pending))).await;
     assert_denied(&e, Code::PermissionDenied, "OPERATOR_OF_OTHER_REGION");
     // An application deciding, even its own request.
-    let e = dash.decide_access(approve(&filed.id)).await.unwrap_err();
+    let e = refused(dash.decide_access(approve(&filed.id))).await;
     assert_denied(&e, Code::PermissionDenied, "NOT_AN_OPERATOR");
     // An auditor neither decides nor applies nor lists requests.
     let mut aud = access(&mesh, &auditor(REGIONS[JS])).await;
-    let e = aud.decide_access(approve(&filed.id)).await.unwrap_err();
+    let e = refused(aud.decide_access(approve(&filed.id))).await;
     assert_denied(&e, Code::PermissionDenied, "NOT_AN_OPERATOR");
-    let e = aud
-        .request_access(application(&["contact_phone"], ""))
-        .await
-        .unwrap_err();
+    let e = refused(aud.request_access(application(&["contact_phone"], ""))).await;
     assert_denied(&e, Code::PermissionDenied, "NOT_AN_APPLICATION");
     // An operator does not apply.
     let mut js_op = access(&mesh, &operator(REGIONS[JS])).await;
-    let e = js_op
-        .request_access(application(&["contact_phone"], ""))
-        .await
-        .unwrap_err();
+    let e = refused(js_op.request_access(application(&["contact_phone"], ""))).await;
     assert_denied(&e, Code::PermissionDenied, "NOT_AN_APPLICATION");
     // None of it changed the request.
-    let pending = js_op
-        .list_access_requests(list(AccessState::Pending))
-        .await
-        .unwrap()
-        .into_inner();
+    let pending = ok(js_op.list_access_requests(list(AccessState::Pending))).await;
     assert_eq!(pending.requests.len(), 1);
     assert_eq!(pending.requests[0].id, filed.id);
 }
@@ -404,60 +367,39 @@ async fn the_node_checks_roles_itself() {
         .await
         .unwrap();
     let mut node = DataNodeClient::new(ch);
-    let filed = node
-        .request_access(as_subject(
-            &gw,
-            REQUEST,
-            &app("dash"),
-            application(&["contact_phone"], ""),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let e = node
-        .decide_access(as_subject(&gw, DECIDE, &operator(REGIONS[0]), approve(&filed.id)))
-        .await
-        .unwrap_err();
+    let filed = ok(node.request_access(as_subject(
+        &gw,
+        REQUEST,
+        &app("dash"),
+        application(&["contact_phone"], ""),
+    )))
+    .await;
+    let e = refused(node.decide_access(as_subject(&gw, DECIDE, &operator(REGIONS[0]), approve(&filed.id)))).await;
     assert_denied(&e, Code::PermissionDenied, "OPERATOR_OF_OTHER_REGION");
-    let e = node
-        .decide_access(as_subject(&gw, DECIDE, &app("dash"), approve(&filed.id)))
-        .await
-        .unwrap_err();
+    let e = refused(node.decide_access(as_subject(&gw, DECIDE, &app("dash"), approve(&filed.id)))).await;
     assert_denied(&e, Code::PermissionDenied, "NOT_AN_OPERATOR");
-    let e = node
-        .request_access(as_subject(
-            &gw,
-            REQUEST,
-            &auditor(REGIONS[JS]),
-            application(&["contact_phone"], ""),
-        ))
-        .await
-        .unwrap_err();
+    let e = refused(node.request_access(as_subject(
+        &gw,
+        REQUEST,
+        &auditor(REGIONS[JS]),
+        application(&["contact_phone"], ""),
+    )))
+    .await;
     assert_denied(&e, Code::PermissionDenied, "NOT_AN_APPLICATION");
-    let e = node
-        .decide_access(tonic::Request::new(approve(&filed.id)))
-        .await
-        .unwrap_err();
+    let e = refused(node.decide_access(tonic::Request::new(approve(&filed.id)))).await;
     assert_denied(&e, Code::Unauthenticated, "ASSERTION_MISSING");
     // Nodes never parse text: a row scope as text is refused.
-    let e = node
-        .request_access(as_subject(
-            &gw,
-            REQUEST,
-            &app("dash"),
-            application(&["contact_phone"], "city = \"320500\""),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    assert_eq!(violation_fields(&e), ["row_scope"]);
+    let e = refused(node.request_access(as_subject(
+        &gw,
+        REQUEST,
+        &app("dash"),
+        application(&["contact_phone"], "city = \"320500\""),
+    )))
+    .await;
+    assert_invalid(&e, "row_scope");
     // The region's own operator may.
-    let ok = node
-        .decide_access(as_subject(&gw, DECIDE, &operator(REGIONS[JS]), approve(&filed.id)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(ok.state, AccessState::Approved as i32);
+    let decided = ok(node.decide_access(as_subject(&gw, DECIDE, &operator(REGIONS[JS]), approve(&filed.id)))).await;
+    assert_eq!(decided.state, AccessState::Approved as i32);
 }
 
 #[tokio::test]
@@ -466,131 +408,75 @@ async fn bad_terms_are_refused_naming_them() {
     let mut dash = access(&mesh, &app("dash")).await;
 
     // A not-shared field never leaves the region.
-    let e = dash
-        .request_access(application(&["name", "credit_risk_class"], ""))
-        .await
-        .unwrap_err();
+    let e = refused(dash.request_access(application(&["name", "credit_risk_class"], ""))).await;
     assert_denied(&e, Code::PermissionDenied, "FIELD_NOT_SHARED");
     assert!(e.message().contains("credit_risk_class"), "{e:?}");
     // Row-scope text that does not parse, or names no field, is refused at
     // the gateway naming row_scope.
-    let e = dash
-        .request_access(application(&["name"], "city = = \"320500\""))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    assert_eq!(violation_fields(&e), ["row_scope"]);
-    let e = dash
-        .request_access(application(&["name"], "planet = \"mars\""))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    assert_eq!(violation_fields(&e), ["row_scope"]);
+    let e = refused(dash.request_access(application(&["name"], "city = = \"320500\""))).await;
+    assert_invalid(&e, "row_scope");
+    let e = refused(dash.request_access(application(&["name"], "planet = \"mars\""))).await;
+    assert_invalid(&e, "row_scope");
     assert!(e.message().contains("planet"), "{e:?}");
     // Unknown fields, datasets and regions.
-    let e = dash.request_access(application(&["shoe_size"], "")).await.unwrap_err();
-    assert_eq!(
-        (e.code(), violation_fields(&e)),
-        (Code::InvalidArgument, vec!["fields".to_owned()])
-    );
-    let e = dash
-        .request_access(RequestAccessRequest {
-            dataset: "weather".into(),
-            ..application(&["name"], "")
-        })
-        .await
-        .unwrap_err();
+    let e = refused(dash.request_access(application(&["shoe_size"], ""))).await;
+    assert_invalid(&e, "fields");
+    let e = refused(dash.request_access(RequestAccessRequest {
+        dataset: "weather".into(),
+        ..application(&["name"], "")
+    }))
+    .await;
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    let e = dash
-        .request_access(RequestAccessRequest {
-            region: "990000".into(),
-            ..application(&["name"], "")
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), violation_fields(&e)),
-        (Code::InvalidArgument, vec!["region".to_owned()])
-    );
+    let e = refused(dash.request_access(RequestAccessRequest {
+        region: "990000".into(),
+        ..application(&["name"], "")
+    }))
+    .await;
+    assert_invalid(&e, "region");
     // Purpose and validity.
-    let e = dash
-        .request_access(RequestAccessRequest {
-            purpose: " ".into(),
-            ..application(&["name"], "")
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), violation_fields(&e)),
-        (Code::InvalidArgument, vec!["purpose".to_owned()])
-    );
-    let e = dash
-        .request_access(RequestAccessRequest {
-            until: day_from_today(0),
-            ..application(&["name"], "")
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), violation_fields(&e)),
-        (Code::InvalidArgument, vec!["until".to_owned()])
-    );
-    let e = dash
-        .request_access(RequestAccessRequest {
-            until: day_from_today(400),
-            ..application(&["name"], "")
-        })
-        .await
-        .unwrap_err();
+    let e = refused(dash.request_access(RequestAccessRequest {
+        purpose: " ".into(),
+        ..application(&["name"], "")
+    }))
+    .await;
+    assert_invalid(&e, "purpose");
+    let e = refused(dash.request_access(RequestAccessRequest {
+        until: day_from_today(0),
+        ..application(&["name"], "")
+    }))
+    .await;
+    assert_invalid(&e, "until");
+    let e = refused(dash.request_access(RequestAccessRequest {
+        until: day_from_today(400),
+        ..application(&["name"], "")
+    }))
+    .await;
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("access.max_validity"), "{e:?}");
 
     // An approval may only narrow.
-    let filed = dash
-        .request_access(application(&["name", "address"], ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let filed = ok(dash.request_access(application(&["name", "address"], ""))).await;
     let mut op = access(&mesh, &operator(REGIONS[JS])).await;
-    let e = op
-        .decide_access(DecideAccessRequest {
-            fields: vec!["contact_phone".into()],
-            ..approve(&filed.id)
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), violation_fields(&e)),
-        (Code::InvalidArgument, vec!["fields".to_owned()])
-    );
-    let e = op
-        .decide_access(DecideAccessRequest {
-            until: day_from_today(90),
-            ..approve(&filed.id)
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), violation_fields(&e)),
-        (Code::InvalidArgument, vec!["until".to_owned()])
-    );
-    let e = op
-        .decide_access(DecideAccessRequest {
-            row_scope: "registered_capital > \"lots\"".into(),
-            ..approve(&filed.id)
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), violation_fields(&e)),
-        (Code::InvalidArgument, vec!["row_scope".to_owned()])
-    );
+    let e = refused(op.decide_access(DecideAccessRequest {
+        fields: vec!["contact_phone".into()],
+        ..approve(&filed.id)
+    }))
+    .await;
+    assert_invalid(&e, "fields");
+    let e = refused(op.decide_access(DecideAccessRequest {
+        until: day_from_today(90),
+        ..approve(&filed.id)
+    }))
+    .await;
+    assert_invalid(&e, "until");
+    let e = refused(op.decide_access(DecideAccessRequest {
+        row_scope: "registered_capital > \"lots\"".into(),
+        ..approve(&filed.id)
+    }))
+    .await;
+    assert_invalid(&e, "row_scope");
     // None of these decided it.
-    let pending = op
-        .list_access_requests(list(AccessState::Pending))
-        .await
-        .unwrap()
-        .into_inner();
+    let pending = ok(op.list_access_requests(list(AccessState::Pending))).await;
     assert_eq!(pending.requests.len(), 1);
 }
 
@@ -599,17 +485,9 @@ async fn decisions_survive_a_node_restart() {
     let mut mesh = mesh().await;
     let mut dash = access(&mesh, &app("dash")).await;
     let mut op = access(&mesh, &operator(REGIONS[JS])).await;
-    let first = dash
-        .request_access(application(&["name"], ""))
-        .await
-        .unwrap()
-        .into_inner();
-    let second = dash
-        .request_access(application(&["address"], "city = \"320500\""))
-        .await
-        .unwrap()
-        .into_inner();
-    op.decide_access(approve(&first.id)).await.unwrap();
+    let first = ok(dash.request_access(application(&["name"], ""))).await;
+    let second = ok(dash.request_access(application(&["address"], "city = \"320500\""))).await;
+    ok(op.decide_access(approve(&first.id))).await;
 
     let addr = mesh.nodes[JS].as_ref().unwrap().addr;
     mesh.stop_node(JS).await;
@@ -618,11 +496,7 @@ async fn decisions_survive_a_node_restart() {
     mesh.restart_node(JS, addr).await;
     mesh.wait_region(REGIONS[JS], true).await;
 
-    let all = op
-        .list_access_requests(list(AccessState::Unspecified))
-        .await
-        .unwrap()
-        .into_inner();
+    let all = ok(op.list_access_requests(list(AccessState::Unspecified))).await;
     let state_of = |id: &str| all.requests.iter().find(|r| r.id == id).map(|r| r.state);
     assert_eq!(state_of(&first.id), Some(AccessState::Approved as i32));
     assert_eq!(state_of(&second.id), Some(AccessState::Pending as i32));
@@ -635,11 +509,7 @@ async fn decisions_survive_a_node_restart() {
         ["request:320000-1"]
     );
     // Ids go on from where they were.
-    let third = dash
-        .request_access(application(&["name"], ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let third = ok(dash.request_access(application(&["name"], ""))).await;
     assert_eq!(third.id, "320000-3");
 }
 
@@ -651,20 +521,17 @@ async fn only_the_regions_auditors_read_its_audit() {
         ..Default::default()
     };
     let mut by_app = AuditClient::new(mesh.gateway_channel(&app("dash")).await);
-    let e = by_app.read_audit(read(REGIONS[JS])).await.unwrap_err();
+    let e = refused(by_app.read_audit(read(REGIONS[JS]))).await;
     assert_denied(&e, Code::PermissionDenied, "NOT_AN_AUDITOR");
     let mut by_op = AuditClient::new(mesh.gateway_channel(&operator(REGIONS[JS])).await);
-    let e = by_op.read_audit(read(REGIONS[JS])).await.unwrap_err();
+    let e = refused(by_op.read_audit(read(REGIONS[JS]))).await;
     assert_denied(&e, Code::PermissionDenied, "NOT_AN_AUDITOR");
     let mut by_aud = AuditClient::new(mesh.gateway_channel(&auditor(REGIONS[JS])).await);
-    let e = by_aud.read_audit(read(REGIONS[0])).await.unwrap_err();
+    let e = refused(by_aud.read_audit(read(REGIONS[0]))).await;
     assert_denied(&e, Code::PermissionDenied, "AUDITOR_OF_OTHER_REGION");
     let mut nowhere = AuditClient::new(mesh.gateway_channel(&auditor("990000")).await);
-    let e = nowhere.read_audit(read("990000")).await.unwrap_err();
-    assert_eq!(
-        (e.code(), violation_fields(&e)),
-        (Code::InvalidArgument, vec!["region".to_owned()])
-    );
+    let e = refused(nowhere.read_audit(read("990000"))).await;
+    assert_invalid(&e, "region");
     // What an application did at Jiangsu, the region's auditor reads back
     // through the gateway: one record when the request was decided (before
     // any row left) and one at its end with the rows.
@@ -697,14 +564,11 @@ async fn only_the_regions_auditors_read_its_audit() {
         .clone();
     assert!(!audit_id.is_empty(), "the region names its audit record");
     let denied = fed_denied_address(&mut fed).await;
-    let mut stream = by_aud
-        .read_audit(ReadAuditRequest {
-            app: "dash".into(),
-            ..read(REGIONS[JS])
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = ok(by_aud.read_audit(ReadAuditRequest {
+        app: "dash".into(),
+        ..read(REGIONS[JS])
+    }))
+    .await;
     let mut records = Vec::new();
     while let Some(batch) = stream.message().await.unwrap() {
         for line in batch.lines {
@@ -726,11 +590,11 @@ async fn only_the_regions_auditors_read_its_audit() {
     assert_eq!(end.entry.request.as_deref(), Some(audit_id.as_str()));
     assert_eq!(end.entry.rows, Some(shown as u64));
     assert_eq!(query.entry.filter.as_deref(), Some("district = \"320102\""));
-    let refused = records
+    let denial = records
         .iter()
         .find(|r| r.entry.kind == "query" && r.entry.decision == yrd_audit::Decision::Deny)
         .unwrap();
-    assert_eq!(refused.entry.reason.as_deref(), Some(denied.as_str()));
+    assert_eq!(denial.entry.reason.as_deref(), Some(denied.as_str()));
     // Reading the audit is itself recorded, and the files verify.
     let dir = mesh.dir.path().join(format!("audit-{}", REGIONS[JS]));
     let report = yrd_audit::verify(&[dir], None).unwrap();
@@ -762,7 +626,7 @@ async fn fed_denied_address(
 async fn a_node_stopped_gracefully_ends_its_audit_with_a_signed_checkpoint() {
     let mut mesh = mesh().await;
     let mut dash = access(&mesh, &app("dash")).await;
-    dash.request_access(application(&["name"], "")).await.unwrap();
+    ok(dash.request_access(application(&["name"], ""))).await;
     // Held past the stop (its event sink holds the audit log, as a
     // process's other tasks might): the log's writer stays alive, so only
     // the close at shutdown writes the final checkpoint.

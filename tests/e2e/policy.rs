@@ -27,89 +27,60 @@ const JS: usize = 1;
 /// The smallest group the aggregate-only grant keeps.
 const K: i64 = 10;
 
-const SHANGHAI: &str = r#"
-[groups]
-joiners = ["joiner-a", "joiner-b"]
+/// A `[[grant]]` of the enterprise register to the application `app`:
+/// `fields` as TOML (`"*"` or a list), then any further `keys` (lines).
+fn grant(id: &str, app: &str, fields: &str, keys: &str) -> String {
+    format!("\n[[grant]]\nid = \"{id}\"\napps = [\"{app}\"]\ndatasets = [\"enterprise\"]\nfields = {fields}\n{keys}\n")
+}
 
-[[grant]]
-id = "dash"
-apps = ["dashboard"]
-datasets = ["enterprise"]
-fields = ["legal_representative", "representative_id_number"]
-masks = { legal_representative = "plain", representative_id_number = "keep(6,4)" }
+/// Every field the grant's dataset shares.
+const ALL: &str = "\"*\"";
+/// Only the (conditionally shared) address.
+const ADDRESS: &str = "[\"address\"]";
+
+/// Shanghai's policy: 11 grants, one per behaviour under test.
+fn shanghai() -> String {
+    [
+        "[groups]\njoiners = [\"joiner-a\", \"joiner-b\"]\n".to_owned(),
+        grant(
+            "dash",
+            "dashboard",
+            r#"["legal_representative", "representative_id_number"]"#,
+            r#"masks = { legal_representative = "plain", representative_id_number = "keep(6,4)" }
 row_scope = 'district = "310101" OR district = "310104"'
-min_group_size = 3
-
-[[grant]]
-id = "masker"
-apps = ["masker"]
-datasets = ["enterprise"]
-fields = "*"
-masks = { registered_capital = "round(4)", established = "year", city = "hash" }
-
-[[grant]]
-id = "old"
-apps = ["late"]
-datasets = ["enterprise"]
-fields = ["address"]
-not_after = 2020-01-01
-
-[[grant]]
-id = "future"
-apps = ["early"]
-datasets = ["enterprise"]
-fields = ["address"]
-not_before = 2999-01-01
-
-[[grant]]
-id = "purposeful"
-apps = ["purposeful"]
-datasets = ["enterprise"]
-fields = ["address"]
-purposes = ["supervision"]
-
-[[grant]]
-id = "small-pages"
-apps = ["pager"]
-datasets = ["enterprise"]
-fields = ["address"]
-max_rows = 10
-
-[[grant]]
-id = "sums"
-apps = ["stats"]
-datasets = ["enterprise"]
-fields = "*"
-aggregate_only = true
-min_group_size = 10
-
-[[grant]]
-id = "rated"
-apps = ["rated"]
-datasets = ["enterprise"]
-fields = ["address"]
-rate_per_minute = 2
-
-[[grant]]
-id = "counted"
-apps = ["counted"]
-datasets = ["enterprise"]
-fields = ["address"]
-max_uses = 2
-
+min_group_size = 3"#,
+        ),
+        grant(
+            "masker",
+            "masker",
+            ALL,
+            r#"masks = { registered_capital = "round(4)", established = "year", city = "hash" }"#,
+        ),
+        grant("old", "late", ADDRESS, "not_after = 2020-01-01"),
+        grant("future", "early", ADDRESS, "not_before = 2999-01-01"),
+        grant("purposeful", "purposeful", ADDRESS, r#"purposes = ["supervision"]"#),
+        grant("small-pages", "pager", ADDRESS, "max_rows = 10"),
+        grant("sums", "stats", ALL, "aggregate_only = true\nmin_group_size = 10"),
+        grant("rated", "rated", ADDRESS, "rate_per_minute = 2"),
+        grant("counted", "counted", ADDRESS, "max_uses = 2"),
+        r#"
 [[grant]]
 id = "join"
 groups = ["joiners"]
 datasets = ["enterprise"]
 fields = ["representative_id_number"]
 masks = { representative_id_number = "hash" }
-"#;
+"#
+        .to_owned(),
+    ]
+    .concat()
+}
 
 const JIANGSU: &str = "[datasets.enterprise]\nclass = \"not_shared\"\n";
 
 async fn policy_mesh() -> Mesh {
     Mesh::start_with(MeshOptions {
-        policies: vec![(SH, SHANGHAI.to_owned()), (JS, JIANGSU.to_owned())],
+        policies: vec![(SH, shanghai()), (JS, JIANGSU.to_owned())],
         adjust_node: Some(|_, c| {
             c.policy.hash_key = yrd_identity::Secret::new("policy-test-hash-key-0123456789");
             c.policy.reload_interval = Duration::from_millis(100);
@@ -187,6 +158,16 @@ async fn refused_aggregate(client: &mut FederationClient<Channel>, req: Aggregat
     r.reason.clone()
 }
 
+/// Asserts that Shanghai refused `req` for `reason`.
+async fn assert_refused(client: &mut FederationClient<Channel>, req: QueryRequest, reason: &str) {
+    assert_eq!(refused_query(client, req).await, reason);
+}
+
+/// Asserts that Shanghai refused the aggregate `req` for `reason`.
+async fn assert_refused_aggregate(client: &mut FederationClient<Channel>, req: AggregateRequest, reason: &str) {
+    assert_eq!(refused_aggregate(client, req).await, reason);
+}
+
 async fn allowed(client: &mut FederationClient<Channel>, req: QueryRequest) -> FedPage {
     let page = fed_query(client, req).await.unwrap();
     let r = region(&page.summary.regions, SH);
@@ -200,113 +181,71 @@ async fn each_refusal_names_its_reason() {
     let c = |name: &'static str| mesh.app(name);
     // No grant at all for a conditional field; unconditional ones are open.
     let mut nobody = c("nobody").await;
-    assert_eq!(
-        refused_query(&mut nobody, sh(&["name", "address"], "", "", 10)).await,
-        "NO_GRANT"
-    );
+    assert_refused(&mut nobody, sh(&["name", "address"], "", "", 10), "NO_GRANT").await;
     allowed(&mut nobody, sh(&["name"], "", "", 10)).await;
     // Validity window.
-    assert_eq!(
-        refused_query(&mut c("late").await, sh(&["address"], "", "", 10)).await,
-        "GRANT_EXPIRED"
-    );
-    assert_eq!(
-        refused_query(&mut c("early").await, sh(&["address"], "", "", 10)).await,
-        "GRANT_NOT_YET_VALID"
-    );
+    assert_refused(&mut c("late").await, sh_req_address(), "GRANT_EXPIRED").await;
+    assert_refused(&mut c("early").await, sh_req_address(), "GRANT_NOT_YET_VALID").await;
     // A grant that does not cover the field.
     let mut dash = c("dashboard").await;
-    assert_eq!(
-        refused_query(&mut dash, sh(&["address"], "", "", 10)).await,
-        "FIELD_NOT_GRANTED"
-    );
+    assert_refused(&mut dash, sh_req_address(), "FIELD_NOT_GRANTED").await;
     // Not shared, whatever the grant (masker's covers "*").
     let mut masker = c("masker").await;
-    assert_eq!(
-        refused_query(&mut masker, sh(&["credit_risk_class"], "", "", 10)).await,
-        "FIELD_NOT_SHARED"
-    );
-    assert_eq!(
-        refused_query(&mut masker, sh(&[], "credit_risk_class = \"A\"", "", 10)).await,
-        "FIELD_NOT_SHARED"
-    );
-    assert_eq!(
-        refused_aggregate(&mut masker, sh_agg(&["credit_risk_class"], vec![])).await,
-        "FIELD_NOT_SHARED"
-    );
-    assert_eq!(
-        refused_aggregate(
-            &mut masker,
-            sh_agg(&[], vec![metric(AggregateFunction::Count, "credit_risk_class")])
-        )
-        .await,
-        "FIELD_NOT_SHARED"
-    );
+    assert_refused(&mut masker, sh(&["credit_risk_class"], "", "", 10), "FIELD_NOT_SHARED").await;
+    assert_refused(
+        &mut masker,
+        sh(&[], "credit_risk_class = \"A\"", "", 10),
+        "FIELD_NOT_SHARED",
+    )
+    .await;
+    assert_refused_aggregate(&mut masker, sh_agg(&["credit_risk_class"], vec![]), "FIELD_NOT_SHARED").await;
+    assert_refused_aggregate(
+        &mut masker,
+        sh_agg(&[], vec![metric(AggregateFunction::Count, "credit_risk_class")]),
+        "FIELD_NOT_SHARED",
+    )
+    .await;
     // Masked fields cannot be probed.
-    assert_eq!(
-        refused_query(&mut masker, sh(&[], "registered_capital > 1000000", "", 10)).await,
-        "FIELD_MASKED"
-    );
-    assert_eq!(
-        refused_query(&mut masker, sh(&[], "", "established desc", 10)).await,
-        "FIELD_MASKED"
-    );
-    assert_eq!(
-        refused_aggregate(&mut masker, sh_agg(&["city"], vec![])).await,
-        "FIELD_MASKED"
-    );
-    assert_eq!(
-        refused_aggregate(
-            &mut masker,
-            sh_agg(&[], vec![metric(AggregateFunction::Max, "registered_capital")])
-        )
-        .await,
-        "FIELD_MASKED"
-    );
+    assert_refused(
+        &mut masker,
+        sh(&[], "registered_capital > 1000000", "", 10),
+        "FIELD_MASKED",
+    )
+    .await;
+    assert_refused(&mut masker, sh(&[], "", "established desc", 10), "FIELD_MASKED").await;
+    assert_refused_aggregate(&mut masker, sh_agg(&["city"], vec![]), "FIELD_MASKED").await;
+    assert_refused_aggregate(
+        &mut masker,
+        sh_agg(&[], vec![metric(AggregateFunction::Max, "registered_capital")]),
+        "FIELD_MASKED",
+    )
+    .await;
     // Purposes.
     let mut purposeful = c("purposeful").await;
-    assert_eq!(
-        refused_query(&mut purposeful, sh(&["address"], "", "", 10)).await,
-        "PURPOSE_REQUIRED"
-    );
+    assert_refused(&mut purposeful, sh_req_address(), "PURPOSE_REQUIRED").await;
     let with = |p: &str| QueryRequest {
         purpose: p.into(),
-        ..sh(&["address"], "", "", 10)
+        ..sh_req_address()
     };
-    assert_eq!(
-        refused_query(&mut purposeful, with("marketing")).await,
-        "PURPOSE_NOT_ALLOWED"
-    );
+    assert_refused(&mut purposeful, with("marketing"), "PURPOSE_NOT_ALLOWED").await;
     allowed(&mut purposeful, with("supervision")).await;
     // Rows per query.
     let mut pager = c("pager").await;
-    assert_eq!(
-        refused_query(&mut pager, sh(&["address"], "", "", 50)).await,
-        "ROW_LIMIT_EXCEEDED"
-    );
-    allowed(&mut pager, sh(&["address"], "", "", 10)).await;
+    assert_refused(&mut pager, sh(&["address"], "", "", 50), "ROW_LIMIT_EXCEEDED").await;
+    allowed(&mut pager, sh_req_address()).await;
     // Aggregate-only grants refuse rows.
-    assert_eq!(
-        refused_query(&mut c("stats").await, sh(&["address"], "", "", 10)).await,
-        "AGGREGATE_ONLY"
-    );
+    assert_refused(&mut c("stats").await, sh_req_address(), "AGGREGATE_ONLY").await;
     // Rate and use count.
     let mut rated = c("rated").await;
     for _ in 0..2 {
-        allowed(&mut rated, sh(&["address"], "", "", 10)).await;
+        allowed(&mut rated, sh_req_address()).await;
     }
-    assert_eq!(
-        refused_query(&mut rated, sh(&["address"], "", "", 10)).await,
-        "RATE_EXCEEDED"
-    );
+    assert_refused(&mut rated, sh_req_address(), "RATE_EXCEEDED").await;
     let mut counted = c("counted").await;
     for _ in 0..2 {
-        allowed(&mut counted, sh(&["address"], "", "", 10)).await;
+        allowed(&mut counted, sh_req_address()).await;
     }
-    assert_eq!(
-        refused_query(&mut counted, sh(&["address"], "", "", 10)).await,
-        "USES_EXHAUSTED"
-    );
+    assert_refused(&mut counted, sh_req_address(), "USES_EXHAUSTED").await;
     // Not an application: the gateway refuses an operator's query before
     // any region is asked (each node refuses it too: the engine's
     // `non_applications_are_refused`).
@@ -319,7 +258,7 @@ async fn each_refusal_names_its_reason() {
         &mut nobody,
         QueryRequest {
             consistency: Consistency::AllRegions as i32,
-            ..sh(&["address"], "", "", 10)
+            ..sh_req_address()
         },
     )
     .await
@@ -542,11 +481,9 @@ async fn a_policy_edit_takes_effect_without_restart() {
     let node = mesh.nodes[SH].as_ref().unwrap();
     let mut events = node.policy.subscribe();
     let mut nobody = mesh.app("nobody").await;
-    assert_eq!(refused_query(&mut nobody, sh_req_address()).await, "NO_GRANT");
+    assert_refused(&mut nobody, sh_req_address(), "NO_GRANT").await;
     // A good edit: the next request sees it.
-    let granted = format!(
-        "{SHANGHAI}\n[[grant]]\nid = \"late-comer\"\napps = [\"nobody\"]\ndatasets = [\"enterprise\"]\nfields = [\"address\"]\n"
-    );
+    let granted = shanghai() + &grant("late-comer", "nobody", ADDRESS, "");
     std::fs::write(mesh.policy_path(SH), &granted).unwrap();
     let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
         .await
@@ -558,7 +495,7 @@ async fn a_policy_edit_takes_effect_without_restart() {
     // A bad edit: refused with file, key and reason; the old policy stays.
     std::fs::write(
         mesh.policy_path(SH),
-        format!("{granted}\n[[grant]]\nid = \"bad\"\napps = [\"x\"]\ndatasets = [\"enterprise\"]\nfields = \"*\"\nmasks = {{ name = \"blur\" }}\n"),
+        granted.clone() + &grant("bad", "x", ALL, r#"masks = { name = "blur" }"#),
     )
     .unwrap();
     let event = tokio::time::timeout(Duration::from_secs(10), events.recv())

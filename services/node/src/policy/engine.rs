@@ -540,7 +540,7 @@ mod tests {
     use crate::store::SortColumn;
     use std::time::Duration;
     use yrd_identity::PeerId;
-    use yrd_proto::mesh::AggregateFunction;
+    use yrd_proto::mesh::{AggregateFunction, FilterExpr};
     use yrd_query::Limits;
 
     const TD: &str = "yrd.mesh";
@@ -578,6 +578,37 @@ mod tests {
         }
     }
 
+    /// Rows filtered by `filter`.
+    fn filtered<'a>(schema: &'a DatasetSchema, filter: &'a FilterExpr) -> Access<'a> {
+        Access {
+            filter: Some(filter),
+            ..rows(schema, &[])
+        }
+    }
+
+    /// Rows sorted by `order`.
+    fn sorted<'a>(schema: &'a DatasetSchema, order: &'a [SortColumn]) -> Access<'a> {
+        Access {
+            order,
+            ..rows(schema, &[])
+        }
+    }
+
+    /// An aggregate of no groups and no metrics, for the cases to fill in.
+    fn aggregate(schema: &DatasetSchema) -> Access<'_> {
+        Access {
+            kind: AccessKind::Aggregate,
+            ..rows(schema, &[])
+        }
+    }
+
+    /// `text` as a checked filter over `schema`.
+    fn filter_of(schema: &DatasetSchema, text: &str) -> FilterExpr {
+        yrd_query::filter::parse_filter(text, schema, &Limits::default())
+            .unwrap()
+            .unwrap()
+    }
+
     fn idx(schema: &DatasetSchema, names: &[&str]) -> Vec<usize> {
         names.iter().map(|n| schema.field(n).unwrap().0).collect()
     }
@@ -585,6 +616,19 @@ mod tests {
     fn reason(d: &Decision) -> Option<&'static str> {
         d.refusal.as_ref().map(|r| r.reason.code())
     }
+
+    /// A `[[grant]]` of the enterprise register to the application `app`:
+    /// `fields` as TOML (`"*"` or a list), then any further `keys` (lines).
+    fn grant(id: &str, app: &str, fields: &str, keys: &str) -> String {
+        format!(
+            "[[grant]]\nid = \"{id}\"\napps = [\"{app}\"]\ndatasets = [\"enterprise\"]\nfields = {fields}\n{keys}\n"
+        )
+    }
+
+    /// Every field the grant's dataset shares.
+    const ALL: &str = "\"*\"";
+    /// Only the (conditionally shared) address.
+    const ADDRESS: &str = "[\"address\"]";
 
     const FILE: &str = r#"
 [groups]
@@ -669,31 +713,17 @@ fields = ["address"]
 
     #[test]
     fn not_shared_fields_are_refused_everywhere() {
-        let p = policy("[[grant]]\nid = \"all\"\napps = [\"a\"]\ndatasets = [\"enterprise\"]\nfields = \"*\"\n");
+        let p = policy(&grant("all", "a", ALL, ""));
         let schema = ent();
         let risk = idx(&schema, &["credit_risk_class"]);
-        let order = [SortColumn {
-            field: risk[0],
-            descending: false,
-        }];
+        let order = [SortColumn::asc(risk[0])];
         let metrics = [(AggregateFunction::Count, Some(risk[0]))];
-        let filter = yrd_query::filter::parse_filter("credit_risk_class = \"A\"", &schema, &Limits::default())
-            .unwrap()
-            .unwrap();
-        let agg = Access {
-            kind: AccessKind::Aggregate,
-            ..rows(&schema, &[])
-        };
+        let filter = filter_of(&schema, "credit_risk_class = \"A\"");
+        let agg = aggregate(&schema);
         let cases = [
             rows(&schema, &risk),
-            Access {
-                filter: Some(&filter),
-                ..rows(&schema, &[])
-            },
-            Access {
-                order: &order,
-                ..rows(&schema, &[])
-            },
+            filtered(&schema, &filter),
+            sorted(&schema, &order),
             Access { group_by: &risk, ..agg },
             Access {
                 metrics: &metrics,
@@ -714,32 +744,13 @@ fields = ["address"]
     #[test]
     fn validity_purpose_and_kind_refuse_with_their_codes() {
         let p = policy(
-            r#"
-[[grant]]
-id = "old"
-apps = ["old"]
-datasets = ["enterprise"]
-fields = ["address"]
-not_after = 2020-01-01
-[[grant]]
-id = "future"
-apps = ["future"]
-datasets = ["enterprise"]
-fields = ["address"]
-not_before = 2999-01-01
-[[grant]]
-id = "purposeful"
-apps = ["p"]
-datasets = ["enterprise"]
-fields = ["address"]
-purposes = ["supervision"]
-[[grant]]
-id = "sums"
-apps = ["agg"]
-datasets = ["enterprise"]
-fields = "*"
-aggregate_only = true
-"#,
+            &[
+                grant("old", "old", ADDRESS, "not_after = 2020-01-01"),
+                grant("future", "future", ADDRESS, "not_before = 2999-01-01"),
+                grant("purposeful", "p", ADDRESS, r#"purposes = ["supervision"]"#),
+                grant("sums", "agg", ALL, "aggregate_only = true"),
+            ]
+            .concat(),
         );
         let schema = ent();
         let f = idx(&schema, &["address"]);
@@ -758,8 +769,7 @@ aggregate_only = true
         let g = idx(&schema, &["city"]);
         let agg = Access {
             group_by: &g,
-            kind: AccessKind::Aggregate,
-            ..rows(&schema, &[])
+            ..aggregate(&schema)
         };
         let d = p.authorize(&app("agg"), &agg);
         assert_eq!(reason(&d), None);
@@ -810,34 +820,23 @@ aggregate_only = true
 
     #[test]
     fn masked_fields_may_not_be_filtered_sorted_grouped_or_summed() {
-        let p = policy(
-            "[[grant]]\nid = \"g\"\napps = [\"a\"]\ndatasets = [\"enterprise\"]\nfields = \"*\"\nmasks = { registered_capital = \"round(4)\", city = \"hash\" }\n",
-        );
+        let p = policy(&grant(
+            "g",
+            "a",
+            ALL,
+            r#"masks = { registered_capital = "round(4)", city = "hash" }"#,
+        ));
         let schema = ent();
         let cap = idx(&schema, &["registered_capital"])[0];
         let city = idx(&schema, &["city"]);
-        let filter = yrd_query::filter::parse_filter("registered_capital > 5", &schema, &Limits::default())
-            .unwrap()
-            .unwrap();
-        let order = [SortColumn {
-            field: cap,
-            descending: true,
-        }];
-        let agg = Access {
-            kind: AccessKind::Aggregate,
-            ..rows(&schema, &[])
-        };
+        let filter = filter_of(&schema, "registered_capital > 5");
+        let order = [SortColumn::desc(cap)];
+        let agg = aggregate(&schema);
         let max = [(AggregateFunction::Max, Some(cap))];
         let sum = [(AggregateFunction::Sum, Some(cap))];
         for a in [
-            Access {
-                filter: Some(&filter),
-                ..rows(&schema, &[])
-            },
-            Access {
-                order: &order,
-                ..rows(&schema, &[])
-            },
+            filtered(&schema, &filter),
+            sorted(&schema, &order),
             Access { group_by: &city, ..agg },
             Access { metrics: &max, ..agg },
             Access { metrics: &sum, ..agg },
@@ -857,9 +856,7 @@ aggregate_only = true
 
     #[test]
     fn a_page_beyond_max_rows_is_refused_naming_the_limit() {
-        let p = policy(
-            "[[grant]]\nid = \"g\"\napps = [\"a\"]\ndatasets = [\"enterprise\"]\nfields = \"*\"\nmax_rows = 50\n",
-        );
+        let p = policy(&grant("g", "a", ALL, "max_rows = 50"));
         let schema = ent();
         let d = p.authorize(&app("a"), &rows(&schema, &[]));
         assert_eq!(reason(&d), Some("ROW_LIMIT_EXCEEDED"));
@@ -873,9 +870,7 @@ aggregate_only = true
 
     #[tokio::test]
     async fn admit_spends_rate_then_uses() {
-        let p = policy(
-            "[[grant]]\nid = \"r\"\napps = [\"a\"]\ndatasets = [\"enterprise\"]\nfields = \"*\"\nrate_per_minute = 2\n[[grant]]\nid = \"u\"\napps = [\"b\"]\ndatasets = [\"enterprise\"]\nfields = \"*\"\nmax_uses = 1\n",
-        );
+        let p = policy(&(grant("r", "a", ALL, "rate_per_minute = 2") + &grant("u", "b", ALL, "max_uses = 1")));
         let schema = ent();
         let code = |r: Result<(), NodeError>| match r {
             Ok(()) => None,
