@@ -106,6 +106,9 @@ pub async fn aggregate(conn: &Connection, args: &AggregateArgs) -> anyhow::Resul
         footer.push('\n');
         footer.push_str(&output::trace_hint(&answer.trace_id));
     }
+    if !answer.audit_id.is_empty() {
+        footer.push_str(&format!("\ngateway audit record: {}", answer.audit_id));
+    }
     let regions = output::region_table(&answer.regions);
     if args.output == Format::Table {
         writeln!(out, "\n{regions}\n{footer}")?;

@@ -76,6 +76,8 @@ struct Summary {
     regions: HashMap<String, RegionTotal>,
     /// Distinct trace ids of the pages, in order.
     trace_ids: Vec<String>,
+    /// The gateway's audit record of each page, in order.
+    audit_ids: Vec<String>,
     /// Rows printed.
     rows: u64,
     /// Pages fetched.
@@ -105,6 +107,9 @@ impl Summary {
         self.pages += 1;
         if !page.trace_id.is_empty() && !self.trace_ids.contains(&page.trace_id) {
             self.trace_ids.push(page.trace_id.clone());
+        }
+        if !page.audit_id.is_empty() {
+            self.audit_ids.push(page.audit_id.clone());
         }
         for s in &page.regions {
             let total = self.regions.entry(s.region.clone()).or_insert_with(|| {
@@ -171,6 +176,11 @@ impl Summary {
                 "\ntraces, one per page: {}  (yrdctl traces --trace-id ID)",
                 many.join(", ")
             )),
+        }
+        match self.audit_ids.as_slice() {
+            [] => {}
+            [one] => text.push_str(&format!("\ngateway audit record: {one}")),
+            many => text.push_str(&format!("\ngateway audit records, one per page: {}", many.join(", "))),
         }
         text
     }
@@ -371,6 +381,7 @@ mod tests {
             next_page_token: "t".into(),
             trace_id: "abc".into(),
             rows: 15,
+            audit_id: "gateway-g-1".into(),
         });
         s.add(&QuerySummary {
             regions: vec![
@@ -381,6 +392,7 @@ mod tests {
             next_page_token: String::new(),
             trace_id: "abc".into(),
             rows: 3,
+            audit_id: "gateway-g-3".into(),
         });
         let statuses = s.statuses();
         assert_eq!(statuses.len(), 3);
@@ -402,7 +414,8 @@ mod tests {
         s.rows = 18;
         assert_eq!(
             s.footer(true, 18),
-            "18 rows in 2 pages; more rows: raise --limit (now 18)\ntrace: abc  (yrdctl traces --trace-id abc)"
+            "18 rows in 2 pages; more rows: raise --limit (now 18)\ntrace: abc  (yrdctl traces --trace-id abc)\n\
+             gateway audit records, one per page: gateway-g-1, gateway-g-3"
         );
     }
 

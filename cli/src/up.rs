@@ -21,6 +21,8 @@
 //! profile-inspector.toml  the profile of a second application, `inspector`
 //! profile-operator.toml   Jiangsu's operator (decides access requests for 320000)
 //! profile-auditor.toml    Shanghai's auditor (reads 310000's audit)
+//! audit-<region>/      each node's audit log
+//! audit-gateway/       the gateway's audit log
 //! ```
 
 use std::fs::OpenOptions;
@@ -607,6 +609,7 @@ fn gateway_config(
         ..GatewayConfig::default()
     };
     config.query.page_token_secret = secrets.gateway_page_token_secret.clone();
+    config.audit = Some(yrd_audit::AuditConfig::in_dir("audit-gateway"));
     Ok(config)
 }
 
@@ -923,6 +926,9 @@ mod tests {
         let mut expected = written;
         if let Some(tls) = expected.tls.as_mut() {
             tls.resolve(dir.path());
+        }
+        if let Some(audit) = expected.audit.as_mut() {
+            audit.resolve(dir.path());
         }
         assert_eq!(loaded, expected);
         // The secret is in the file (mode 0600) but not in the Debug text.

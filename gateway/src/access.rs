@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use yrd_audit::Entry;
 use yrd_identity::{PeerId, Role};
 use yrd_proto::mesh::access_server::Access;
 use yrd_proto::mesh::audit_server::Audit;
@@ -23,6 +24,7 @@ use yrd_proto::mesh::{
 use yrd_proto::schema::Registry as Schemas;
 use yrd_query::{Limits, QueryError};
 
+use crate::audit::{self, GatewayAudit};
 use crate::client::{self, Acting};
 use crate::error::GatewayError;
 use crate::registry::{Region, Registry};
@@ -43,6 +45,7 @@ struct State {
     schemas: &'static Schemas,
     limits: Limits,
     default_deadline: Duration,
+    audit: GatewayAudit,
 }
 
 /// What a caller may do in the workflow.
@@ -60,14 +63,40 @@ enum Need {
 
 impl AccessService {
     /// A service over the regions of `registry`.
-    pub fn new(registry: Registry, schemas: &'static Schemas, limits: Limits, default_deadline: Duration) -> Self {
+    pub fn new(
+        registry: Registry,
+        schemas: &'static Schemas,
+        limits: Limits,
+        default_deadline: Duration,
+        audit: GatewayAudit,
+    ) -> Self {
         Self {
             inner: Arc::new(State {
                 registry,
                 schemas,
                 limits,
                 default_deadline,
+                audit,
             }),
+        }
+    }
+
+    /// The gateway's record of a workflow or audit call of `kind` in
+    /// `region`, holding only names the gateway knows: the region if it is
+    /// one of the federation's, the dataset and fields if the schema has
+    /// them, the request id if it has the form of one.
+    fn record<T>(&self, kind: &'static str, req: &Request<T>, region: &str) -> Entry {
+        let peer = yrd_identity::peer_id(req);
+        let mut e = self.inner.audit.entry(kind, peer.as_ref());
+        e.region = self.inner.registry.get(region).map(|r| r.id.clone());
+        e
+    }
+
+    /// Adds the dataset and fields of `entry`'s request, if known.
+    fn with_dataset(&self, entry: &mut Entry, dataset: &str, fields: &[String]) {
+        if let Some(schema) = self.inner.schemas.get(dataset) {
+            entry.dataset = Some(schema.id.clone());
+            entry.fields = audit::known_fields(schema, fields);
         }
     }
 
@@ -117,7 +146,7 @@ impl AccessService {
         }
         let schema = yrd_query::check::dataset(self.inner.schemas, dataset)?;
         yrd_query::filter::parse_filter(text, &schema, &self.inner.limits)
-            .map_err(|e| GatewayError::Query(renamed(e, param)))
+            .map_err(|e| GatewayError::Query(e.for_param(param)))
     }
 }
 
@@ -157,38 +186,74 @@ fn check_role(peer: &PeerId, need: Need, region: &str) -> Result<(), GatewayErro
     }
 }
 
-/// A query error about a filter, naming `param` (`row_scope`) instead.
-fn renamed(err: QueryError, param: &'static str) -> QueryError {
-    match err {
-        QueryError::Syntax { position, message, .. } => QueryError::Syntax {
-            param,
-            position,
-            message,
-        },
-        QueryError::UnknownField { dataset, field, .. } => QueryError::UnknownField { param, dataset, field },
-        QueryError::FieldNotAllowed { field, reason, .. } => QueryError::FieldNotAllowed { param, field, reason },
-        QueryError::TypeMismatch {
-            field, expected, found, ..
-        } => QueryError::TypeMismatch {
-            param,
-            field,
-            expected,
-            found,
-        },
-        QueryError::Limit { limit, max, actual, .. } => QueryError::Limit {
-            param,
-            limit,
-            max,
-            actual,
-        },
-        QueryError::Invalid { message, .. } => QueryError::Invalid { param, message },
-        other => other,
-    }
+/// An access request's id as recorded: only when it has the form of one
+/// (`320000-17`), so that arbitrary text is never copied into the log.
+fn request_id(id: &str) -> Option<serde_json::Value> {
+    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    ok.then(|| serde_json::json!({ "access_request": id }))
 }
 
 #[tonic::async_trait]
 impl Access for AccessService {
     async fn request_access(&self, req: Request<RequestAccessRequest>) -> Result<Response<AccessRequest>, Status> {
+        let msg = req.get_ref();
+        let mut record = self.record("access.request", &req, &msg.region);
+        self.with_dataset(&mut record, &msg.dataset, &msg.fields);
+        record.purpose = yrd_query::limits::check_purpose(&msg.purpose)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+        let answer = self.forward_request(req).await;
+        self.inner.audit.outcome(record, answer).await
+    }
+
+    async fn list_access_requests(
+        &self,
+        req: Request<ListAccessRequestsRequest>,
+    ) -> Result<Response<ListAccessRequestsResponse>, Status> {
+        let record = self.record("access.list", &req, &req.get_ref().region);
+        let answer = async {
+            let deadline = self.deadline(&req);
+            let acting = self.acting(&req, Need::Lister, &req.get_ref().region)?;
+            let msg = req.into_inner();
+            let region = self.region(&msg.region)?;
+            Ok(Response::new(client::call_for(&region, msg, deadline, &acting).await?))
+        };
+        self.inner.audit.outcome(record, answer.await).await
+    }
+
+    async fn decide_access(&self, req: Request<DecideAccessRequest>) -> Result<Response<AccessRequest>, Status> {
+        let msg = req.get_ref();
+        let mut record = self.record(
+            if msg.approve { "access.approve" } else { "access.refuse" },
+            &req,
+            &msg.region,
+        );
+        record.detail = request_id(&msg.id);
+        let answer = self.forward_decision(req).await;
+        if let Ok(decided) = &answer {
+            self.with_dataset(&mut record, &decided.get_ref().dataset, &decided.get_ref().fields);
+        }
+        self.inner.audit.outcome(record, answer).await
+    }
+
+    async fn revoke_access(&self, req: Request<RevokeAccessRequest>) -> Result<Response<AccessRequest>, Status> {
+        let mut record = self.record("access.revoke", &req, &req.get_ref().region);
+        record.detail = request_id(&req.get_ref().id);
+        let answer = async {
+            let deadline = self.deadline(&req);
+            let acting = self.acting(&req, Need::Operator, &req.get_ref().region)?;
+            let msg = req.into_inner();
+            let region = self.region(&msg.region)?;
+            Ok(Response::new(client::call_for(&region, msg, deadline, &acting).await?))
+        };
+        self.inner.audit.outcome(record, answer.await).await
+    }
+}
+
+impl AccessService {
+    /// RequestAccess after its record is begun: checks, then forwards.
+    async fn forward_request(&self, req: Request<RequestAccessRequest>) -> Result<Response<AccessRequest>, Status> {
         let deadline = self.deadline(&req);
         let acting = self.acting(&req, Need::Applicant, &req.get_ref().region)?;
         let mut msg = req.into_inner();
@@ -207,18 +272,8 @@ impl Access for AccessService {
         Ok(Response::new(client::call_for(&region, msg, deadline, &acting).await?))
     }
 
-    async fn list_access_requests(
-        &self,
-        req: Request<ListAccessRequestsRequest>,
-    ) -> Result<Response<ListAccessRequestsResponse>, Status> {
-        let deadline = self.deadline(&req);
-        let acting = self.acting(&req, Need::Lister, &req.get_ref().region)?;
-        let msg = req.into_inner();
-        let region = self.region(&msg.region)?;
-        Ok(Response::new(client::call_for(&region, msg, deadline, &acting).await?))
-    }
-
-    async fn decide_access(&self, req: Request<DecideAccessRequest>) -> Result<Response<AccessRequest>, Status> {
+    /// DecideAccess after its record is begun: checks, then forwards.
+    async fn forward_decision(&self, req: Request<DecideAccessRequest>) -> Result<Response<AccessRequest>, Status> {
         let deadline = self.deadline(&req);
         let acting = self.acting(&req, Need::Operator, &req.get_ref().region)?;
         let mut msg = req.into_inner();
@@ -255,14 +310,6 @@ impl Access for AccessService {
         msg.row_scope.clear();
         Ok(Response::new(client::call_for(&region, msg, deadline, &acting).await?))
     }
-
-    async fn revoke_access(&self, req: Request<RevokeAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        let deadline = self.deadline(&req);
-        let acting = self.acting(&req, Need::Operator, &req.get_ref().region)?;
-        let msg = req.into_inner();
-        let region = self.region(&msg.region)?;
-        Ok(Response::new(client::call_for(&region, msg, deadline, &acting).await?))
-    }
 }
 
 #[tonic::async_trait]
@@ -270,10 +317,25 @@ impl Audit for AccessService {
     type ReadAuditStream = ReceiverStream<Result<AuditLines, Status>>;
 
     async fn read_audit(&self, req: Request<ReadAuditRequest>) -> Result<Response<Self::ReadAuditStream>, Status> {
+        let mut record = self.record("audit.read", &req, &req.get_ref().region);
+        if let Some(schema) = self.inner.schemas.get(&req.get_ref().dataset) {
+            record.dataset = Some(schema.id.clone());
+        }
         let deadline = self.deadline(&req);
-        let acting = self.acting(&req, Need::Auditor, &req.get_ref().region)?;
+        let checked = self
+            .acting(&req, Need::Auditor, &req.get_ref().region)
+            .and_then(|acting| Ok((acting, self.region(&req.get_ref().region)?)));
+        let (acting, region) = match checked {
+            Ok(checked) => checked,
+            Err(e) => {
+                let status = Status::from(e);
+                self.inner.audit.refused(record, &status).await;
+                return Err(status);
+            }
+        };
+        // The read is on the record before any line is read.
+        self.inner.audit.record(record).await?;
         let msg = req.into_inner();
-        let region = self.region(&msg.region)?;
         // The call is started here, so that a refusal by the region is the
         // call's status rather than the first item of a stream.
         let mut stream = client::call_for(&region, msg, deadline, &acting).await?;

@@ -65,6 +65,11 @@ pub struct GatewayConfig {
     /// The regions of the federation.
     #[serde(default)]
     pub regions: Vec<RegionConfig>,
+    /// The gateway's audit log (hash-chained, checkpoints signed with the
+    /// gateway's key); none: no audit at the gateway, with a warning at
+    /// start (each node still keeps its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<yrd_audit::AuditConfig>,
 }
 
 /// How federated queries run.
@@ -183,6 +188,7 @@ impl Default for GatewayConfig {
             query: QueryConfig::default(),
             health: HealthConfig::default(),
             regions: Vec::new(),
+            audit: None,
         }
     }
 }
@@ -196,6 +202,9 @@ impl GatewayConfig {
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         if let Some(tls) = config.tls.as_mut() {
             tls.resolve(base);
+        }
+        if let Some(audit) = config.audit.as_mut() {
+            audit.resolve(base);
         }
         config.validate(&shown)?;
         Ok(config)
@@ -230,6 +239,9 @@ impl GatewayConfig {
         };
         if !self.insecure && self.tls.is_none() {
             return Err(err("tls", "required unless insecure = true (development only)".into()));
+        }
+        if let Some(audit) = &self.audit {
+            audit.validate().map_err(|e| err("audit", e.to_string()))?;
         }
         if self.regions.is_empty() {
             return Err(err("regions", "at least one region is needed".into()));
@@ -395,5 +407,27 @@ endpoints = ["http://127.0.0.1:50062"]
         assert!(e.to_string().contains("foo"), "{e}");
         let c = GatewayConfig::parse(&OK.replace("320000", "32"), "g.toml").unwrap();
         assert_eq!(c.validate("g.toml").unwrap_err().key, "regions[0].id");
+    }
+
+    #[test]
+    fn the_audit_section_is_resolved_against_the_file_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(
+            &path,
+            format!("{OK}\n[audit]\ndir = \"audit-gateway\"\ncheckpoint_every = 50\n"),
+        )
+        .unwrap();
+        let c = GatewayConfig::load(&path).unwrap();
+        let audit = c.audit.as_ref().unwrap();
+        assert_eq!(audit.dir, dir.path().join("audit-gateway"));
+        assert_eq!(audit.checkpoint_every, 50);
+        // It serializes back (how `yrdctl up` writes it) and reads the same.
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(GatewayConfig::parse(&text, "g.toml").unwrap(), c);
+        std::fs::write(&path, format!("{OK}\n[audit]\ncheckpoint_every = 0\n")).unwrap();
+        let e = GatewayConfig::load(&path).unwrap_err();
+        assert_eq!(e.key, "audit");
+        assert!(e.to_string().contains("checkpoint_every"), "{e}");
     }
 }

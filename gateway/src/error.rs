@@ -70,6 +70,10 @@ pub enum GatewayError {
         /// Its kind, with its article (`an operator`).
         kind: &'static str,
     },
+    /// The audit record could not be written: the request is refused
+    /// rather than served unrecorded.
+    #[error(transparent)]
+    Audit(#[from] yrd_audit::AuditError),
     /// An on-behalf-of assertion could not be made.
     #[error("on-behalf-of assertion: {0}")]
     Assertion(String),
@@ -102,6 +106,7 @@ impl From<GatewayError> for Status {
             GatewayError::RegionsFailed(_) | GatewayError::NoHealthyNode(_) => Status::unavailable(err.to_string()),
             GatewayError::RegionDeadline | GatewayError::NoTimeLeft => Status::deadline_exceeded(err.to_string()),
             GatewayError::Node(status) => status,
+            GatewayError::Audit(e) => e.into(),
             GatewayError::NotAnApplication { .. } => {
                 let details = tonic_types::ErrorDetails::with_error_info(
                     "NOT_AN_APPLICATION",

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 use tracing::Instrument;
+use yrd_audit::Entry;
 use yrd_proto::mesh::{
     AggregateGroup, AggregateResponse, Consistency, NodeQueryRequest, NodeQuerySummary, QueryResponse, QuerySummary,
     RegionState, RegionStatus, RowBatch, node_query_response, query_response,
@@ -22,6 +23,7 @@ use yrd_proto::mesh::{
 use yrd_query::aggregate;
 use yrd_query::token::{Cursor, PageTokens};
 
+use crate::audit::{self, GatewayAudit};
 use crate::client;
 pub use crate::client::SPAN_REGION_CALL;
 use crate::error::GatewayError;
@@ -161,6 +163,21 @@ pub fn refusal<'a>(mut failures: impl Iterator<Item = (&'a str, &'a Status)>) ->
         })
 }
 
+/// How one page of a query ended, for its `query.end` audit record.
+#[derive(Debug)]
+struct PageEnd {
+    /// The code the application saw.
+    code: Code,
+    /// Rows sent.
+    rows: u64,
+    /// Each region's outcome (empty when the page failed before the regions
+    /// were asked).
+    regions: Vec<RegionStatus>,
+    /// The gateway's audit record of the request; empty when audit is off
+    /// or the record could not be written.
+    audit_id: String,
+}
+
 /// Runs federated queries.
 #[derive(Debug)]
 pub struct Federator {
@@ -172,6 +189,8 @@ pub struct Federator {
     pub batch_rows: usize,
     /// Batches read ahead per region.
     pub region_buffer: usize,
+    /// The gateway's audit log.
+    pub audit: GatewayAudit,
 }
 
 impl Federator {
@@ -179,25 +198,49 @@ impl Federator {
     /// error under ALL_REGIONS). Returns when done or when the application
     /// goes away (`out` closed), which cancels every region call, with the
     /// code the application saw.
+    ///
+    /// `record` is the gateway's audit record of the request: it is made
+    /// durable while the regions are called and before the first row goes
+    /// out (no record, no rows); once the page has ended, a `query.end`
+    /// record names it with the rows sent and each region's outcome.
     pub async fn run(
         self: Arc<Self>,
         plan: QueryPlan,
         deadline: Instant,
         trace_id: String,
+        record: Entry,
         out: mpsc::Sender<Result<QueryResponse, Status>>,
     ) -> Code {
         let _open = yrd_telemetry::OpenStreamGuard::open();
-        self.page(plan, deadline, trace_id, out).await
+        let end = self.page(plan, deadline, trace_id, record.clone(), out).await;
+        if !end.audit_id.is_empty() {
+            let mut e = record;
+            e.kind = "query.end".into();
+            e.filter = None;
+            e.fields.clear();
+            e.request = Some(end.audit_id);
+            e.rows = Some(end.rows);
+            e.detail = Some(audit::regions_detail(&end.regions));
+            if end.code != Code::Ok {
+                e.decision = audit::decision_of(end.code);
+                e.reason = Some(audit::code_name(end.code).to_owned());
+            }
+            if let Err(err) = self.audit.record(e).await {
+                tracing::error!(error = %err, "the audit record of a query's end was not written");
+            }
+        }
+        end.code
     }
 
-    /// One page; returns the gRPC code the application saw.
+    /// One page; returns how it ended.
     async fn page(
         &self,
         plan: QueryPlan,
         deadline: Instant,
         trace_id: String,
+        record: Entry,
         out: mpsc::Sender<Result<QueryResponse, Status>>,
-    ) -> Code {
+    ) -> PageEnd {
         let mut runs = Vec::new();
         let mut skipped = Vec::new();
         for choice in &plan.regions {
@@ -223,6 +266,36 @@ impl Federator {
                 failure: None,
             });
         }
+        // The regions are working meanwhile; nothing is sent before the
+        // record is durable.
+        let audit_id = match self.audit.record(record).await {
+            Ok(id) => id,
+            Err(e) => {
+                let status = Status::from(e);
+                let code = status.code();
+                let _ = out.send(Err(status)).await;
+                return PageEnd {
+                    code,
+                    rows: 0,
+                    regions: Vec::new(),
+                    audit_id: String::new(),
+                };
+            }
+        };
+        if !audit_id.is_empty() {
+            tracing::Span::current().record("yrd.audit_id", audit_id.as_str());
+        }
+        let end = |code: Code, rows: u64, runs: &[RegionRun], skipped: &[RegionStatus]| {
+            let mut regions: Vec<RegionStatus> = runs.iter().map(RegionRun::status).collect();
+            regions.extend(skipped.iter().cloned());
+            regions.sort_by(|a, b| a.region.cmp(&b.region));
+            PageEnd {
+                code,
+                rows,
+                regions,
+                audit_id: audit_id.clone(),
+            }
+        };
         let merge = plan.query.ordered || plan.consistency == Consistency::AllRegions;
         let merge_span = tracing::info_span!(
             SPAN_MERGE,
@@ -240,7 +313,8 @@ impl Federator {
             merge_span.record("yrd.rows", n);
         }
         let Ok(emitted) = sent else {
-            return Code::Cancelled; // the application went away
+            // The application went away.
+            return end(Code::Cancelled, 0, &runs, &skipped);
         };
         if let Some(refused) = refusal(
             runs.iter()
@@ -250,7 +324,7 @@ impl Federator {
             let status = Status::from(refused);
             let code = status.code();
             let _ = out.send(Err(status)).await;
-            return code;
+            return end(code, emitted, &runs, &skipped);
         }
         let failed: Vec<(String, String)> = runs
             .iter()
@@ -258,7 +332,7 @@ impl Federator {
             .collect();
         if plan.consistency == Consistency::AllRegions && !failed.is_empty() {
             let _ = out.send(Err(GatewayError::RegionsFailed(failed).into())).await;
-            return Code::Unavailable;
+            return end(Code::Unavailable, emitted, &runs, &skipped);
         }
         let page_full = emitted >= u64::from(plan.page_size());
         let cursors: Vec<Cursor> = runs
@@ -275,25 +349,25 @@ impl Federator {
         } else {
             self.tokens.seal(&plan.fingerprint, &cursors, SystemTime::now())
         };
-        let mut regions: Vec<RegionStatus> = runs.iter().map(RegionRun::status).collect();
-        regions.extend(skipped);
-        regions.sort_by(|a, b| a.region.cmp(&b.region));
+        let mut answered = end(Code::Ok, emitted, &runs, &skipped);
         let summary = QuerySummary {
-            regions,
+            regions: answered.regions.clone(),
             next_page_token,
             trace_id,
             rows: emitted,
+            audit_id: answered.audit_id.clone(),
         };
         yrd_telemetry::rows_streamed(&plan.schema().id, emitted, 0);
-        match out
+        if out
             .send(Ok(QueryResponse {
                 kind: Some(query_response::Kind::Summary(summary)),
             }))
             .await
+            .is_err()
         {
-            Ok(()) => Code::Ok,
-            Err(_) => Code::Cancelled,
+            answered.code = Code::Cancelled;
         }
+        answered
     }
 
     /// No order asked: forwards each region's batches as they arrive, cut
@@ -503,6 +577,7 @@ impl Federator {
             groups,
             regions,
             trace_id: yrd_telemetry::current_trace_id(),
+            audit_id: String::new(),
         })
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod assertion;
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -17,6 +17,7 @@ use yrd_server::{DeadlinePolicy, ServeOptions, Serving};
 
 use crate::access::AccessService;
 use crate::assertion::Asserter;
+use crate::audit::GatewayAudit;
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::registry::Registry;
@@ -31,17 +32,26 @@ pub struct RunningGateway {
     pub registry: Registry,
     /// The admin HTTP listener, when configured.
     pub admin: Option<yrd_telemetry::AdminHandle>,
+    /// The gateway's audit log (disabled without an `[audit]` section).
+    pub audit: GatewayAudit,
     server: Serving,
 }
 
 impl RunningGateway {
     /// Stops accepting, lets open calls finish within the config's
-    /// `shutdown_grace`, ends the rest with `UNAVAILABLE`, and waits.
+    /// `shutdown_grace`, ends the rest with `UNAVAILABLE`, waits, and
+    /// closes the audit log, which writes its final signed checkpoint.
     pub async fn shutdown(self) -> Result<(), GatewayError> {
         if let Some(admin) = self.admin {
             admin.stop();
         }
-        Ok(self.server.shutdown().await?)
+        let served = self.server.shutdown().await;
+        // Calls that outlived the grace may still be writing their
+        // `query.end`; the log refuses appends once closed.
+        if let Err(err) = self.audit.log().close().await {
+            tracing::error!(error = %err, "the audit log was not closed cleanly: its last records may lack a signed checkpoint");
+        }
+        Ok(served?)
     }
 }
 
@@ -67,6 +77,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     // Assertions are signed with the key of the gateway's own certificate,
     // the one nodes see on the connection; an insecure gateway has none.
     let signer = tls.as_ref().map(Signer::from_material).transpose()?;
+    let audit = open_audit(&config, signer.clone()).await?;
     let asserter = Arc::new(Asserter::new(signer, config.on_behalf_of_ttl));
     let registry = Registry::start(&config, tls.as_ref(), asserter)?;
     let secret = if config.query.page_token_secret.is_empty() {
@@ -79,12 +90,13 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     };
     let tokens = PageTokens::new(&secret, config.query.page_token_ttl);
     let authorizer = Arc::new(Authorizer::from_rules(&config.trust_domain, &config.allow)?);
-    let service = GatewayService::new(config.clone(), registry.clone(), schemas, tokens);
+    let service = GatewayService::new(config.clone(), registry.clone(), schemas, tokens, audit.clone());
     let access = AccessService::new(
         registry.clone(),
         schemas,
         config.limits.clone(),
         config.query.default_deadline,
+        audit.clone(),
     );
 
     let federation = FederationServer::new(service).max_encoding_message_size(64 * 1024 * 1024);
@@ -97,16 +109,19 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         &[yrd_proto::FILE_DESCRIPTOR_SET],
     )
     .await?;
-    let audit = AuditServer::new(access.clone());
+    let audit_server = AuditServer::new(access.clone());
     let access = AccessServer::new(access);
     // In insecure mode there are no certificates to authorize by.
     let routes = if tls.is_some() {
         routes
             .add_service(InterceptedService::new(federation, authorizer.clone().interceptor()))
             .add_service(InterceptedService::new(access, authorizer.clone().interceptor()))
-            .add_service(InterceptedService::new(audit, authorizer.interceptor()))
+            .add_service(InterceptedService::new(audit_server, authorizer.interceptor()))
     } else {
-        routes.add_service(federation).add_service(access).add_service(audit)
+        routes
+            .add_service(federation)
+            .add_service(access)
+            .add_service(audit_server)
     };
     let server_tls = tls.as_ref().map(yrd_identity::server_config).transpose()?;
     let deadlines = DeadlinePolicy {
@@ -129,8 +144,27 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         addr: server.addr,
         registry,
         admin,
+        audit,
         server,
     })
+}
+
+/// Opens the gateway's audit log (checkpoints signed with the gateway's
+/// key), or none with a warning when the config has no `[audit]`.
+async fn open_audit(config: &GatewayConfig, signer: Option<Signer>) -> Result<GatewayAudit, GatewayError> {
+    let Some(audit) = config.audit.clone() else {
+        tracing::warn!("no [audit] section: this gateway keeps no audit trail (each node keeps its own)");
+        return Ok(GatewayAudit::disabled());
+    };
+    let source = match &signer {
+        Some(s) => s.id().uri(),
+        None => format!("spiffe://{}/gateway/{}", config.trust_domain, config.name),
+    };
+    let log = tokio::task::spawn_blocking(move || yrd_audit::AuditLog::open(&audit, &source, signer))
+        .await
+        .map_err(|e| GatewayError::Task(e.to_string()))??;
+    tracing::info!(log = log.name(), "gateway audit log open");
+    Ok(GatewayAudit::new(log))
 }
 
 fn random_secret() -> Vec<u8> {

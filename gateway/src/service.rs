@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
+use yrd_audit::Entry;
 use yrd_identity::{PeerId, Role};
 use yrd_proto::mesh::federation_server::Federation;
 use yrd_proto::mesh::{
@@ -17,6 +18,7 @@ use yrd_proto::mesh::{
 use yrd_proto::schema::Registry as Schemas;
 use yrd_query::{Limits, filter};
 
+use crate::audit::{self, GatewayAudit};
 use crate::client::{self, Acting};
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
@@ -47,6 +49,7 @@ struct State {
     config: GatewayConfig,
     schemas: &'static Schemas,
     federator: Arc<Federator>,
+    audit: GatewayAudit,
 }
 
 impl GatewayService {
@@ -56,20 +59,57 @@ impl GatewayService {
         registry: Registry,
         schemas: &'static Schemas,
         tokens: yrd_query::token::PageTokens,
+        audit: GatewayAudit,
     ) -> Self {
         let federator = Arc::new(Federator {
             registry,
             tokens,
             batch_rows: config.query.batch_rows,
             region_buffer: config.query.region_buffer,
+            audit: audit.clone(),
         });
         Self {
             inner: Arc::new(State {
                 config,
                 schemas,
                 federator,
+                audit,
             }),
         }
+    }
+
+    /// The gateway's record of a data request (`query`, `aggregate`,
+    /// `explain`) that passed its checks.
+    fn record(&self, kind: &'static str, peer: Option<&PeerId>, acting: &Acting) -> Entry {
+        let mut e = self.inner.audit.entry(kind, peer);
+        e.purpose = Some(acting.purpose.clone()).filter(|p| !p.is_empty());
+        e
+    }
+
+    /// Records a data request refused before any region was asked, with
+    /// only what passed its checks (a known dataset, known fields, a valid
+    /// purpose), and returns its status.
+    async fn refuse(
+        &self,
+        kind: &'static str,
+        peer: Option<&PeerId>,
+        dataset: &str,
+        fields: &[String],
+        purpose: &str,
+        err: GatewayError,
+    ) -> Status {
+        let status = Status::from(err);
+        let mut e = self.inner.audit.entry(kind, peer);
+        if let Some(schema) = self.inner.schemas.get(dataset) {
+            e.dataset = Some(schema.id.clone());
+            e.fields = audit::known_fields(schema, fields);
+        }
+        e.purpose = yrd_query::limits::check_purpose(purpose)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+        self.inner.audit.refused(e, &status).await;
+        status
     }
 
     fn registry(&self) -> &Registry {
@@ -195,8 +235,15 @@ impl Federation for GatewayService {
         let deadline = self.deadline(&req);
         let peer = yrd_identity::peer_id(&req);
         let req = req.into_inner();
-        let (plan_span, plan) = planned(&req.dataset, || self.plan(&req, peer));
-        let plan = plan?;
+        let (plan_span, plan) = planned(&req.dataset, || self.plan(&req, peer.clone()));
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(e) => {
+                drop(plan_span);
+                let why = self.refuse("query", peer.as_ref(), &req.dataset, &req.fields, &req.purpose, e);
+                return Err(why.await);
+            }
+        };
         let asked: Vec<&str> = plan
             .regions
             .iter()
@@ -205,15 +252,26 @@ impl Federation for GatewayService {
             .collect();
         plan_span.record("yrd.regions", asked.join(",").as_str());
         drop(plan_span);
+        let mut record = self.record("query", peer.as_ref(), &plan.acting);
+        audit::describe(&mut record, plan.schema(), plan.query.filter.as_ref());
+        record.fields.clone_from(&plan.query.fields);
+        record.detail = Some(serde_json::json!({
+            "regions": asked,
+            "page_size": plan.page_size(),
+            "resumed": !req.page_token.is_empty(),
+        }));
         let fanout = tracing::info_span!(
             SPAN_FANOUT,
             "yrd.dataset" = plan.schema().id.as_str(),
-            "yrd.page_size" = plan.page_size()
+            "yrd.page_size" = plan.page_size(),
+            "yrd.audit_id" = tracing::field::Empty,
         );
         let trace_id = yrd_telemetry::current_trace_id();
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let federator = self.inner.federator.clone();
-        let run = federator.run(plan, deadline, trace_id.clone(), tx).instrument(fanout);
+        let run = federator
+            .run(plan, deadline, trace_id.clone(), record, tx)
+            .instrument(fanout);
         tokio::spawn(run);
         let mut response = Response::new(ReceiverStream::new(rx));
         if let Ok(v) = trace_id.parse() {
@@ -235,14 +293,45 @@ impl Federation for GatewayService {
                 acting(peer.clone(), &req.purpose)?,
             )
         });
-        let plan = plan?;
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(e) => {
+                let why = self.refuse("aggregate", peer.as_ref(), &req.dataset, &req.group_by, &req.purpose, e);
+                return Err(why.await);
+            }
+        };
+        let mut record = self.record("aggregate", peer.as_ref(), &plan.acting);
+        audit::describe(&mut record, &plan.aggregate.schema, plan.aggregate.filter.as_ref());
+        record.fields.clone_from(&plan.aggregate.group_by);
+        let metrics: Vec<String> = plan
+            .aggregate
+            .metrics
+            .iter()
+            .map(yrd_query::order::metric_name)
+            .collect();
         let fanout = tracing::info_span!(SPAN_FANOUT, "yrd.dataset" = plan.aggregate.schema.id.as_str());
-        let response = self
+        let answer = self
             .inner
             .federator
             .aggregate(plan, deadline, self.limits().max_groups)
             .instrument(fanout)
-            .await?;
+            .await;
+        let mut response = match answer {
+            Ok(response) => response,
+            Err(e) => {
+                let status = Status::from(e);
+                self.inner.audit.refused(record, &status).await;
+                return Err(status);
+            }
+        };
+        // The answer leaves only once its record is durable.
+        record.rows = Some(response.groups.len() as u64);
+        let suppressed: u64 = response.regions.iter().map(|r| r.suppressed_groups).sum();
+        record.suppressed = (suppressed > 0).then_some(suppressed);
+        let mut detail = audit::regions_detail(&response.regions);
+        detail["metrics"] = metrics.into();
+        record.detail = Some(detail);
+        response.audit_id = self.inner.audit.record(record).await?;
         Ok(Response::new(response))
     }
 
@@ -250,7 +339,15 @@ impl Federation for GatewayService {
         let deadline = self.deadline(&req);
         let region_deadline = deadline.saturating_duration_since(Instant::now());
         let peer = yrd_identity::peer_id(&req);
-        let plan = self.plan(&req.into_inner(), peer)?;
+        let req = req.into_inner();
+        let plan = match self.plan(&req, peer.clone()) {
+            Ok(plan) => plan,
+            Err(e) => {
+                return Err(self
+                    .refuse("explain", peer.as_ref(), &req.dataset, &req.fields, &req.purpose, e)
+                    .await);
+            }
+        };
         let included: Vec<&str> = plan
             .regions
             .iter()
@@ -315,7 +412,7 @@ impl Federation for GatewayService {
             }
         }))
         .await;
-        let regions = plan
+        let regions: Vec<RegionPlan> = plan
             .regions
             .iter()
             .zip(policies)
@@ -331,6 +428,24 @@ impl Federation for GatewayService {
                 policy,
             })
             .collect();
+        // What each region would decide, recorded before it is told.
+        let mut record = self.record("explain", peer.as_ref(), &plan.acting);
+        audit::describe(&mut record, plan.schema(), plan.query.filter.as_ref());
+        record.fields.clone_from(&plan.query.fields);
+        let decisions: Vec<serde_json::Value> = regions
+            .iter()
+            .map(|r| {
+                let p = r.policy.as_ref();
+                serde_json::json!({
+                    "region": r.region,
+                    "included": r.included,
+                    "allowed": p.is_some_and(|p| p.allowed),
+                    "reason": p.map(|p| p.reason.as_str()).unwrap_or(r.reason.as_str()),
+                })
+            })
+            .collect();
+        record.detail = Some(serde_json::json!({ "regions": decisions }));
+        let audit_id = self.inner.audit.record(record).await?;
         Ok(Response::new(ExplainResponse {
             dataset: plan.schema().id.clone(),
             regions,
@@ -338,6 +453,7 @@ impl Federation for GatewayService {
             page_size: i32::try_from(plan.page_size()).unwrap_or(i32::MAX),
             region_deadline: prost_types::Duration::try_from(region_deadline).ok(),
             description,
+            audit_id,
         }))
     }
 

@@ -16,6 +16,7 @@ fn local_configs_are_valid_and_secure() {
             assert!(!g.insecure);
             assert_eq!(g.regions.len(), 4);
             assert!(g.tls.is_some());
+            assert!(g.audit.is_some(), "the shipped gateway keeps an audit trail");
         } else {
             let n = yrd_node::NodeConfig::load(&path).unwrap();
             assert!(!n.insecure, "{}", path.display());

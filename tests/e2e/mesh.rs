@@ -180,6 +180,8 @@ impl Mesh {
         )
         .unwrap();
         gateway_config.tls = Some(gw_tls);
+        // The gateway keeps its audit trail, as the shipped one does.
+        gateway_config.audit = Some(yrd_audit::AuditConfig::in_dir(dir.path().join("audit-gateway")));
         gateway_config.allow.extend(opts.gateway_allow.iter().cloned());
         if opts.admin {
             gateway_config.admin_listen = Some("127.0.0.1:0".parse().unwrap());

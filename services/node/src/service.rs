@@ -907,6 +907,8 @@ async fn run_aggregate(
             ..RegionStatus::answered(region.as_str(), n, started.elapsed(), freshness(stats.updated_at))
         }],
         trace_id: yrd_telemetry::current_trace_id(),
+        // The gateway's record; the node's own is in its RegionStatus.
+        audit_id: String::new(),
     })
 }
 
