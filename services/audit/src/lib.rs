@@ -7,6 +7,10 @@
 //! - [`AuditLog`]: the writer. [`AuditLog::append`] resolves only once the
 //!   record is durable (written and `sync_data`'d); a dedicated thread
 //!   group-commits whatever is queued (one sync for many records).
+//!   [`AuditLog::append_deferred`] resolves once the record is written,
+//!   and it is synced with the next durable append or within
+//!   [`DEFERRED_SYNC`] (for records that follow a durable one, such as a
+//!   query's end).
 //! - [`verify`]: checks files or directories and returns a [`Report`], or
 //!   the first bad record ([`AuditError::BadRecord`]).
 //! - [`read`]: lists records matching a [`Filter`] (blocking).
@@ -73,7 +77,7 @@ mod tests;
 pub use config::AuditConfig;
 pub use error::AuditError;
 pub use format::{MAX_LINE_BYTES, checkpoint_message, file_name, parse_line};
-pub use log::AuditLog;
+pub use log::{AuditLog, DEFERRED_SYNC};
 pub use read::{Filter, Records, read};
 pub use record::{CHECKPOINT, Checkpoint, Decision, Entry, RECOVERY, Record, RecordId};
 pub use verify::{Report, verify};

@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,10 @@ const DEFAULT_LOG_NAME: &str = "audit";
 /// keeps one slow sync from holding a very long batch's answers.
 const MAX_BATCH: usize = 4096;
 
+/// Longest a record appended with [`AuditLog::append_deferred`] stays
+/// written but unsynced when no durable append comes to sync it.
+pub const DEFERRED_SYNC: Duration = Duration::from_millis(100);
+
 /// An audit log. Cheap to clone; every clone writes to the same log.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
@@ -46,12 +51,15 @@ struct Inner {
     /// Set by the writer when a write or sync failed, so that appends fail
     /// at once instead of queuing.
     failed: Arc<OnceLock<String>>,
+    /// Syncs of the log's files so far.
+    syncs: Arc<AtomicU64>,
 }
 
 /// A request to the writer thread.
 enum Msg {
-    /// Append an entry, answer when durable.
-    Append(Box<Entry>, oneshot::Sender<Result<RecordId, AuditError>>),
+    /// Append an entry; answer when durable (`true`) or when written
+    /// (`false`, synced within [`DEFERRED_SYNC`]).
+    Append(Box<Entry>, oneshot::Sender<Result<RecordId, AuditError>>, bool),
     /// Write a final checkpoint and stop.
     Close(oneshot::Sender<Result<(), AuditError>>),
 }
@@ -86,6 +94,7 @@ impl AuditLog {
             .unwrap_or_else(|_| DEFAULT_LOG_NAME.to_owned())
             .into();
         let writer = Writer::open(config, source, signer)?;
+        let syncs = Arc::clone(&writer.syncs);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -99,8 +108,18 @@ impl AuditLog {
             .spawn(move || writer.run(&runtime, rx, &thread_name, &thread_failed))
             .map_err(|e| AuditError::io(&config.dir, &e))?;
         Ok(AuditLog {
-            inner: Some(Arc::new(Inner { tx, name, failed })),
+            inner: Some(Arc::new(Inner {
+                tx,
+                name,
+                failed,
+                syncs,
+            })),
         })
+    }
+
+    /// How many times the log's files were synced (0 when disabled).
+    pub fn syncs(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |i| i.syncs.load(Ordering::Relaxed))
     }
 
     /// A log that records nothing: appends succeed with a record id of seq 0.
@@ -118,6 +137,24 @@ impl AuditLog {
     /// after [`AuditLog::close`], every append fails: the caller then fails
     /// its request.
     pub async fn append(&self, entry: Entry) -> Result<RecordId, AuditError> {
+        self.send(entry, true).await
+    }
+
+    /// Appends a record that need not be durable before the caller goes
+    /// on, such as the `query.end` that follows a request's durable record:
+    /// resolves once it is written to the file (in the page cache), and it
+    /// is synced with the next durable append, or within
+    /// [`DEFERRED_SYNC`], at the next checkpoint, and at
+    /// [`AuditLog::close`]. A process crash loses nothing; a power loss may
+    /// lose the deferred records of the last [`DEFERRED_SYNC`], never a
+    /// durable one and never the chain (a torn tail is recovered at
+    /// reopening). On a machine whose disk is shared by several logs this
+    /// halves the syncs of a query.
+    pub async fn append_deferred(&self, entry: Entry) -> Result<RecordId, AuditError> {
+        self.send(entry, false).await
+    }
+
+    async fn send(&self, entry: Entry, durable: bool) -> Result<RecordId, AuditError> {
         let Some(inner) = &self.inner else {
             return Ok(RecordId {
                 log: Arc::from("disabled"),
@@ -130,7 +167,7 @@ impl AuditLog {
         let (tx, rx) = oneshot::channel();
         inner
             .tx
-            .send(Msg::Append(Box::new(entry), tx))
+            .send(Msg::Append(Box::new(entry), tx, durable))
             .await
             .map_err(|_| AuditError::Closed)?;
         rx.await.map_err(|_| stopped(inner))?
@@ -199,8 +236,12 @@ struct Writer {
     /// Records since the last checkpoint.
     since_checkpoint: u64,
     last_checkpoint_at: Instant,
-    /// Lines written but not yet synced.
+    /// Lines buffered, not yet written.
     buf: Vec<u8>,
+    /// Since when lines written to the file wait for a sync.
+    unsynced: Option<Instant>,
+    /// Syncs so far (shared with the handles).
+    syncs: Arc<AtomicU64>,
 }
 
 /// What reopening found in the last file.
@@ -249,6 +290,8 @@ impl Writer {
             since_checkpoint: found.as_ref().map_or(0, |f| f.since_checkpoint),
             last_checkpoint_at: Instant::now(),
             buf: Vec::new(),
+            unsynced: None,
+            syncs: Arc::new(AtomicU64::new(0)),
         };
         writer.reserve = writer.checkpoint_line()?.0.len() as u64;
         let unclean = found.as_ref().is_some_and(|f| !f.last_is_checkpoint);
@@ -281,23 +324,25 @@ impl Writer {
         let mut batch: Vec<Msg> = Vec::new();
         let mut waiters: Vec<(u64, oneshot::Sender<Result<RecordId, AuditError>>)> = Vec::new();
         loop {
-            // Wake for the next append, or when a checkpoint falls due.
-            let first = if self.since_checkpoint > 0 && failed.get().is_none() {
-                let due = self
-                    .checkpoint_interval
-                    .saturating_sub(self.last_checkpoint_at.elapsed());
-                // The timer must be made inside the runtime's context.
-                match runtime.block_on(async { tokio::time::timeout(due, rx.recv()).await }) {
-                    Ok(msg) => msg,
-                    Err(_) => {
-                        if let Err(e) = self.checkpoint().and_then(|()| self.flush_sync()) {
-                            self.fail(failed, &e);
+            // Wake for the next append, or when a checkpoint or a deferred
+            // sync falls due.
+            let first = match self.next_wake(failed) {
+                Some(due) => {
+                    // The timer must be made inside the runtime's context.
+                    match runtime.block_on(async { tokio::time::timeout(due, rx.recv()).await }) {
+                        Ok(msg) => msg,
+                        Err(_) => {
+                            let checkpoint_due = self.since_checkpoint > 0
+                                && self.last_checkpoint_at.elapsed() >= self.checkpoint_interval;
+                            let done = if checkpoint_due { self.checkpoint() } else { Ok(()) };
+                            if let Err(e) = done.and_then(|()| self.flush_sync()) {
+                                self.fail(failed, &e);
+                            }
+                            continue;
                         }
-                        continue;
                     }
                 }
-            } else {
-                runtime.block_on(rx.recv())
+                None => runtime.block_on(rx.recv()),
             };
             let Some(first) = first else {
                 // Every handle is gone: stop as a close would.
@@ -317,10 +362,12 @@ impl Writer {
             }
             let mut closers = Vec::new();
             let mut error: Option<AuditError> = None;
+            let mut must_sync = false;
             for msg in batch.drain(..) {
                 match msg {
                     Msg::Close(reply) => closers.push(reply),
-                    Msg::Append(entry, reply) => {
+                    Msg::Append(entry, reply, durable) => {
+                        must_sync |= durable;
                         if let Some(reason) = failed.get() {
                             let _ = reply.send(Err(AuditError::Failed(reason.clone())));
                             continue;
@@ -350,9 +397,15 @@ impl Writer {
             {
                 error = Some(e);
             }
+            // One sync for the batch, unless every append in it is deferred.
+            let flushed = if must_sync || !closers.is_empty() {
+                self.flush_sync()
+            } else {
+                self.flush_write()
+            };
             if error.is_none()
                 && failed.get().is_none()
-                && let Err(e) = self.flush_sync()
+                && let Err(e) = flushed
             {
                 error = Some(e);
             }
@@ -484,6 +537,17 @@ impl Writer {
 
     /// Writes what is buffered and syncs it.
     fn flush_sync(&mut self) -> Result<(), AuditError> {
+        self.flush_write()?;
+        if self.unsynced.take().is_none() {
+            return Ok(());
+        }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.file.sync_data().map_err(|e| AuditError::io(&self.path, &e))
+    }
+
+    /// Writes the buffered lines to the file without syncing; they are
+    /// synced within [`DEFERRED_SYNC`].
+    fn flush_write(&mut self) -> Result<(), AuditError> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -491,7 +555,25 @@ impl Writer {
             .write_all(&self.buf)
             .map_err(|e| AuditError::io(&self.path, &e))?;
         self.buf.clear();
-        self.file.sync_data().map_err(|e| AuditError::io(&self.path, &e))
+        self.unsynced.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// How long the thread may sleep before a checkpoint or a deferred
+    /// sync falls due; `None`: until the next message.
+    fn next_wake(&self, failed: &OnceLock<String>) -> Option<Duration> {
+        if failed.get().is_some() {
+            return None;
+        }
+        let checkpoint = (self.since_checkpoint > 0).then(|| {
+            self.checkpoint_interval
+                .saturating_sub(self.last_checkpoint_at.elapsed())
+        });
+        let sync = self.unsynced.map(|at| DEFERRED_SYNC.saturating_sub(at.elapsed()));
+        match (checkpoint, sync) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Closes the active file with a checkpoint and starts the next one,

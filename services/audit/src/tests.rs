@@ -192,6 +192,45 @@ async fn a_record_is_in_the_file_when_append_resolves() {
     assert_eq!(report.signers, [SOURCE]);
 }
 
+#[tokio::test]
+async fn deferred_appends_are_written_at_once_and_synced_later() {
+    let f = Fixture::new();
+    let log = f.open();
+    // One by one, durable appends cost a sync each.
+    let start = log.syncs();
+    for i in 1..=10 {
+        log.append(entry(i)).await.unwrap();
+    }
+    assert_eq!(log.syncs() - start, 10);
+    // Deferred ones are in the file when they resolve, without a sync of
+    // their own (the timer syncs at most every DEFERRED_SYNC).
+    let start = log.syncs();
+    let began = std::time::Instant::now();
+    for i in 11..=30 {
+        let id = log.append_deferred(entry(i)).await.unwrap();
+        assert_eq!(id.seq, i);
+        assert_eq!(lines(&f.files()[0]).len() as u64, i, "written when resolved");
+    }
+    let timer_syncs = began.elapsed().as_millis() / DEFERRED_SYNC.as_millis() + 1;
+    assert!(
+        u128::from(log.syncs() - start) <= timer_syncs,
+        "{} syncs for 20 deferred appends in {:?}",
+        log.syncs() - start,
+        began.elapsed()
+    );
+    // A durable append syncs whatever was deferred before it, in order.
+    let id = log.append(entry(31)).await.unwrap();
+    assert_eq!(id.seq, 31);
+    // Left alone, a deferred record is synced by the timer, once.
+    let before = log.syncs();
+    log.append_deferred(entry(32)).await.unwrap();
+    tokio::time::sleep(DEFERRED_SYNC * 5).await;
+    assert_eq!(log.syncs(), before + 1);
+    log.close().await.unwrap();
+    let report = f.verify().unwrap();
+    assert_eq!((report.last_seq, report.chain_only), (33, 0), "{report}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_get_every_seq_once_in_order() {
     let f = Fixture::rotating(64 * 1024, 100);
