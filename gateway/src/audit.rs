@@ -79,6 +79,15 @@ impl GatewayAudit {
         Ok(id)
     }
 
+    /// Writes `entry`, which follows a durable record (a `query.end`),
+    /// without waiting for its sync ([`AuditLog::append_deferred`]).
+    pub async fn record_deferred(&self, entry: Entry) -> Result<(), GatewayError> {
+        if self.log.is_enabled() {
+            self.log.append_deferred(entry).await?;
+        }
+        Ok(())
+    }
+
     /// Records a request refused or failed with `status` (best effort: the
     /// caller is already getting an error, which is what it must see).
     pub async fn refused(&self, mut entry: Entry, status: &Status) {

@@ -225,7 +225,7 @@ impl Federator {
                 e.decision = audit::decision_of(end.code);
                 e.reason = Some(audit::code_name(end.code).to_owned());
             }
-            if let Err(err) = self.audit.record(e).await {
+            if let Err(err) = self.audit.record_deferred(e).await {
                 tracing::error!(error = %err, "the audit record of a query's end was not written");
             }
         }

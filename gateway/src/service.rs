@@ -309,30 +309,44 @@ impl Federation for GatewayService {
             .iter()
             .map(yrd_query::order::metric_name)
             .collect();
+        record.detail = Some(serde_json::json!({ "metrics": metrics }));
         let fanout = tracing::info_span!(SPAN_FANOUT, "yrd.dataset" = plan.aggregate.schema.id.as_str());
-        let answer = self
+        // The record is written while the regions answer, and is durable
+        // before the answer leaves; an `aggregate.end` record then adds the
+        // groups, those suppressed and each region's outcome and record.
+        let answering = self
             .inner
             .federator
             .aggregate(plan, deadline, self.limits().max_groups)
-            .instrument(fanout)
-            .await;
-        let mut response = match answer {
-            Ok(response) => response,
+            .instrument(fanout);
+        let (recorded, answer) = tokio::join!(self.inner.audit.record(record.clone()), answering);
+        let audit_id = recorded?;
+        let mut end = record;
+        end.kind = "aggregate.end".into();
+        end.filter = None;
+        end.request = Some(audit_id.clone()).filter(|id| !id.is_empty());
+        let answer = match answer {
+            Ok(mut response) => {
+                end.rows = Some(response.groups.len() as u64);
+                let suppressed: u64 = response.regions.iter().map(|r| r.suppressed_groups).sum();
+                end.suppressed = (suppressed > 0).then_some(suppressed);
+                end.detail = Some(audit::regions_detail(&response.regions));
+                response.audit_id = audit_id;
+                Ok(Response::new(response))
+            }
             Err(e) => {
                 let status = Status::from(e);
-                self.inner.audit.refused(record, &status).await;
-                return Err(status);
+                end.decision = audit::decision_of(status.code());
+                end.reason = Some(audit::reason_code(&status));
+                Err(status)
             }
         };
-        // The answer leaves only once its record is durable.
-        record.rows = Some(response.groups.len() as u64);
-        let suppressed: u64 = response.regions.iter().map(|r| r.suppressed_groups).sum();
-        record.suppressed = (suppressed > 0).then_some(suppressed);
-        let mut detail = audit::regions_detail(&response.regions);
-        detail["metrics"] = metrics.into();
-        record.detail = Some(detail);
-        response.audit_id = self.inner.audit.record(record).await?;
-        Ok(Response::new(response))
+        if end.request.is_some()
+            && let Err(e) = self.inner.audit.record_deferred(end).await
+        {
+            tracing::error!(error = %e, "the audit record of an aggregate's end was not written");
+        }
+        answer
     }
 
     async fn explain(&self, req: Request<QueryRequest>) -> Result<Response<ExplainResponse>, Status> {

@@ -173,8 +173,29 @@ async fn the_gateways_records_name_every_regions_record_and_verify() {
 
     let aggregate = by_id(&gateway_log, &agg.audit_id);
     assert_eq!(aggregate.entry.kind, "aggregate");
-    assert_eq!(aggregate.entry.rows, Some(agg.groups.len() as u64));
     assert_eq!(aggregate.entry.fields, ["region"]);
+    let aggregate_end = gateway_log
+        .iter()
+        .find(|r| r.entry.kind == "aggregate.end" && r.entry.request.as_deref() == Some(agg.audit_id.as_str()))
+        .unwrap();
+    assert_eq!(aggregate_end.entry.rows, Some(agg.groups.len() as u64));
+    for r in &agg.regions {
+        let named = &aggregate_end.entry.detail.as_ref().unwrap()["regions"];
+        let named = named
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["region"] == r.region.as_str())
+            .unwrap();
+        assert_eq!(named["audit_id"], r.audit_id.as_str());
+        let log = &node_logs.iter().find(|(id, _)| *id == r.region).unwrap().1;
+        assert_eq!(by_id(log, &r.audit_id).entry.kind, "aggregate");
+        let node_end = log
+            .iter()
+            .find(|x| x.entry.kind == "aggregate.end" && x.entry.request.as_deref() == Some(r.audit_id.as_str()))
+            .unwrap();
+        assert_eq!(node_end.entry.rows, Some(1), "one group per region");
+    }
     let explained = by_id(&gateway_log, &explain.audit_id);
     assert_eq!(explained.entry.kind, "explain");
     assert_eq!(

@@ -75,6 +75,15 @@ impl NodeAudit {
         Ok(id)
     }
 
+    /// Writes `entry`, which follows a durable record (a `query.end`),
+    /// without waiting for its sync ([`AuditLog::append_deferred`]).
+    pub async fn record_deferred(&self, entry: Entry) -> Result<(), NodeError> {
+        if self.log.is_enabled() {
+            self.log.append_deferred(entry).await?;
+        }
+        Ok(())
+    }
+
     /// Records a refused or failed request (best effort: the caller is
     /// already getting an error, which is what it must see).
     pub async fn refused(&self, mut entry: Entry, err: &NodeError) {

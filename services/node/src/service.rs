@@ -455,20 +455,28 @@ impl DataNode for NodeService {
         let (decision, mut shown, scan_plan) = self.checked(&entry, &span, authorized).await?;
         self.admit(&caller, &decision, &mut entry, &span).await?;
         entry.masked = decision.masked_fields(&plan.schema);
-        // Durable before the first row leaves; no record, no rows.
-        let audit_id = self.record(entry.clone(), &span).await?;
-        shown.audit_id.clone_from(&audit_id);
-        let slot = self.slot_in(deadline, &span).await?;
         let store_span = store_span(&span, self.inner.store.system());
-        // Started here, so that a plan the store cannot run is refused as
-        // the call's status, before any stream.
-        let scan = self
-            .inner
-            .store
-            .scan(scan_plan, deadline)
-            .instrument(store_span.clone())
-            .await
-            .map_err(|e| failed(&span, failed(&store_span, e.into())))?;
+        // The store starts while the record is written, and its rows wait
+        // in the bounded scan channel: the record is durable before the
+        // first row leaves (no record, no rows), and a failed record drops
+        // the scan, which stops it. The scan is started here so that a plan
+        // the store cannot run is refused as the call's status.
+        let recording = self.record(entry.clone(), &span);
+        let starting = async {
+            let slot = self.slot_in(deadline, &span).await?;
+            let scan = self
+                .inner
+                .store
+                .scan(scan_plan, deadline)
+                .instrument(store_span.clone())
+                .await
+                .map_err(|e| failed(&span, failed(&store_span, e.into())))?;
+            Ok::<_, NodeError>((slot, scan))
+        };
+        let (recorded, started_scan) = tokio::join!(recording, starting);
+        let audit_id = recorded?;
+        let (slot, scan) = started_scan?;
+        shown.audit_id.clone_from(&audit_id);
         store_span.record("db.statement", scan.statement.as_str());
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let state = self.inner.clone();
@@ -488,7 +496,7 @@ impl DataNode for NodeService {
                     end.reason = Some(crate::audit::fail_reason(e).to_owned());
                 }
             }
-            if let Err(e) = state.audit.record(end).instrument(span.clone()).await {
+            if let Err(e) = state.audit.record_deferred(end).instrument(span.clone()).await {
                 tracing::error!(error = %e, "the audit record of a query's end was not written");
             }
             match outcome {
@@ -525,10 +533,13 @@ impl DataNode for NodeService {
         let (decision, store_plan) = self.checked(&entry, &span, authorized).await?;
         self.admit(&caller, &decision, &mut entry, &span).await?;
         let min_group_size = decision.min_group_size;
-        let slot = self.slot_in(deadline, &span).await?;
         let store_span = store_span(&span, self.inner.store.system());
-        let response = async {
-            let _slot = slot;
+        // The record is written while the store aggregates, and is durable
+        // before the answer leaves (no record, no answer); an
+        // `aggregate.end` record then adds the groups and those suppressed.
+        let recording = self.record(entry.clone(), &span);
+        let answering = async {
+            let _slot = self.slot_in(deadline, &span).await?;
             let result = run_aggregate(&self.inner, &plan, store_plan, min_group_size, deadline, started)
                 .await
                 .map_err(|e| failed(&store_span, e));
@@ -537,14 +548,30 @@ impl DataNode for NodeService {
             }
             result
         }
-        .instrument(store_span.clone())
-        .await;
-        let mut response = self.checked(&entry, &span, response).await?;
+        .instrument(store_span.clone());
+        let (recorded, answer) = tokio::join!(recording, answering);
+        let audit_id = recorded?;
+        let mut end = entry;
+        end.kind = "aggregate.end".into();
+        end.request = Some(audit_id.clone()).filter(|id| !id.is_empty());
+        let mut response = match answer {
+            Ok(response) => response,
+            Err(err) => {
+                let err = failed(&span, err);
+                end.decision = AuditDecision::Fail;
+                end.reason = Some(crate::audit::fail_reason(&err).to_owned());
+                if let Err(e) = self.inner.audit.record_deferred(end).await {
+                    tracing::error!(error = %e, "the audit record of an aggregate's end was not written");
+                }
+                return Err(err.into());
+            }
+        };
         span.record("yrd.rows", response.groups.len());
-        entry.rows = Some(response.groups.len() as u64);
-        entry.suppressed = response.regions.first().map(|r| r.suppressed_groups);
-        // Durable before the answer leaves; no record, no answer.
-        let audit_id = self.record(entry, &span).await?;
+        end.rows = Some(response.groups.len() as u64);
+        end.suppressed = response.regions.first().map(|r| r.suppressed_groups);
+        if let Err(e) = self.inner.audit.record_deferred(end).await {
+            tracing::error!(error = %e, "the audit record of an aggregate's end was not written");
+        }
         if let Some(r) = response.regions.first_mut() {
             r.audit_id = audit_id;
         }
