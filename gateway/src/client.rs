@@ -165,40 +165,6 @@ pub trait NodeMethod: prost::Message + Clone + Send + 'static {
     ) -> BoxFuture<'static, Result<tonic::Response<Self::Reply>, Status>>;
 }
 
-impl NodeMethod for NodeQueryRequest {
-    type Reply = tonic::Streaming<NodeQueryResponse>;
-    const METHOD: &'static str = "Query";
-    const PATH: &'static str = "/yrd.mesh.v1.DataNode/Query";
-
-    fn dataset(&self) -> &str {
-        &self.dataset
-    }
-
-    fn send(
-        mut client: NodeClient,
-        request: tonic::Request<Self>,
-    ) -> BoxFuture<'static, Result<tonic::Response<Self::Reply>, Status>> {
-        Box::pin(async move { client.query(request).await })
-    }
-}
-
-impl NodeMethod for NodeAggregateRequest {
-    type Reply = AggregateResponse;
-    const METHOD: &'static str = "Aggregate";
-    const PATH: &'static str = "/yrd.mesh.v1.DataNode/Aggregate";
-
-    fn dataset(&self) -> &str {
-        &self.dataset
-    }
-
-    fn send(
-        mut client: NodeClient,
-        request: tonic::Request<Self>,
-    ) -> BoxFuture<'static, Result<tonic::Response<Self::Reply>, Status>> {
-        Box::pin(async move { client.aggregate(request).await })
-    }
-}
-
 /// A node's `Explain` of a query: the same message as `Query`, so a
 /// wrapper names the method.
 #[derive(Debug, Clone, PartialEq)]
@@ -247,19 +213,6 @@ impl NodeMethod for ExplainCall {
     }
 }
 
-impl NodeMethod for GetCatalogRequest {
-    type Reply = Catalog;
-    const METHOD: &'static str = "GetCatalog";
-    const PATH: &'static str = "/yrd.mesh.v1.DataNode/GetCatalog";
-
-    fn send(
-        mut client: NodeClient,
-        request: tonic::Request<Self>,
-    ) -> BoxFuture<'static, Result<tonic::Response<Self::Reply>, Status>> {
-        Box::pin(async move { client.get_catalog(request).await })
-    }
-}
-
 /// What a node's answer becomes for the caller once it arrived: a whole
 /// message ends the call, a stream carries it on to its end.
 pub trait Reply: Send + 'static {
@@ -268,33 +221,6 @@ pub trait Reply: Send + 'static {
 
     /// Hands the answer over, with the call's record to end.
     fn finish(self, call: CallRecord, deadline: Instant) -> Self::Output;
-}
-
-impl Reply for AggregateResponse {
-    type Output = Self;
-
-    fn finish(self, call: CallRecord, _deadline: Instant) -> Self {
-        call.done(None, Ok(()));
-        self
-    }
-}
-
-impl Reply for PolicyDecision {
-    type Output = Self;
-
-    fn finish(self, call: CallRecord, _deadline: Instant) -> Self {
-        call.done(None, Ok(()));
-        self
-    }
-}
-
-impl Reply for Catalog {
-    type Output = Self;
-
-    fn finish(self, call: CallRecord, _deadline: Instant) -> Self {
-        call.done(None, Ok(()));
-        self
-    }
 }
 
 impl<T: StreamMessage> Reply for tonic::Streaming<T> {
@@ -734,14 +660,19 @@ pub fn tonic_timer_fired(status: &Status) -> bool {
     false
 }
 
-/// Implements [`NodeMethod`] and a whole-message [`Reply`] for a unary
-/// DataNode method of the access workflow.
-macro_rules! unary_access_method {
-    ($request:ty, $reply:ty, $method:literal, $call:ident) => {
+/// Implements [`NodeMethod`] for the DataNode method `$method`, called
+/// with the client's `$call`; `|$r| $dataset` names the dataset, for spans.
+macro_rules! node_method {
+    ($request:ty => $reply:ty, $method:literal, $call:ident $(, |$r:ident| $dataset:expr)?) => {
         impl NodeMethod for $request {
             type Reply = $reply;
             const METHOD: &'static str = $method;
             const PATH: &'static str = concat!("/yrd.mesh.v1.DataNode/", $method);
+
+            $(fn dataset(&self) -> &str {
+                let $r = self;
+                $dataset
+            })?
 
             fn send(
                 mut client: NodeClient,
@@ -753,65 +684,51 @@ macro_rules! unary_access_method {
     };
 }
 
-unary_access_method!(
-    yrd_proto::mesh::RequestAccessRequest,
-    yrd_proto::mesh::AccessRequest,
-    "RequestAccess",
-    request_access
-);
-unary_access_method!(
-    yrd_proto::mesh::ListAccessRequestsRequest,
-    yrd_proto::mesh::ListAccessRequestsResponse,
+node_method!(NodeQueryRequest => tonic::Streaming<NodeQueryResponse>, "Query", query, |r| &r.dataset);
+node_method!(NodeAggregateRequest => AggregateResponse, "Aggregate", aggregate, |r| &r.dataset);
+node_method!(GetCatalogRequest => Catalog, "GetCatalog", get_catalog);
+node_method!(yrd_proto::mesh::RequestAccessRequest => yrd_proto::mesh::AccessRequest, "RequestAccess", request_access);
+node_method!(
+    yrd_proto::mesh::ListAccessRequestsRequest => yrd_proto::mesh::ListAccessRequestsResponse,
     "ListAccessRequests",
     list_access_requests
 );
-unary_access_method!(
-    yrd_proto::mesh::DecideAccessRequest,
-    yrd_proto::mesh::AccessRequest,
-    "DecideAccess",
-    decide_access
-);
-unary_access_method!(
-    yrd_proto::mesh::RevokeAccessRequest,
-    yrd_proto::mesh::AccessRequest,
-    "RevokeAccess",
-    revoke_access
+node_method!(yrd_proto::mesh::DecideAccessRequest => yrd_proto::mesh::AccessRequest, "DecideAccess", decide_access);
+node_method!(yrd_proto::mesh::RevokeAccessRequest => yrd_proto::mesh::AccessRequest, "RevokeAccess", revoke_access);
+node_method!(
+    yrd_proto::mesh::ReadAuditRequest => tonic::Streaming<yrd_proto::mesh::AuditLines>,
+    "ReadAudit",
+    read_audit,
+    |r| &r.dataset
 );
 
-impl Reply for yrd_proto::mesh::AccessRequest {
-    type Output = Self;
+/// Implements a whole-message [`Reply`]: the answer ends the call, which
+/// records `|$r| $rows` rows when given.
+macro_rules! whole_reply {
+    (@rows $answer:expr) => {
+        None
+    };
+    (@rows $answer:expr, |$r:ident| $rows:expr) => {{
+        let $r = $answer;
+        Some($rows)
+    }};
+    ($reply:ty $(, |$r:ident| $rows:expr)?) => {
+        impl Reply for $reply {
+            type Output = Self;
 
-    fn finish(self, call: CallRecord, _deadline: Instant) -> Self {
-        call.done(None, Ok(()));
-        self
-    }
+            fn finish(self, call: CallRecord, _deadline: Instant) -> Self {
+                call.done(whole_reply!(@rows &self $(, |$r| $rows)?), Ok(()));
+                self
+            }
+        }
+    };
 }
 
-impl Reply for yrd_proto::mesh::ListAccessRequestsResponse {
-    type Output = Self;
-
-    fn finish(self, call: CallRecord, _deadline: Instant) -> Self {
-        call.done(Some(self.requests.len() as u64), Ok(()));
-        self
-    }
-}
-
-impl NodeMethod for yrd_proto::mesh::ReadAuditRequest {
-    type Reply = tonic::Streaming<yrd_proto::mesh::AuditLines>;
-    const METHOD: &'static str = "ReadAudit";
-    const PATH: &'static str = "/yrd.mesh.v1.DataNode/ReadAudit";
-
-    fn dataset(&self) -> &str {
-        &self.dataset
-    }
-
-    fn send(
-        mut client: NodeClient,
-        request: tonic::Request<Self>,
-    ) -> BoxFuture<'static, Result<tonic::Response<Self::Reply>, Status>> {
-        Box::pin(async move { client.read_audit(request).await })
-    }
-}
+whole_reply!(AggregateResponse);
+whole_reply!(PolicyDecision);
+whole_reply!(Catalog);
+whole_reply!(yrd_proto::mesh::AccessRequest);
+whole_reply!(yrd_proto::mesh::ListAccessRequestsResponse, |r| r.requests.len() as u64);
 
 impl StreamMessage for yrd_proto::mesh::AuditLines {
     fn rows(&self) -> u64 {
