@@ -219,19 +219,29 @@ pub trait Reply: Send + 'static {
     /// What the caller gets.
     type Output;
 
-    /// Hands the answer over, with the call's record to end.
-    fn finish(self, call: CallRecord, deadline: Instant) -> Self::Output;
+    /// Hands the answer (with its response metadata) over, with the
+    /// call's record to end.
+    fn finish(answer: tonic::Response<Self>, call: CallRecord, deadline: Instant) -> Self::Output
+    where
+        Self: Sized;
 }
 
 impl<T: StreamMessage> Reply for tonic::Streaming<T> {
     type Output = RegionStream<T>;
 
-    fn finish(self, call: CallRecord, deadline: Instant) -> RegionStream<T> {
+    fn finish(answer: tonic::Response<Self>, call: CallRecord, deadline: Instant) -> RegionStream<T> {
+        let audit_id = answer
+            .metadata()
+            .get(yrd_audit::ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_default();
         RegionStream {
-            inner: self,
+            inner: answer.into_inner(),
             deadline,
             call: Some(call),
             rows: 0,
+            audit_id,
         }
     }
 }
@@ -260,9 +270,16 @@ pub struct RegionStream<T> {
     deadline: Instant,
     call: Option<CallRecord>,
     rows: u64,
+    audit_id: String,
 }
 
 impl<T: StreamMessage> RegionStream<T> {
+    /// The node's audit record of this call, from the response's
+    /// `yrd-audit-id` header; empty when the node keeps no audit.
+    pub fn audit_id(&self) -> &str {
+        &self.audit_id
+    }
+
     /// The next message, `None` at the end of the stream; the deadline
     /// passing reads as `DEADLINE_EXCEEDED`.
     pub async fn message(&mut self) -> Result<Option<T>, Status> {
@@ -374,7 +391,7 @@ pub struct Observe<S> {
 impl<S, M> Service<RegionRequest<M>> for Observe<S>
 where
     M: NodeMethod,
-    S: Service<RegionRequest<M>, Response = M::Reply, Error = GatewayError>,
+    S: Service<RegionRequest<M>, Response = tonic::Response<M::Reply>, Error = GatewayError>,
     S::Future: Send + 'static,
 {
     type Response = <M::Reply as Reply>::Output;
@@ -414,7 +431,7 @@ where
         let answer = span.in_scope(|| self.inner.call(req)).instrument(span);
         Box::pin(async move {
             match answer.await {
-                Ok(reply) => Ok(reply.finish(call, deadline)),
+                Ok(reply) => Ok(Reply::finish(reply, call, deadline)),
                 Err(err) => {
                     let status = Status::from(err);
                     call.done(None, Err(&status));
@@ -614,9 +631,9 @@ impl<M> std::fmt::Debug for NodeCall<M> {
 }
 
 impl<M: NodeMethod> Service<RegionRequest<M>> for NodeCall<M> {
-    type Response = M::Reply;
+    type Response = tonic::Response<M::Reply>;
     type Error = GatewayError;
-    type Future = BoxFuture<'static, Result<M::Reply, GatewayError>>;
+    type Future = BoxFuture<'static, Result<tonic::Response<M::Reply>, GatewayError>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         // The generated client waits for its channel inside the call.
@@ -635,7 +652,7 @@ impl<M: NodeMethod> Service<RegionRequest<M>> for NodeCall<M> {
         request.metadata_mut().insert_bin(crate::assertion::HEADER, assertion);
         let answer = M::send(self.client.clone(), request);
         Box::pin(async move {
-            answer.await.map(tonic::Response::into_inner).map_err(|status| {
+            answer.await.map_err(|status| {
                 if tonic_timer_fired(&status) {
                     GatewayError::RegionDeadline
                 } else {
@@ -716,9 +733,10 @@ macro_rules! whole_reply {
         impl Reply for $reply {
             type Output = Self;
 
-            fn finish(self, call: CallRecord, _deadline: Instant) -> Self {
-                call.done(whole_reply!(@rows &self $(, |$r| $rows)?), Ok(()));
-                self
+            fn finish(answer: tonic::Response<Self>, call: CallRecord, _deadline: Instant) -> Self {
+                let answer = answer.into_inner();
+                call.done(whole_reply!(@rows &answer $(, |$r| $rows)?), Ok(()));
+                answer
             }
         }
     };

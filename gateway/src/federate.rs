@@ -9,7 +9,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use prost_types::Any;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -38,6 +38,8 @@ pub const SPAN_MERGE: &str = "gateway.merge";
 /// What a region task reports.
 #[derive(Debug)]
 enum RegionEvent {
+    /// The node accepted the call; its audit record of it.
+    Opened(String),
     /// Rows.
     Batch(RowBatch),
     /// The node's summary: the region is done.
@@ -69,16 +71,20 @@ struct RegionRun {
 impl RegionRun {
     /// Waits for the region's next rows (or its end) and buffers them.
     async fn fill(&mut self) {
-        if self.node_done || self.failure.is_some() {
-            return;
-        }
-        match self.rx.recv().await {
-            Some(RegionEvent::Batch(b)) => {
-                self.pending.extend(b.rows.into_iter().zip(b.sort_keys));
+        while !self.node_done && self.failure.is_none() {
+            match self.rx.recv().await {
+                Some(RegionEvent::Opened(id)) => {
+                    self.audit_id = id;
+                    continue;
+                }
+                Some(RegionEvent::Batch(b)) => {
+                    self.pending.extend(b.rows.into_iter().zip(b.sort_keys));
+                }
+                Some(RegionEvent::Done(s)) => self.done(s),
+                Some(RegionEvent::Failed(status)) => self.fail(status),
+                None => self.fail(Status::internal("region task ended without an answer")),
             }
-            Some(RegionEvent::Done(s)) => self.done(s),
-            Some(RegionEvent::Failed(status)) => self.fail(status),
-            None => self.fail(Status::internal("region task ended without an answer")),
+            return;
         }
     }
 
@@ -87,7 +93,9 @@ impl RegionRun {
         self.node_has_more = s.more;
         if let Some(r) = s.region {
             self.freshness = r.freshness;
-            self.audit_id = r.audit_id;
+            if !r.audit_id.is_empty() {
+                self.audit_id = r.audit_id;
+            }
         }
         self.finished = Some(self.started.elapsed());
     }
@@ -413,8 +421,22 @@ impl Federator {
                     .await
                     .map_err(|_| ())?;
                 }
+                RegionEvent::Opened(id) => run.audit_id = id,
                 RegionEvent::Done(s) => run.done(s),
                 RegionEvent::Failed(status) => run.fail(status),
+            }
+        }
+        // A region cut off before its first rows were read may have named
+        // its audit record already: keep the name, drop what followed it.
+        // Bounded: only what was queued (each region's read-ahead), since
+        // reading makes room for the region task to send more.
+        let queued = runs.len() * (self.region_buffer + 1);
+        for _ in 0..queued {
+            let Some(Some((i, event))) = events.next().now_or_never() else {
+                break;
+            };
+            if let RegionEvent::Opened(id) = event {
+                runs[i].audit_id = id;
             }
         }
         // Regions still streaming when the page filled have more to give.
@@ -598,6 +620,14 @@ async fn region_task(
             return;
         }
     };
+    if !stream.audit_id().is_empty()
+        && tx
+            .send(RegionEvent::Opened(stream.audit_id().to_owned()))
+            .await
+            .is_err()
+    {
+        return;
+    }
     let event = loop {
         match stream.message().await {
             Err(status) => break RegionEvent::Failed(status),

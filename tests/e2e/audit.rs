@@ -68,6 +68,39 @@ async fn the_gateways_records_name_every_regions_record_and_verify() {
     assert_eq!(region_ids.len(), REGIONS.len());
     assert!(region_ids.iter().all(|(_, id)| !id.is_empty()), "{region_ids:?}");
 
+    // A page cut short: regions still had rows when it filled, and each
+    // that was read names its record of the request.
+    for order_by in ["", "registered_capital desc"] {
+        let cut = crate::gateway::fed_query(
+            &mut fed,
+            QueryRequest {
+                dataset: "enterprise".into(),
+                page_size: 5,
+                order_by: order_by.into(),
+                purpose: PURPOSE.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(!cut.summary.next_page_token.is_empty());
+        // A merge reads every region before the first row goes out; a
+        // forwarded page may fill before a slow region answered at all
+        // (its record still names the request's trace).
+        let named: Vec<(&str, u64)> = cut
+            .summary
+            .regions
+            .iter()
+            .filter(|r| !order_by.is_empty() || r.rows > 0)
+            .map(|r| (r.audit_id.as_str(), r.rows))
+            .collect();
+        assert!(!named.is_empty());
+        assert!(
+            named.iter().all(|(id, _)| id.starts_with("node-")),
+            "{order_by:?}: {named:?}"
+        );
+    }
+
     let agg = fed
         .aggregate(AggregateRequest {
             dataset: "enterprise".into(),

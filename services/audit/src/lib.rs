@@ -79,5 +79,5 @@ pub use error::AuditError;
 pub use format::{MAX_LINE_BYTES, checkpoint_message, file_name, parse_line};
 pub use log::{AuditLog, DEFERRED_SYNC};
 pub use read::{Filter, Records, read};
-pub use record::{CHECKPOINT, Checkpoint, Decision, Entry, RECOVERY, Record, RecordId};
+pub use record::{CHECKPOINT, Checkpoint, Decision, Entry, ID_HEADER, RECOVERY, Record, RecordId};
 pub use verify::{Report, verify};

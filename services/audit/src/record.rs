@@ -174,6 +174,11 @@ pub struct Record {
     pub checkpoint: Option<Checkpoint>,
 }
 
+/// The gRPC response header in which a node names its audit record of a
+/// streamed call, so that the caller has the id even when it cuts the
+/// stream before its summary.
+pub const ID_HEADER: &str = "yrd-audit-id";
+
 /// A record's id, `<log name>-<seq>`, for spans and `query.end` records.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RecordId {

@@ -477,6 +477,7 @@ impl DataNode for NodeService {
         let audit_id = recorded?;
         let (slot, scan) = started_scan?;
         shown.audit_id.clone_from(&audit_id);
+        let shown_id = audit_id.clone();
         store_span.record("db.statement", scan.statement.as_str());
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let state = self.inner.clone();
@@ -517,7 +518,15 @@ impl DataNode for NodeService {
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let mut response = Response::new(ReceiverStream::new(rx));
+        // The caller has the record's id even if it cuts the stream before
+        // the summary (a full page at the gateway).
+        if !shown_id.is_empty()
+            && let Ok(v) = shown_id.parse()
+        {
+            response.metadata_mut().insert(yrd_audit::ID_HEADER, v);
+        }
+        Ok(response)
     }
 
     async fn aggregate(&self, req: Request<NodeAggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
