@@ -51,10 +51,14 @@ impl GatewayAudit {
     }
 
     /// A record of `kind` for a request of `peer` (the TLS client), with
-    /// the trace id of the current span.
+    /// the trace id of the current span. The peer is both the caller and
+    /// the subject (whom the gateway acts for), so that the same filter
+    /// (`yrdctl audit show --app`) finds an application's requests in the
+    /// gateway's log and in every node's, where the caller is the gateway.
     pub fn entry(&self, kind: &'static str, peer: Option<&PeerId>) -> Entry {
         let mut e = Entry::new(kind, Decision::Allow);
         e.caller = peer.map(PeerId::uri);
+        e.subject.clone_from(&e.caller);
         e.trace_id = Some(yrd_telemetry::current_trace_id()).filter(|t| !t.is_empty());
         e
     }
