@@ -15,6 +15,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, missing_docs)]
 
+mod common;
 #[path = "../e2e/harness.rs"]
 mod harness;
 #[path = "../e2e/mesh.rs"]
@@ -23,10 +24,9 @@ mod mesh;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use tonic::transport::Channel;
 use yrd_proto::mesh::federation_client::FederationClient;
-use yrd_proto::mesh::{AggregateFunction, AggregateRequest, Metric, QueryRequest, RegionState, query_response};
+use yrd_proto::mesh::{AggregateFunction, AggregateRequest, Metric, RegionState};
 
 use crate::mesh::{Mesh, MeshOptions};
 
@@ -120,31 +120,12 @@ async fn start(variant: Variant) -> Mesh {
     Mesh::start_with(opts).await.0
 }
 
-/// A page of 100 rows, merged from the four regions on an order.
+/// A page of 100 rows, merged from the four regions on an order; every
+/// region answers.
 async fn one_query(app: &mut FederationClient<Channel>) -> usize {
-    let req = QueryRequest {
-        dataset: "enterprise".into(),
-        filter: "status = \"active\"".into(),
-        order_by: "registered_capital desc".into(),
-        page_size: 100,
-        purpose: PURPOSE.into(),
-        ..Default::default()
-    };
-    let mut stream = app.query(req).await.unwrap().into_inner();
-    let mut rows = 0;
-    while let Some(m) = stream.next().await {
-        match m.unwrap().kind {
-            Some(query_response::Kind::Batch(b)) => rows += b.rows.len(),
-            Some(query_response::Kind::Summary(s)) => {
-                assert!(
-                    s.regions.iter().all(|r| r.state() == RegionState::Ok),
-                    "{:?}",
-                    s.regions
-                );
-            }
-            None => {}
-        }
-    }
+    let (rows, summary) = common::one_query(app, common::page_query(PURPOSE)).await;
+    let regions = summary.unwrap().regions;
+    assert!(regions.iter().all(|r| r.state() == RegionState::Ok), "{regions:?}");
     rows
 }
 
@@ -250,21 +231,13 @@ impl Figures {
             self.qps(),
             r.first().copied().unwrap_or_default(),
             r.last().copied().unwrap_or_default(),
-            ms(percentile(&self.latencies, 0.5)),
-            ms(percentile(&self.latencies, 0.99)),
+            common::ms(common::percentile(&self.latencies, 0.5)),
+            common::ms(common::percentile(&self.latencies, 0.99)),
             self.cpu_per_call(),
             self.qps() / base,
             self.cpu_per_call() / base_cpu,
         )
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// Bytes and lines in the audit logs under `dir`.

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, missing_docs)]
 
+mod common;
 #[path = "../e2e/harness.rs"]
 mod harness;
 #[path = "../e2e/mesh.rs"]
@@ -16,42 +17,18 @@ mod otlp;
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use tonic::transport::Channel;
 use yrd_proto::mesh::federation_client::FederationClient;
-use yrd_proto::mesh::{QueryRequest, query_response};
-
-async fn one_query(app: &mut FederationClient<Channel>) -> usize {
-    let req = QueryRequest {
-        dataset: "enterprise".into(),
-        filter: "status = \"active\"".into(),
-        order_by: "registered_capital desc".into(),
-        page_size: 100,
-        ..Default::default()
-    };
-    let mut stream = app.query(req).await.unwrap().into_inner();
-    let mut rows = 0;
-    while let Some(m) = stream.next().await {
-        if let Some(query_response::Kind::Batch(b)) = m.unwrap().kind {
-            rows += b.rows.len();
-        }
-    }
-    rows
-}
 
 /// Runs `n` queries; returns the latency of each.
 async fn phase(app: &mut FederationClient<Channel>, n: usize) -> Vec<Duration> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        assert_eq!(one_query(app).await, 100);
+        assert_eq!(common::one_query(app, common::page_query("")).await.0, 100);
         out.push(t.elapsed());
     }
     out
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -107,21 +84,17 @@ async fn main() {
     );
     println!(
         "  tracing off: {q_off:8.1} queries/s   p50 {:>8.3} ms   p99 {:>8.3} ms",
-        ms(percentile(&off, 0.5)),
-        ms(percentile(&off, 0.99))
+        common::ms(common::percentile(&off, 0.5)),
+        common::ms(common::percentile(&off, 0.99))
     );
     println!(
         "  tracing on : {q_on:8.1} queries/s   p50 {:>8.3} ms   p99 {:>8.3} ms",
-        ms(percentile(&on, 0.5)),
-        ms(percentile(&on, 0.99))
+        common::ms(common::percentile(&on, 0.5)),
+        common::ms(common::percentile(&on, 0.99))
     );
     println!("  ratio on/off throughput: {:.3}", q_on / q_off);
     println!(
         "  spans received by the collector: {}, dropped: {flushed}",
         receiver.spans().len()
     );
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }

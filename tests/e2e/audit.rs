@@ -174,7 +174,10 @@ async fn the_gateways_records_name_every_regions_record_and_verify() {
     assert_eq!(query.entry.kind, "query");
     assert_eq!(query.entry.decision, Decision::Allow);
     assert_eq!(query.entry.caller.as_deref(), Some("spiffe://yrd.mesh/app/dash"));
-    assert_eq!(query.entry.subject, query.entry.caller, "the same --app filter as at a node");
+    assert_eq!(
+        query.entry.subject, query.entry.caller,
+        "the same --app filter as at a node"
+    );
     assert_eq!(query.entry.purpose.as_deref(), Some(PURPOSE));
     assert_eq!(query.entry.dataset.as_deref(), Some("enterprise"));
     assert_eq!(query.entry.fields, ["credit_code", "name"]);
