@@ -93,6 +93,13 @@ pub struct QueryConfig {
     /// Page token lifetime (`"1h"`).
     #[serde(with = "humantime_serde")]
     pub page_token_ttl: Duration,
+    /// When a page without an order fills before some region answered the
+    /// call at all, how long it waits for their answer (`"50ms"`), not for
+    /// their rows: a region that refuses is then reported as refused, and
+    /// its audit record is named. A region still silent is reported as not
+    /// heard from and asked again for the next page.
+    #[serde(with = "humantime_serde")]
+    pub answer_grace: Duration,
 }
 
 impl Default for QueryConfig {
@@ -104,6 +111,7 @@ impl Default for QueryConfig {
             region_buffer: 2,
             page_token_secret: Secret::default(),
             page_token_ttl: Duration::from_secs(3600),
+            answer_grace: Duration::from_millis(50),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use prost_types::Any;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,6 +34,9 @@ use crate::registry::{Region, Registry};
 pub const SPAN_FANOUT: &str = "gateway.fanout";
 /// Span of the merge (or forwarding) of the regions' rows.
 pub const SPAN_MERGE: &str = "gateway.merge";
+
+/// The message of a region that had not answered when its page filled.
+pub const UNHEARD: &str = "the page filled before this region answered; it is asked again for the next page";
 
 /// What a region task reports.
 #[derive(Debug)]
@@ -65,6 +68,8 @@ struct RegionRun {
     freshness: Option<prost_types::Timestamp>,
     /// The region's audit record of this page's request.
     audit_id: String,
+    /// The page filled before the region answered the call at all.
+    unheard: bool,
     failure: Option<Status>,
 }
 
@@ -113,6 +118,10 @@ impl RegionRun {
     fn status(&self) -> RegionStatus {
         let elapsed = self.finished.unwrap_or_else(|| self.started.elapsed());
         match &self.failure {
+            None if self.unheard => RegionStatus {
+                message: UNHEARD.into(),
+                ..RegionStatus::answered(self.region.as_str(), self.rows, elapsed, self.freshness)
+            },
             None => RegionStatus {
                 audit_id: self.audit_id.clone(),
                 ..RegionStatus::answered(self.region.as_str(), self.rows, elapsed, self.freshness)
@@ -197,6 +206,11 @@ pub struct Federator {
     pub batch_rows: usize,
     /// Batches read ahead per region.
     pub region_buffer: usize,
+    /// How long a page that filled waits for regions that have not
+    /// answered the call yet (see [`QueryConfig::answer_grace`]).
+    ///
+    /// [`QueryConfig::answer_grace`]: crate::config::QueryConfig::answer_grace
+    pub answer_grace: Duration,
     /// The gateway's audit log.
     pub audit: GatewayAudit,
 }
@@ -271,6 +285,7 @@ impl Federator {
                 node_has_more: false,
                 freshness: None,
                 audit_id: String::new(),
+                unheard: false,
                 failure: None,
             });
         }
@@ -396,8 +411,12 @@ impl Federator {
             })
             .collect();
         let mut events = futures::stream::select_all(receivers);
+        // Whether each region has answered the call at all (accepted it,
+        // refused it or sent rows).
+        let mut heard = vec![false; runs.len()];
         while remaining > 0 {
             let Some((i, event)) = events.next().await else { break };
+            heard[i] = true;
             let run = &mut runs[i];
             match event {
                 RegionEvent::Batch(mut b) => {
@@ -426,21 +445,35 @@ impl Federator {
                 RegionEvent::Failed(status) => run.fail(status),
             }
         }
-        // A region cut off before its first rows were read may have named
-        // its audit record already: keep the name, drop what followed it.
-        // Bounded: only what was queued (each region's read-ahead), since
-        // reading makes room for the region task to send more.
-        let queued = runs.len() * (self.region_buffer + 1);
-        for _ in 0..queued {
-            let Some(Some((i, event))) = events.next().now_or_never() else {
+        // The page is full. A region not heard from yet is waited for, for
+        // at most `answer_grace` and only for its answer to the call, not
+        // for rows: so that a refusal is reported as one (not as a region
+        // that merely was not needed) and the region's audit record is
+        // named. Rows that come meanwhile are not forwarded; the region
+        // resumes after its last row sent.
+        let grace = tokio::time::Instant::now() + self.answer_grace;
+        while heard.iter().any(|h| !h) {
+            let Ok(Some((i, event))) = tokio::time::timeout_at(grace, events.next()).await else {
                 break;
             };
-            if let RegionEvent::Opened(id) = event {
-                runs[i].audit_id = id;
+            if std::mem::replace(&mut heard[i], true) {
+                continue;
+            }
+            let run = &mut runs[i];
+            match event {
+                RegionEvent::Opened(id) => run.audit_id = id,
+                // A first batch: the region accepted; its rows wait.
+                RegionEvent::Batch(_) => {}
+                // No rows at all before the end: the region is done.
+                RegionEvent::Done(s) => run.done(s),
+                RegionEvent::Failed(status) => run.fail(status),
             }
         }
         // Regions still streaming when the page filled have more to give.
-        for r in runs.iter_mut() {
+        for (r, heard) in runs.iter_mut().zip(heard) {
+            if !heard {
+                r.unheard = true;
+            }
             if !r.node_done && r.failure.is_none() {
                 r.node_has_more = true;
                 r.node_done = true;

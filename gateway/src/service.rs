@@ -66,6 +66,7 @@ impl GatewayService {
             tokens,
             batch_rows: config.query.batch_rows,
             region_buffer: config.query.region_buffer,
+            answer_grace: config.query.answer_grace,
             audit: audit.clone(),
         });
         Self {

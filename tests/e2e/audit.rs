@@ -68,8 +68,8 @@ async fn the_gateways_records_name_every_regions_record_and_verify() {
     assert_eq!(region_ids.len(), REGIONS.len());
     assert!(region_ids.iter().all(|(_, id)| !id.is_empty()), "{region_ids:?}");
 
-    // A page cut short: regions still had rows when it filled, and each
-    // that was read names its record of the request.
+    // A page cut short: every region still had rows when it filled, and
+    // each names its record of the request.
     for order_by in ["", "registered_capital desc"] {
         let cut = crate::gateway::fed_query(
             &mut fed,
@@ -85,18 +85,11 @@ async fn the_gateways_records_name_every_regions_record_and_verify() {
         .unwrap();
         assert!(!cut.summary.next_page_token.is_empty());
         // A merge reads every region before the first row goes out; a
-        // forwarded page may fill before a slow region answered at all
-        // (its record still names the request's trace).
-        let named: Vec<(&str, u64)> = cut
-            .summary
-            .regions
-            .iter()
-            .filter(|r| !order_by.is_empty() || r.rows > 0)
-            .map(|r| (r.audit_id.as_str(), r.rows))
-            .collect();
-        assert!(!named.is_empty());
+        // forwarded page that filled waits (briefly) for each region's
+        // answer to the call, which names the record.
+        let named: Vec<&str> = cut.summary.regions.iter().map(|r| r.audit_id.as_str()).collect();
         assert!(
-            named.iter().all(|(id, _)| id.starts_with("node-")),
+            named.iter().all(|id| id.starts_with("node-")),
             "{order_by:?}: {named:?}"
         );
     }

@@ -508,3 +508,32 @@ async fn a_policy_edit_takes_effect_without_restart() {
     assert!(reason.contains("unknown mask"), "{reason}");
     allowed(&mut nobody, sh_req_address()).await;
 }
+
+#[tokio::test]
+async fn a_refusal_shows_even_when_another_region_filled_the_page() {
+    let mesh = policy_mesh().await;
+    let mut masker = mesh.app("masker").await;
+    // No order: rows are forwarded as they come, and Shanghai's first batch
+    // fills the page of 5. The other regions refuse the address (Jiangsu
+    // shares no enterprise field, the others grant no address), and each
+    // says so, with its reason, rather than looking like a region that was
+    // merely not needed.
+    let page = fed_query(
+        &mut masker,
+        QueryRequest {
+            dataset: "enterprise".into(),
+            fields: vec!["credit_code".into(), "address".into()],
+            page_size: 5,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.summary.rows, 5);
+    assert_eq!(region(&page.summary.regions, SH).state(), RegionState::Ok);
+    for i in 1..REGIONS.len() {
+        let r = region(&page.summary.regions, i);
+        assert_eq!(r.state(), RegionState::PermissionDenied, "{r:?}");
+        assert!(!r.reason.is_empty(), "{r:?}");
+    }
+}
