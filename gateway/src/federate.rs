@@ -335,9 +335,10 @@ impl Federator {
         if let Ok(n) = &sent {
             merge_span.record("yrd.rows", n);
         }
-        let Ok(emitted) = sent else {
-            // The application went away.
-            return end(Code::Cancelled, 0, &runs, &skipped);
+        let emitted = match sent {
+            Ok(n) => n,
+            // The application went away, after this many rows.
+            Err(delivered) => return end(Code::Cancelled, delivered, &runs, &skipped),
         };
         if let Some(refused) = refusal(
             runs.iter()
@@ -394,13 +395,14 @@ impl Federator {
     }
 
     /// No order asked: forwards each region's batches as they arrive, cut
-    /// at the page size. Returns the rows sent, or Err when `out` closed.
+    /// at the page size. Returns the rows sent, or, when `out` closed, Err with the rows
+    /// handed over before.
     async fn forward(
         &self,
         plan: &QueryPlan,
         runs: &mut [RegionRun],
         out: &mpsc::Sender<Result<QueryResponse, Status>>,
-    ) -> Result<u64, ()> {
+    ) -> Result<u64, u64> {
         let mut remaining = u64::from(plan.page_size());
         let receivers: Vec<_> = runs
             .iter_mut()
@@ -432,13 +434,14 @@ impl Federator {
                     if let Some(k) = b.sort_keys.last() {
                         run.last_key.clone_from(k);
                     }
+                    let delivered = u64::from(plan.page_size()) - remaining;
                     run.rows += n;
                     remaining -= n;
                     out.send(Ok(QueryResponse {
                         kind: Some(query_response::Kind::Batch(b)),
                     }))
                     .await
-                    .map_err(|_| ())?;
+                    .map_err(|_| delivered)?;
                 }
                 RegionEvent::Opened(id) => run.audit_id = id,
                 RegionEvent::Done(s) => run.done(s),
@@ -489,7 +492,7 @@ impl Federator {
         plan: &QueryPlan,
         runs: &mut [RegionRun],
         out: &mpsc::Sender<Result<QueryResponse, Status>>,
-    ) -> Result<u64, ()> {
+    ) -> Result<u64, u64> {
         futures::future::join_all(runs.iter_mut().map(RegionRun::fill)).await;
         if plan.consistency == Consistency::AllRegions && runs.iter().any(|r| r.failure.is_some()) {
             return Ok(0);
@@ -526,11 +529,12 @@ impl Federator {
             batch.row_regions.push(run.region.clone());
             if batch.rows.len() >= batch_rows {
                 let full = std::mem::replace(&mut batch, new_batch());
+                let delivered = emitted - full.rows.len() as u64;
                 out.send(Ok(QueryResponse {
                     kind: Some(query_response::Kind::Batch(full)),
                 }))
                 .await
-                .map_err(|_| ())?;
+                .map_err(|_| delivered)?;
             }
             while run.pending.is_empty() && !run.node_done && run.failure.is_none() {
                 run.fill().await;
@@ -540,11 +544,12 @@ impl Federator {
             }
         }
         if !batch.rows.is_empty() {
+            let delivered = emitted - batch.rows.len() as u64;
             out.send(Ok(QueryResponse {
                 kind: Some(query_response::Kind::Batch(batch)),
             }))
             .await
-            .map_err(|_| ())?;
+            .map_err(|_| delivered)?;
         }
         if emitted >= u64::from(plan.page_size()) {
             for r in runs.iter_mut() {
