@@ -211,15 +211,10 @@ impl Access for AccessService {
         &self,
         req: Request<ListAccessRequestsRequest>,
     ) -> Result<Response<ListAccessRequestsResponse>, Status> {
-        let record = self.record("access.list", &req, &req.get_ref().region);
-        let answer = async {
-            let deadline = self.deadline(&req);
-            let acting = self.acting(&req, Need::Lister, &req.get_ref().region)?;
-            let msg = req.into_inner();
-            let region = self.region(&msg.region)?;
-            Ok(Response::new(client::call_for(&region, msg, deadline, &acting).await?))
-        };
-        self.inner.audit.outcome(record, answer.await).await
+        let region = req.get_ref().region.clone();
+        let record = self.record("access.list", &req, &region);
+        let answer = self.forward(req, Need::Lister, &region).await;
+        self.inner.audit.outcome(record, answer).await
     }
 
     async fn decide_access(&self, req: Request<DecideAccessRequest>) -> Result<Response<AccessRequest>, Status> {
@@ -238,20 +233,31 @@ impl Access for AccessService {
     }
 
     async fn revoke_access(&self, req: Request<RevokeAccessRequest>) -> Result<Response<AccessRequest>, Status> {
-        let mut record = self.record("access.revoke", &req, &req.get_ref().region);
+        let region = req.get_ref().region.clone();
+        let mut record = self.record("access.revoke", &req, &region);
         record.detail = request_id(&req.get_ref().id);
-        let answer = async {
-            let deadline = self.deadline(&req);
-            let acting = self.acting(&req, Need::Operator, &req.get_ref().region)?;
-            let msg = req.into_inner();
-            let region = self.region(&msg.region)?;
-            Ok(Response::new(client::call_for(&region, msg, deadline, &acting).await?))
-        };
-        self.inner.audit.outcome(record, answer.await).await
+        let answer = self.forward(req, Need::Operator, &region).await;
+        self.inner.audit.outcome(record, answer).await
     }
 }
 
 impl AccessService {
+    /// Checks the caller's role for `need` in `region` and forwards the
+    /// call as it is to that region's node.
+    async fn forward<M: client::NodeMethod>(
+        &self,
+        req: Request<M>,
+        need: Need,
+        region: &str,
+    ) -> Result<Response<<M::Reply as client::Reply>::Output>, Status> {
+        let deadline = self.deadline(&req);
+        let acting = self.acting(&req, need, region)?;
+        let region = self.region(region)?;
+        Ok(Response::new(
+            client::call_for(&region, req.into_inner(), deadline, &acting).await?,
+        ))
+    }
+
     /// RequestAccess after its record is begun: checks, then forwards.
     async fn forward_request(&self, req: Request<RequestAccessRequest>) -> Result<Response<AccessRequest>, Status> {
         let deadline = self.deadline(&req);
