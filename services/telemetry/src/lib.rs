@@ -121,6 +121,10 @@ pub struct TelemetryConfig {
     pub buffer_spans: usize,
     /// How many finished spans may wait for export before new ones are dropped.
     pub export_queue: usize,
+    /// Record spans at all (default true). Off, no span is recorded,
+    /// buffered or exported; logs and metrics stay. For measuring what
+    /// tracing costs, and for a process that must not keep span data.
+    pub traces: bool,
 }
 
 impl Default for TelemetryConfig {
@@ -132,6 +136,7 @@ impl Default for TelemetryConfig {
             log_format: LogFormat::Text,
             buffer_spans: DEFAULT_BUFFER_SPANS,
             export_queue: DEFAULT_EXPORT_QUEUE,
+            traces: true,
         }
     }
 }

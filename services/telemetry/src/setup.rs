@@ -115,6 +115,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     if INSTALLED.swap(true, Ordering::SeqCst) {
         return Err(TelemetryError::AlreadyInitialized);
     }
+    set_tracing_enabled(config.traces);
     let installed = install(resolved, filter);
     if installed.is_err() {
         INSTALLED.store(false, Ordering::SeqCst);
