@@ -100,6 +100,20 @@ pub struct QueryConfig {
     /// heard from and asked again for the next page.
     #[serde(with = "humantime_serde")]
     pub answer_grace: Duration,
+    /// How long a page's region calls that are still streaming when it
+    /// fills stay open for the next page (`"5s"`; `"0s"` cancels them at
+    /// once). The next page with the token, on this gateway, continues
+    /// them instead of asking every region again. Each kept call holds a
+    /// query slot of its node for at most this long.
+    #[serde(with = "humantime_serde")]
+    pub keep_open: Duration,
+    /// At most this many pages' calls are kept open; the oldest are
+    /// cancelled first.
+    pub max_kept_open: usize,
+    /// A first page keeps its calls open only when it asked for at least
+    /// this many rows (a scan); the pages after it always do. A top-20
+    /// that is never followed then holds no node's query slot.
+    pub keep_open_min_page: u32,
 }
 
 impl Default for QueryConfig {
@@ -112,9 +126,17 @@ impl Default for QueryConfig {
             page_token_secret: Secret::default(),
             page_token_ttl: Duration::from_secs(3600),
             answer_grace: Duration::from_millis(50),
+            keep_open: Duration::from_secs(5),
+            max_kept_open: 32,
+            keep_open_min_page: 1000,
         }
     }
 }
+
+/// The most pages whose region calls `query.max_kept_open` may keep.
+pub const MAX_KEPT_OPEN: usize = 4096;
+/// The longest `query.keep_open`.
+pub const MAX_KEEP_OPEN: Duration = Duration::from_secs(60);
 
 /// Health checks of region endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +313,21 @@ impl GatewayConfig {
         }
         if self.query.batch_rows == 0 || self.query.region_buffer == 0 {
             return Err(err("query", "batch_rows and region_buffer must be at least 1".into()));
+        }
+        if self.query.max_kept_open > MAX_KEPT_OPEN {
+            return Err(err(
+                "query.max_kept_open",
+                format!("{} is more than the limit of {MAX_KEPT_OPEN}", self.query.max_kept_open),
+            ));
+        }
+        if self.query.keep_open > MAX_KEEP_OPEN {
+            return Err(err(
+                "query.keep_open",
+                format!(
+                    "{:?} is longer than the limit of {MAX_KEEP_OPEN:?}: a kept call holds a node's query slot",
+                    self.query.keep_open
+                ),
+            ));
         }
         if self.query.default_deadline.is_zero() || self.query.default_deadline > self.query.max_deadline {
             return Err(err(

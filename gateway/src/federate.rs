@@ -9,10 +9,8 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
 use prost_types::Any;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 use tracing::Instrument;
 use yrd_audit::Entry;
@@ -27,6 +25,7 @@ use crate::audit::{self, GatewayAudit};
 use crate::client;
 pub use crate::client::SPAN_REGION_CALL;
 use crate::error::GatewayError;
+use crate::kept::{self, Kept};
 use crate::plan::{AggregatePlan, QueryPlan};
 use crate::registry::{Region, Registry};
 
@@ -45,74 +44,233 @@ enum RegionEvent {
     Opened(String),
     /// Rows.
     Batch(RowBatch),
-    /// The node's summary: the region is done.
+    /// The node's summary: the call is done.
     Done(NodeQuerySummary),
-    /// The region failed.
+    /// The call failed.
     Failed(Status),
 }
 
-/// The outcome of one region in a page.
+/// How to call one region for a query: the region, the request without
+/// its resume key, whom for, and how many batches to read ahead.
+#[derive(Debug, Clone)]
+struct CallSpec {
+    region: Arc<Region>,
+    request: NodeQueryRequest,
+    acting: Arc<client::Acting>,
+    buffer: usize,
+}
+
+/// One region of a query: its current call (if any), the rows received
+/// and not yet forwarded, and this page's outcome. A run outlives its page
+/// when its streams are kept for the next one (see [`crate::kept`]).
 #[derive(Debug)]
 struct RegionRun {
     region: String,
-    rx: mpsc::Receiver<RegionEvent>,
+    spec: CallSpec,
+    /// The current call's events; none once the call ended.
+    rx: Option<mpsc::Receiver<RegionEvent>>,
+    /// When the current call gives up.
+    call_deadline: Instant,
+    /// When this page gives up.
+    page_deadline: Instant,
+    /// Rows received and not forwarded yet, in order.
     pending: VecDeque<(Any, Vec<u8>)>,
+    /// Sort key of the last row forwarded (the cursor).
     last_key: Vec<u8>,
+    /// Sort key of the last row received (where a new call resumes).
+    received_key: Vec<u8>,
+    /// Rows forwarded in this page.
     rows: u64,
     started: Instant,
     finished: Option<Duration>,
-    /// The node sent its summary.
-    node_done: bool,
-    /// The node's summary said more rows follow.
-    node_has_more: bool,
+    /// The last call that ended said more rows follow (true until a call
+    /// has ended: nothing is known yet).
+    more: bool,
     freshness: Option<prost_types::Timestamp>,
-    /// The region's audit record of this page's request.
+    /// The region's audit record of its current call.
     audit_id: String,
+    /// The region answered the call at all (accepted, refused, or rows).
+    heard: bool,
     /// The page filled before the region answered the call at all.
     unheard: bool,
     failure: Option<Status>,
 }
 
 impl RegionRun {
-    /// Waits for the region's next rows (or its end) and buffers them.
-    async fn fill(&mut self) {
-        while !self.node_done && self.failure.is_none() {
-            match self.rx.recv().await {
-                Some(RegionEvent::Opened(id)) => {
-                    self.audit_id = id;
-                    continue;
-                }
-                Some(RegionEvent::Batch(b)) => {
-                    self.pending.extend(b.rows.into_iter().zip(b.sort_keys));
-                }
-                Some(RegionEvent::Done(s)) => self.done(s),
-                Some(RegionEvent::Failed(status)) => self.fail(status),
-                None => self.fail(Status::internal("region task ended without an answer")),
-            }
-            return;
-        }
+    /// A run of `spec` from `cursor`, its first call started now.
+    fn start(spec: CallSpec, cursor: &[u8], deadline: Instant) -> Self {
+        let mut run = Self {
+            region: spec.region.id.clone(),
+            spec,
+            rx: None,
+            call_deadline: deadline,
+            page_deadline: deadline,
+            pending: VecDeque::new(),
+            last_key: cursor.to_vec(),
+            received_key: cursor.to_vec(),
+            rows: 0,
+            started: Instant::now(),
+            finished: None,
+            more: true,
+            freshness: None,
+            audit_id: String::new(),
+            heard: false,
+            unheard: false,
+            failure: None,
+        };
+        run.call();
+        run
     }
 
-    fn done(&mut self, s: NodeQuerySummary) {
-        self.node_done = true;
-        self.node_has_more = s.more;
-        if let Some(r) = s.region {
-            self.freshness = r.freshness;
-            if !r.audit_id.is_empty() {
-                self.audit_id = r.audit_id;
-            }
-        }
-        self.finished = Some(self.started.elapsed());
+    /// Starts a call for the rows after the last one received.
+    fn call(&mut self) {
+        let req = NodeQueryRequest {
+            resume_key: self.received_key.clone(),
+            ..self.spec.request.clone()
+        };
+        let (tx, rx) = mpsc::channel(self.spec.buffer);
+        tokio::spawn(
+            region_task(
+                self.spec.region.clone(),
+                req,
+                self.page_deadline,
+                self.spec.acting.clone(),
+                tx,
+            )
+            .in_current_span(),
+        );
+        self.rx = Some(rx);
+        self.call_deadline = self.page_deadline;
     }
 
-    fn fail(&mut self, status: Status) {
-        self.finished = Some(self.started.elapsed());
-        self.failure = Some(status);
+    /// Takes the run into a new page with `deadline`.
+    fn begin_page(&mut self, deadline: Instant) {
+        self.page_deadline = deadline;
+        self.rows = 0;
+        self.started = Instant::now();
+        self.finished = None;
+        self.unheard = false;
+        self.heard = true;
+    }
+
+    /// Whether the region may still give rows: rows pending, a call open,
+    /// or a call ended saying more follow.
+    fn live(&self) -> bool {
+        self.failure.is_none() && (!self.pending.is_empty() || self.rx.is_some() || self.more)
     }
 
     /// Whether every row of the region has been forwarded.
     fn exhausted(&self) -> bool {
-        self.failure.is_none() && self.node_done && !self.node_has_more && self.pending.is_empty()
+        self.failure.is_none() && self.rx.is_none() && !self.more && self.pending.is_empty()
+    }
+
+    /// Handles one event of the current call. A call that ended with more
+    /// rows to come, or a kept call that reached the deadline of the page
+    /// that started it, is followed by a new one while `wanted`.
+    fn handle(&mut self, event: Option<RegionEvent>, wanted: bool) {
+        self.heard = true;
+        match event {
+            Some(RegionEvent::Opened(id)) => self.audit_id = id,
+            Some(RegionEvent::Batch(b)) => {
+                if let Some(k) = b.sort_keys.last() {
+                    self.received_key.clone_from(k);
+                }
+                self.pending.extend(b.rows.into_iter().zip(b.sort_keys));
+            }
+            Some(RegionEvent::Done(s)) => {
+                self.rx = None;
+                self.more = s.more;
+                if let Some(r) = s.region {
+                    self.freshness = r.freshness;
+                    if !r.audit_id.is_empty() {
+                        self.audit_id = r.audit_id;
+                    }
+                }
+                if self.more && wanted {
+                    self.call();
+                } else if !self.more {
+                    self.finished = Some(self.started.elapsed());
+                }
+            }
+            Some(RegionEvent::Failed(status)) if self.outlived(&status) => {
+                self.rx = None;
+                if wanted {
+                    self.call();
+                }
+            }
+            Some(RegionEvent::Failed(status)) => self.fail(status),
+            None => self.fail(Status::internal("region task ended without an answer")),
+        }
+    }
+
+    /// Whether `status` is a kept call reaching the deadline of the page
+    /// that started it, before this page's: not a failure of the region.
+    fn outlived(&self, status: &Status) -> bool {
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled)
+            && self.call_deadline < self.page_deadline
+            && Instant::now() + DEADLINE_SLACK >= self.call_deadline
+    }
+
+    /// Waits until the region has a row pending, has ended, or failed.
+    async fn fill(&mut self) {
+        while self.pending.is_empty() && self.failure.is_none() {
+            if self.rx.is_none() {
+                if !self.more {
+                    return;
+                }
+                self.call();
+            }
+            let event = match self.rx.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => return,
+            };
+            self.handle(event, true);
+        }
+    }
+
+    /// Takes the events that have already arrived, without waiting: a
+    /// summary right behind the last rows tells that the region is done.
+    fn drain_ready(&mut self) {
+        while let Some(rx) = self.rx.as_mut() {
+            match rx.try_recv() {
+                Ok(event) => self.handle(Some(event), false),
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.handle(None, false);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes up to `n` pending rows as a batch, advancing the cursor.
+    fn take(&mut self, n: usize) -> Option<RowBatch> {
+        let n = n.min(self.pending.len());
+        if n == 0 {
+            return None;
+        }
+        let mut rows = Vec::with_capacity(n);
+        let mut sort_keys = Vec::with_capacity(n);
+        for (row, key) in self.pending.drain(..n) {
+            rows.push(row);
+            sort_keys.push(key);
+        }
+        if let Some(k) = sort_keys.last() {
+            self.last_key.clone_from(k);
+        }
+        self.rows += n as u64;
+        Some(RowBatch {
+            rows,
+            sort_keys,
+            region: self.region.clone(),
+            row_regions: Vec::new(),
+        })
+    }
+
+    fn fail(&mut self, status: Status) {
+        self.rx = None;
+        self.finished = Some(self.started.elapsed());
+        self.failure = Some(status);
     }
 
     fn status(&self) -> RegionStatus {
@@ -129,6 +287,35 @@ impl RegionRun {
             Some(s) => failed_status(self.region.as_str(), s, self.rows, elapsed),
         }
     }
+}
+
+/// How close to its deadline a kept call's timeout counts as the deadline
+/// of the page that started it (see [`RegionRun::outlived`]).
+const DEADLINE_SLACK: Duration = Duration::from_millis(200);
+/// A kept call is taken into a page only with at least this long left.
+const KEPT_MIN_LEFT: Duration = Duration::from_secs(1);
+
+/// The next event of any run with an open call, taking the runs in turn
+/// from `from` so that none is starved; `None` when no call is open.
+async fn next_event(runs: &mut [RegionRun], from: &mut usize) -> Option<(usize, Option<RegionEvent>)> {
+    if runs.iter().all(|r| r.rx.is_none()) {
+        return None;
+    }
+    let n = runs.len();
+    let got = std::future::poll_fn(|cx| {
+        for k in 0..n {
+            let i = (*from + k) % n;
+            if let Some(rx) = runs[i].rx.as_mut()
+                && let std::task::Poll::Ready(event) = rx.poll_recv(cx)
+            {
+                return std::task::Poll::Ready((i, event));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+    *from = (got.0 + 1) % n.max(1);
+    Some(got)
 }
 
 /// The status of a region whose call failed with `s`: its state, its safe
@@ -213,6 +400,13 @@ pub struct Federator {
     pub answer_grace: Duration,
     /// The gateway's audit log.
     pub audit: GatewayAudit,
+    /// Region calls kept open between pages.
+    pub kept: Kept<KeptRuns>,
+    /// The smallest first page that keeps its calls open (see
+    /// [`QueryConfig::keep_open_min_page`]).
+    ///
+    /// [`QueryConfig::keep_open_min_page`]: crate::config::QueryConfig::keep_open_min_page
+    pub keep_open_min_page: u32,
 }
 
 impl Federator {
@@ -263,6 +457,12 @@ impl Federator {
         record: Entry,
         out: mpsc::Sender<Result<QueryResponse, Status>>,
     ) -> PageEnd {
+        // The calls the previous page kept open, when it was this gateway's.
+        let mut kept: Vec<RegionRun> = plan
+            .resumed_from
+            .and_then(|k| self.kept.take(&k))
+            .map(|k| k.0)
+            .unwrap_or_default();
         let mut runs = Vec::new();
         let mut skipped = Vec::new();
         for choice in &plan.regions {
@@ -270,25 +470,28 @@ impl Federator {
                 skipped.push(RegionStatus::skipped(choice.region.as_str(), choice.reason.as_str()));
                 continue;
             };
-            let req = plan.query.node_request(&cursor.last_key, plan.page_size());
-            let (tx, rx) = mpsc::channel(self.region_buffer);
-            tokio::spawn(region_task(region.clone(), req, deadline, plan.acting.clone(), tx).in_current_span());
-            runs.push(RegionRun {
-                region: choice.region.clone(),
-                rx,
-                pending: VecDeque::new(),
-                last_key: cursor.last_key.clone(),
-                rows: 0,
-                started: Instant::now(),
-                finished: None,
-                node_done: false,
-                node_has_more: false,
-                freshness: None,
-                audit_id: String::new(),
-                unheard: false,
-                failure: None,
+            let resumable = kept.iter().position(|r| {
+                r.region == choice.region
+                    && r.last_key == cursor.last_key
+                    && r.failure.is_none()
+                    && (r.rx.is_none() || r.call_deadline > Instant::now() + KEPT_MIN_LEFT)
             });
+            if let Some(i) = resumable {
+                let mut run = kept.swap_remove(i);
+                run.begin_page(deadline);
+                runs.push(run);
+                continue;
+            }
+            let spec = CallSpec {
+                region: region.clone(),
+                request: plan.query.node_request(&[], plan.page_size()),
+                acting: plan.acting.clone(),
+                buffer: self.region_buffer,
+            };
+            runs.push(RegionRun::start(spec, &cursor.last_key, deadline));
         }
+        // Kept calls this page does not continue are cancelled.
+        drop(kept);
         // The regions are working meanwhile; nothing is sent before the
         // record is durable.
         let audit_id = match self.audit.record(record).await {
@@ -359,6 +562,14 @@ impl Federator {
             return end(Code::Unavailable, emitted, &runs, &skipped);
         }
         let page_full = emitted >= u64::from(plan.page_size());
+        for r in &mut runs {
+            if !r.heard {
+                r.unheard = true;
+            }
+            if r.live() {
+                r.finished.get_or_insert(r.started.elapsed());
+            }
+        }
         let cursors: Vec<Cursor> = runs
             .iter()
             .filter(|r| if r.failure.is_some() { page_full } else { !r.exhausted() })
@@ -382,6 +593,17 @@ impl Federator {
             audit_id: answered.audit_id.clone(),
         };
         yrd_telemetry::rows_streamed(&plan.schema().id, emitted, 0);
+        // The calls still streaming wait for the next page, under its token.
+        let paging = plan.resumed_from.is_some() || plan.page_size() >= self.keep_open_min_page;
+        if !summary.next_page_token.is_empty() && paging && self.kept.enabled() {
+            let open: Vec<RegionRun> = runs
+                .into_iter()
+                .filter(|r| r.failure.is_none() && (r.rx.is_some() || !r.pending.is_empty()))
+                .collect();
+            if !open.is_empty() {
+                self.kept.keep(kept::key_of(&summary.next_page_token), KeptRuns(open));
+            }
+        }
         if out
             .send(Ok(QueryResponse {
                 kind: Some(query_response::Kind::Summary(summary)),
@@ -394,8 +616,9 @@ impl Federator {
         answered
     }
 
-    /// No order asked: forwards each region's batches as they arrive, cut
-    /// at the page size. Returns the rows sent, or, when `out` closed, Err with the rows
+    /// No order asked: forwards each region's rows as they arrive, cut at
+    /// the page size; rows past the cut stay pending for the next page.
+    /// Returns the rows sent, or, when `out` closed, Err with the rows
     /// handed over before.
     async fn forward(
         &self,
@@ -403,87 +626,67 @@ impl Federator {
         runs: &mut [RegionRun],
         out: &mpsc::Sender<Result<QueryResponse, Status>>,
     ) -> Result<u64, u64> {
-        let mut remaining = u64::from(plan.page_size());
-        let receivers: Vec<_> = runs
-            .iter_mut()
-            .enumerate()
-            .map(|(i, r)| {
-                let (_, placeholder) = mpsc::channel(1);
-                ReceiverStream::new(std::mem::replace(&mut r.rx, placeholder)).map(move |e| (i, e))
-            })
-            .collect();
-        let mut events = futures::stream::select_all(receivers);
-        // Whether each region has answered the call at all (accepted it,
-        // refused it or sent rows).
-        let mut heard = vec![false; runs.len()];
-        while remaining > 0 {
-            let Some((i, event)) = events.next().await else { break };
-            heard[i] = true;
+        let page = u64::from(plan.page_size());
+        let mut sent = 0u64;
+        // Rows a kept call had already delivered go first.
+        for run in runs.iter_mut() {
+            let room = usize::try_from(page - sent).unwrap_or(usize::MAX);
+            if let Some(batch) = run.take(room) {
+                let n = batch.rows.len() as u64;
+                out.send(Ok(QueryResponse {
+                    kind: Some(query_response::Kind::Batch(batch)),
+                }))
+                .await
+                .map_err(|_| sent)?;
+                sent += n;
+            }
+        }
+        // Regions whose kept call ended with more to come are asked again.
+        for run in runs.iter_mut() {
+            if sent < page && run.rx.is_none() && run.more && run.failure.is_none() && run.pending.is_empty() {
+                run.call();
+            }
+        }
+        let mut from = 0;
+        while sent < page {
+            let Some((i, event)) = next_event(runs, &mut from).await else {
+                break;
+            };
             let run = &mut runs[i];
-            match event {
-                RegionEvent::Batch(mut b) => {
-                    if b.rows.len() as u64 > remaining {
-                        let keep = usize::try_from(remaining).unwrap_or(usize::MAX);
-                        b.rows.truncate(keep);
-                        b.sort_keys.truncate(keep);
-                        // Rows cut here are not forwarded: the region continues
-                        // from the last row sent.
-                        run.node_has_more = true;
-                    }
-                    let n = b.rows.len() as u64;
-                    if let Some(k) = b.sort_keys.last() {
-                        run.last_key.clone_from(k);
-                    }
-                    let delivered = u64::from(plan.page_size()) - remaining;
-                    run.rows += n;
-                    remaining -= n;
-                    out.send(Ok(QueryResponse {
-                        kind: Some(query_response::Kind::Batch(b)),
-                    }))
-                    .await
-                    .map_err(|_| delivered)?;
-                }
-                RegionEvent::Opened(id) => run.audit_id = id,
-                RegionEvent::Done(s) => run.done(s),
-                RegionEvent::Failed(status) => run.fail(status),
+            run.handle(event, true);
+            let room = usize::try_from(page - sent).unwrap_or(usize::MAX);
+            if let Some(batch) = run.take(room) {
+                let n = batch.rows.len() as u64;
+                out.send(Ok(QueryResponse {
+                    kind: Some(query_response::Kind::Batch(batch)),
+                }))
+                .await
+                .map_err(|_| sent)?;
+                sent += n;
             }
         }
         // The page is full. A region not heard from yet is waited for, for
         // at most `answer_grace` and only for its answer to the call, not
         // for rows: so that a refusal is reported as one (not as a region
         // that merely was not needed) and the region's audit record is
-        // named. Rows that come meanwhile are not forwarded; the region
-        // resumes after its last row sent.
+        // named. Rows that come meanwhile wait for the next page.
         let grace = tokio::time::Instant::now() + self.answer_grace;
-        while heard.iter().any(|h| !h) {
-            let Ok(Some((i, event))) = tokio::time::timeout_at(grace, events.next()).await else {
+        while runs.iter().any(|r| !r.heard && r.rx.is_some()) {
+            let silent = runs.iter().position(|r| !r.heard && r.rx.is_some());
+            let Some(i) = silent else { break };
+            let Some(rx) = runs[i].rx.as_mut() else { break };
+            let Ok(event) = tokio::time::timeout_at(grace, rx.recv()).await else {
                 break;
             };
-            if std::mem::replace(&mut heard[i], true) {
-                continue;
-            }
-            let run = &mut runs[i];
-            match event {
-                RegionEvent::Opened(id) => run.audit_id = id,
-                // A first batch: the region accepted; its rows wait.
-                RegionEvent::Batch(_) => {}
-                // No rows at all before the end: the region is done.
-                RegionEvent::Done(s) => run.done(s),
-                RegionEvent::Failed(status) => run.fail(status),
-            }
+            runs[i].handle(event, false);
         }
-        // Regions still streaming when the page filled have more to give.
-        for (r, heard) in runs.iter_mut().zip(heard) {
-            if !heard {
-                r.unheard = true;
-            }
-            if !r.node_done && r.failure.is_none() {
-                r.node_has_more = true;
-                r.node_done = true;
-                r.finished.get_or_insert(r.started.elapsed());
-            }
+        // A summary sent right behind the last rows is usually on its way:
+        // let the region tasks run once, then take what has arrived.
+        tokio::task::yield_now().await;
+        for run in runs.iter_mut() {
+            run.drain_ready();
         }
-        Ok(u64::from(plan.page_size()) - remaining)
+        Ok(sent)
     }
 
     /// An order asked: k-way merges the regions' rows on their sort keys.
@@ -498,10 +701,7 @@ impl Federator {
             return Ok(0);
         }
         let mut heap: BinaryHeap<Reverse<(Vec<u8>, usize)>> = BinaryHeap::with_capacity(runs.len());
-        for (i, run) in runs.iter_mut().enumerate() {
-            while run.pending.is_empty() && !run.node_done && run.failure.is_none() {
-                run.fill().await;
-            }
+        for (i, run) in runs.iter().enumerate() {
             if let Some((_, k)) = run.pending.front() {
                 heap.push(Reverse((k.clone(), i)));
             }
@@ -536,7 +736,7 @@ impl Federator {
                 .await
                 .map_err(|_| delivered)?;
             }
-            while run.pending.is_empty() && !run.node_done && run.failure.is_none() {
+            if emitted < u64::from(plan.page_size()) {
                 run.fill().await;
             }
             if let Some((_, k)) = run.pending.front() {
@@ -551,18 +751,17 @@ impl Federator {
             .await
             .map_err(|_| delivered)?;
         }
-        if emitted >= u64::from(plan.page_size()) {
-            for r in runs.iter_mut() {
-                if !r.node_done && r.failure.is_none() {
-                    r.node_has_more = true;
-                    r.node_done = true;
-                    r.finished.get_or_insert(r.started.elapsed());
-                }
-            }
+        tokio::task::yield_now().await;
+        for run in runs.iter_mut() {
+            run.drain_ready();
         }
         Ok(emitted)
     }
 }
+
+/// A page's region runs kept for the next page (see [`crate::kept`]).
+#[derive(Debug)]
+pub struct KeptRuns(Vec<RegionRun>);
 
 /// One region's part of an aggregate: its status, and its groups or its
 /// error (`None` when it was not asked).

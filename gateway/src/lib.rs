@@ -14,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod federate;
+pub mod kept;
 pub mod plan;
 pub mod registry;
 pub mod server;

@@ -40,6 +40,8 @@ pub struct QueryPlan {
     pub fingerprint: [u8; 32],
     /// Whom the regions are asked for.
     pub acting: Arc<Acting>,
+    /// The key of the page token this page resumes (see [`crate::kept`]).
+    pub resumed_from: Option<crate::kept::Key>,
 }
 
 impl QueryPlan {
@@ -182,6 +184,7 @@ pub fn plan_query(
         consistency,
         fingerprint,
         acting,
+        resumed_from: (!req.page_token.is_empty()).then(|| crate::kept::key_of(&req.page_token)),
     })
 }
 

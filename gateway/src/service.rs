@@ -68,6 +68,8 @@ impl GatewayService {
             region_buffer: config.query.region_buffer,
             answer_grace: config.query.answer_grace,
             audit: audit.clone(),
+            kept: crate::kept::Kept::new(config.query.keep_open, config.query.max_kept_open),
+            keep_open_min_page: config.query.keep_open_min_page,
         });
         Self {
             inner: Arc::new(State {

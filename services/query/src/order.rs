@@ -88,14 +88,19 @@ pub fn check_order_keys(keys: &[OrderKey], schema: &DatasetSchema, limits: &Limi
     check_keys(KEYS_PARAM, keys, schema, limits)
 }
 
-/// Appends the primary key fields not already ordered on, ascending, so
-/// that every row has a distinct sort key and paging is stable.
+/// Appends the primary key fields not already ordered on, so that every
+/// row has a distinct sort key and paging is stable. They go in the
+/// direction of the last key asked (ascending when none is): the store's
+/// index on a field ends with the primary key, so `f desc` with the
+/// primary key descending is that index read backwards, while `f desc`
+/// with the primary key ascending would sort every run of equal values.
 pub fn with_primary_key(mut keys: Vec<OrderKey>, schema: &DatasetSchema) -> Vec<OrderKey> {
+    let descending = keys.last().is_some_and(|k| k.descending);
     for field in schema.primary_key.iter().filter_map(|&i| schema.fields.get(i)) {
         if !keys.iter().any(|k| k.field == field.name) {
             keys.push(OrderKey {
                 field: field.name.clone(),
-                descending: false,
+                descending,
             });
         }
     }
@@ -502,9 +507,14 @@ mod tests {
     fn primary_key_is_the_last_tie_breaker() {
         let ent = schema("enterprise");
         assert_eq!(with_primary_key(vec![], ent), vec![key("credit_code", false)]);
+        // In the direction of the last key: an index read backwards.
         assert_eq!(
             with_primary_key(vec![key("name", true)], ent),
-            vec![key("name", true), key("credit_code", false)]
+            vec![key("name", true), key("credit_code", true)]
+        );
+        assert_eq!(
+            with_primary_key(vec![key("name", false)], ent),
+            vec![key("name", false), key("credit_code", false)]
         );
         // A key already ordered on keeps its place and direction.
         assert_eq!(
@@ -514,7 +524,7 @@ mod tests {
         let air = schema("air_quality");
         assert_eq!(
             with_primary_key(vec![key("observed_at", true)], air),
-            vec![key("observed_at", true), key("station_code", false)]
+            vec![key("observed_at", true), key("station_code", true)]
         );
         assert_eq!(
             with_primary_key(vec![], air),

@@ -179,8 +179,11 @@ pub fn filter(
     Ok(())
 }
 
-/// The keyset condition "sorts after `after`" for sort columns with mixed
-/// directions: `(k1 > v1) OR (k1 = v1 AND k2 > v2) OR ...`.
+/// The keyset condition "sorts after `after`": for sort columns all in one
+/// direction the row value `(k1, k2, ...) > (v1, v2, ...)`, which SQLite
+/// serves as a range of the index on them (read backwards when
+/// descending), so a deep page costs what the first does; for mixed
+/// directions `(k1 > v1) OR (k1 = v1 AND k2 > v2) OR ...`.
 pub fn keyset(
     schema: &DatasetSchema,
     order: &[SortColumn],
@@ -192,6 +195,19 @@ pub fn keyset(
         return Err(QueryError::PageToken {
             reason: "does not match the query's sort keys".into(),
         });
+    }
+    let wrong_type = |_| QueryError::PageToken {
+        reason: "holds a key of the wrong type".into(),
+    };
+    if order.len() > 1 && order.iter().all(|k| k.descending == order[0].descending) {
+        let names: Vec<String> = order.iter().map(|k| ident(&schema.fields[k.field].name)).collect();
+        let sym = if order[0].descending { "<" } else { ">" };
+        let marks = vec!["?"; order.len()].join(", ");
+        out.push_str(&format!("({}) {sym} ({marks})", names.join(", ")));
+        for (key, value) in order.iter().zip(after) {
+            params.push(bind_value(schema.fields[key.field].ty, value).map_err(wrong_type)?);
+        }
+        return Ok(());
     }
     out.push('(');
     for i in 0..order.len() {
@@ -212,9 +228,7 @@ pub fn keyset(
                 out.push_str(" AND ");
             }
             out.push_str(&format!("{} {sym} ?", ident(&f.name)));
-            params.push(bind_value(f.ty, &after[j]).map_err(|_| QueryError::PageToken {
-                reason: "holds a key of the wrong type".into(),
-            })?);
+            params.push(bind_value(f.ty, &after[j]).map_err(wrong_type)?);
         }
         out.push(')');
     }
@@ -427,6 +441,35 @@ mod tests {
             "SELECT \"registered_capital\", \"credit_code\", \"credit_code\" FROM \"ds_enterprise\" WHERE ((\"registered_capital\" < ?) OR (\"registered_capital\" = ? AND \"credit_code\" > ?)) ORDER BY \"registered_capital\" DESC, \"credit_code\" LIMIT 11"
         );
         assert_eq!(st.params.len(), 3);
+    }
+
+    #[test]
+    fn keysets_in_one_direction_are_row_values() {
+        let schema = ent();
+        let cap = schema.field("registered_capital").unwrap().0;
+        let code = schema.field("credit_code").unwrap().0;
+        let after = [
+            Value {
+                kind: Some(value::Kind::DoubleValue(5.0)),
+            },
+            Value {
+                kind: Some(value::Kind::StringValue("91320".into())),
+            },
+        ];
+        let order = [SortColumn::desc(cap), SortColumn::desc(code)];
+        let st = select_page(&schema, &order, &[code], None, Some(&after), 21).unwrap();
+        assert_eq!(
+            st.sql,
+            "SELECT \"credit_code\" FROM \"ds_enterprise\" WHERE (\"registered_capital\", \"credit_code\") < (?, ?) ORDER BY \"registered_capital\" DESC, \"credit_code\" DESC LIMIT 21"
+        );
+        assert_eq!(st.params.len(), 2);
+        let order = [SortColumn::asc(cap), SortColumn::asc(code)];
+        let st = select_page(&schema, &order, &[code], None, Some(&after), 21).unwrap();
+        assert!(
+            st.sql.contains("(\"registered_capital\", \"credit_code\") > (?, ?)"),
+            "{}",
+            st.sql
+        );
     }
 
     #[test]
