@@ -123,9 +123,15 @@ pub async fn gateway_page(app: &mut FederationClient<Channel>, req: QueryRequest
                 if let Some(bad) = s
                     .regions
                     .iter()
-                    .find(|r| r.state != RegionState::Ok as i32 && !r.message.starts_with("the page filled"))
+                    .find(|r| !matches!(r.state(), RegionState::Ok | RegionState::Skipped))
                 {
-                    bail!("region {} answered {:?}: {}", bad.region, bad.state(), bad.message);
+                    bail!(
+                        "region {} answered {:?} ({}): {}",
+                        bad.region,
+                        bad.state(),
+                        bad.reason,
+                        bad.message
+                    );
                 }
                 token = Some(s.next_page_token);
             }

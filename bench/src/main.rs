@@ -128,7 +128,7 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            eprintln!("yrd-bench: some variants did not deliver the same rows (see above)");
+            eprintln!("yrd-bench: a part failed, or variants did not deliver the same rows (see above)");
             ExitCode::FAILURE
         }
         Err(e) => {

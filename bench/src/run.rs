@@ -20,6 +20,27 @@ use crate::procs::{self, Proc};
 use crate::setup::{self, MAINLAND, Mesh, Variant, Workspace};
 use crate::stats::{Goal, Report, ms, quantile};
 
+/// Runs one part of the harness within a time limit: a part that fails or
+/// takes too long is noted in the report (and fails the run), and the
+/// other parts still run.
+macro_rules! section {
+    ($report:expr, $name:expr, $limit:expr, $part:expr) => {{
+        let outcome = tokio::time::timeout($limit, $part).await;
+        let note = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("{}: failed: {e:#}", $name)),
+            Err(_) => Some(format!(
+                "{}: not finished within {:?}; its figures are partial",
+                $name, $limit
+            )),
+        };
+        if let Some(note) = note {
+            eprintln!("  {note}");
+            $report.failures.push(note);
+        }
+    }};
+}
+
 /// How much work each part does.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -41,6 +62,9 @@ pub struct Settings {
     pub deep: (f64, usize),
     /// Smoke mode: checks that everything runs and agrees, no goals.
     pub smoke: bool,
+    /// The longest one part may take; past it, the part is noted as
+    /// unfinished and the run goes on.
+    pub section_limit: Duration,
 }
 
 impl Settings {
@@ -56,6 +80,7 @@ impl Settings {
             scale: 1.0,
             deep: (10.0, 500),
             smoke: false,
+            section_limit: Duration::from_secs(180),
         }
     }
 
@@ -71,6 +96,7 @@ impl Settings {
             scale: 0.05,
             deep: (0.05, 5),
             smoke: true,
+            section_limit: Duration::from_secs(120),
         }
     }
 }
@@ -97,22 +123,42 @@ pub async fn run(dir: &Path, out: &Path, s: Settings) -> anyhow::Result<bool> {
     let stubs = StubFleet::start(&ws, &rows_files, s.growth.iter().copied().max().unwrap_or(4)).await?;
 
     eprintln!("[1/9] floor and full scans ...");
-    scans(&ws, &mut report, &s, &main, &direct, &mut app, &stubs).await?;
+    section!(
+        report,
+        "floor and full scans",
+        s.section_limit,
+        scans(&ws, &mut report, &s, &main, &direct, &mut app, &stubs)
+    );
     eprintln!("[2/9] page of 20 ...");
-    page20(&mut report, &s, &main, &direct, &mut app).await?;
+    section!(
+        report,
+        "page of 20",
+        s.section_limit,
+        page20(&mut report, &s, &main, &direct, &mut app)
+    );
     eprintln!("[3/9] node vs store alone, aggregates ...");
-    store_alone(&mut report, &s, &main, &direct, &mut app).await?;
+    section!(
+        report,
+        "node vs store alone",
+        s.section_limit,
+        store_alone(&mut report, &s, &main, &direct, &mut app)
+    );
     eprintln!("[4/9] tracing, mutual TLS, policy and audit ...");
-    variants(&ws, &mut report, &s, &main).await?;
+    section!(
+        report,
+        "variants",
+        s.section_limit,
+        variants(&ws, &mut report, &s, &main)
+    );
     eprintln!("[5/9] growth over stub regions ...");
-    growth(&ws, &mut report, &s, &stubs).await?;
+    section!(report, "growth", s.section_limit, growth(&ws, &mut report, &s, &stubs));
     drop(stubs);
     eprintln!("[6/9] deep keyset scan ...");
-    deep(&ws, &mut report, &s).await?;
+    section!(report, "deep keyset scan", s.section_limit, deep(&ws, &mut report, &s));
     eprintln!("[7/9] concurrency, saturation, open loop ...");
-    load(&ws, &mut report, &s, &main).await?;
+    section!(report, "load", s.section_limit, load(&ws, &mut report, &s, &main));
     eprintln!("[8/9] gateway memory with open streams ...");
-    memory(&ws, &mut report, &s, &main).await?;
+    section!(report, "memory", s.section_limit, memory(&ws, &mut report, &s, &main));
     eprintln!("[9/9] report");
     goals(&mut report, &s);
     report.finish();
@@ -128,7 +174,7 @@ pub async fn run(dir: &Path, out: &Path, s: Settings) -> anyhow::Result<bool> {
     std::fs::write(out, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", out.display()))?;
     println!("JSON report: {}", out.display());
-    Ok(report.checks.iter().all(|c| c.same))
+    Ok(report.checks.iter().all(|c| c.same) && report.failures.is_empty())
 }
 
 fn machine(report: &mut Report, s: &Settings) {
@@ -567,7 +613,7 @@ async fn closed_loop(
     req: &QueryRequest,
     clients: usize,
     time: Duration,
-) -> anyhow::Result<(f64, Vec<Duration>, u64)> {
+) -> anyhow::Result<(f64, Vec<Duration>, u64, String)> {
     let until = Instant::now() + time;
     let started = Instant::now();
     let loops = (0..clients).map(|i| {
@@ -576,24 +622,34 @@ async fn closed_loop(
         async move {
             let mut lat = Vec::new();
             let mut failed = 0u64;
+            let mut first = String::new();
             while Instant::now() < until {
                 let t = Instant::now();
                 match client::gateway_page(&mut app, req.clone()).await {
                     Ok(_) => lat.push(t.elapsed()),
-                    Err(_) => failed += 1,
+                    Err(e) => {
+                        failed += 1;
+                        if first.is_empty() {
+                            first = format!("{e:#}");
+                        }
+                    }
                 }
             }
-            (lat, failed)
+            (lat, failed, first)
         }
     });
     let mut all = Vec::new();
     let mut failed = 0;
-    for (lat, f) in futures::future::join_all(loops).await {
+    let mut first_error = String::new();
+    for (lat, f, first) in futures::future::join_all(loops).await {
         all.extend(lat);
         failed += f;
+        if first_error.is_empty() {
+            first_error = first;
+        }
     }
     let qps = all.len() as f64 / started.elapsed().as_secs_f64();
-    Ok((qps, all, failed))
+    Ok((qps, all, failed, first_error))
 }
 
 async fn variants(ws: &Workspace, report: &mut Report, s: &Settings, main: &Mesh) -> anyhow::Result<()> {
@@ -675,13 +731,17 @@ async fn variants(ws: &Workspace, report: &mut Report, s: &Settings, main: &Mesh
             let name = m.variant.name;
             let app = &mut apps[i];
             let req = if m.variant.policy { &page } else { &open_page };
-            let (qps, _, failed) = closed_loop(std::slice::from_ref(app), req, clients, time).await?;
+            let (qps, _, failed, first_error) = closed_loop(std::slice::from_ref(app), req, clients, time).await?;
             report.add(&format!("variant.{name}.page20_qps"), "queries/s", qps);
             if failed > 0 {
-                report.notes.push(format!("{name}: {failed} page-of-20 queries failed"));
+                report.notes.push(format!(
+                    "{name}: {failed} page-of-20 queries failed; the first: {first_error}"
+                ));
             }
             let t = Instant::now();
-            let r = client::gateway_scan(app, open_scan.clone()).await?;
+            let r = client::gateway_scan(app, open_scan.clone())
+                .await
+                .with_context(|| format!("the {name} mesh's full scan"))?;
             report.add(
                 &format!("variant.{name}.scan_rows_per_s"),
                 "rows/s",
@@ -806,14 +866,14 @@ async fn load(ws: &Workspace, report: &mut Report, s: &Settings, main: &Mesh) ->
     let mut saturation = 0.0f64;
     for _ in 0..s.rounds {
         for &c in &s.concurrency {
-            let (qps, mut lat, failed) = closed_loop(&apps, &req, c, s.load_time).await?;
+            let (qps, mut lat, failed, first_error) = closed_loop(&apps, &req, c, s.load_time).await?;
             report.add(&format!("load.closed.{c}.qps"), "queries/s", qps);
             report.add(&format!("load.closed.{c}.p50"), "ms", ms(quantile(&mut lat, 0.5)));
             report.add(&format!("load.closed.{c}.p99"), "ms", ms(quantile(&mut lat, 0.99)));
             if failed > 0 {
-                report
-                    .notes
-                    .push(format!("closed loop with {c} clients: {failed} queries failed"));
+                report.notes.push(format!(
+                    "closed loop with {c} clients: {failed} queries failed; the first: {first_error}"
+                ));
             }
             saturation = saturation.max(qps);
         }
@@ -876,7 +936,9 @@ async fn open_loop(
 
 async fn memory(ws: &Workspace, report: &mut Report, s: &Settings, main: &Mesh) -> anyhow::Result<()> {
     let (small, large) = s.streams;
-    for _ in 0..s.rounds.min(2) {
+    // Once: memory a process has had stays with it (the allocator keeps
+    // it), so a second round would start from the first round's peak.
+    {
         for n in [small, large] {
             let idle = main.gateway.rss_kib()?;
             let held = hold_streams(ws, main.gateway_addr, n).await?;

@@ -93,8 +93,10 @@ pub struct Report {
     pub ratios: Vec<Ratio>,
     /// The same-rows checks.
     pub checks: Vec<Check>,
-    /// Notes printed along the way (skipped sections and why).
+    /// Notes printed along the way.
     pub notes: Vec<String>,
+    /// Parts that failed or did not finish in time.
+    pub failures: Vec<String>,
 }
 
 /// The median of `v` (empty: 0).
@@ -243,6 +245,9 @@ impl Report {
         }
         for n in &self.notes {
             out.push_str(&format!("note: {n}\n"));
+        }
+        for n in &self.failures {
+            out.push_str(&format!("FAILED: {n}\n"));
         }
         out
     }
