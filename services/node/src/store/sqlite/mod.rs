@@ -200,8 +200,10 @@ impl SqliteStore {
             let existing: Option<String> = tx
                 .query_row("SELECT ddl FROM _yrd_dataset WHERE id = ?", [&schema.id], |r| r.get(0))
                 .ok();
+            // A store made before tables were WITHOUT ROWID serves as it is.
+            let earlier = sql::create_table_with_rowid(schema).join(";\n");
             match existing {
-                Some(d) if d != joined => {
+                Some(d) if d != joined && d != earlier => {
                     return Err(mismatch(format!(
                         "dataset {} was created for another schema; export it and re-import into a new store",
                         schema.id
@@ -596,6 +598,36 @@ mod tests {
     #[tokio::test]
     async fn round_trip() {
         let (_dir, s) = store();
+        conformance::round_trip(&s).await;
+    }
+
+    #[tokio::test]
+    async fn a_store_made_before_without_rowid_still_opens_and_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            // What an earlier version wrote: rowid tables, their DDL recorded.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE _yrd_store (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE _yrd_dataset (id TEXT PRIMARY KEY, ddl TEXT NOT NULL,
+                   row_count INTEGER NOT NULL DEFAULT 0, updated_at INTEGER);
+                 INSERT INTO _yrd_store (key, value) VALUES ('region', '320000');",
+            )
+            .unwrap();
+            for schema in conformance::registry().datasets() {
+                let ddl = sql::create_table_with_rowid(schema);
+                for stmt in &ddl {
+                    conn.execute(stmt, []).unwrap();
+                }
+                conn.execute(
+                    "INSERT INTO _yrd_dataset (id, ddl) VALUES (?, ?)",
+                    [&schema.id, &ddl.join(";\n")],
+                )
+                .unwrap();
+            }
+        }
+        let s = SqliteStore::open_with(&path, "320000", 2, conformance::registry()).unwrap();
         conformance::round_trip(&s).await;
     }
 

@@ -40,8 +40,20 @@ pub fn column_type(ty: FieldType) -> &'static str {
 
 /// The statements that create a dataset's table and its indexes: one index
 /// per sortable field, ending with the primary key so that keyset paging in
-/// any order is an index range scan.
+/// any order is an index range scan. The table is `WITHOUT ROWID`: its rows
+/// are stored in primary-key order, so a scan in that order reads them in
+/// place instead of looking each one up from the key's index.
 pub fn create_table(schema: &DatasetSchema) -> Vec<String> {
+    let mut ddl = create_table_with_rowid(schema);
+    if let Some(table) = ddl.first_mut() {
+        table.push_str(" WITHOUT ROWID");
+    }
+    ddl
+}
+
+/// The statements of [`create_table`] as stores made before `WITHOUT
+/// ROWID` have them: such stores are still opened and served.
+pub fn create_table_with_rowid(schema: &DatasetSchema) -> Vec<String> {
     let t = table(schema);
     let mut cols: Vec<String> = schema
         .fields
@@ -479,7 +491,7 @@ mod tests {
         assert!(ddl[0].contains("\"credit_code\" TEXT NOT NULL"));
         assert!(ddl[0].contains("\"registered_capital\" REAL NOT NULL"));
         assert!(ddl[0].contains("\"address\" TEXT,") || ddl[0].contains("\"address\" TEXT, "));
-        assert!(ddl[0].ends_with("PRIMARY KEY (\"credit_code\"))"));
+        assert!(ddl[0].ends_with("PRIMARY KEY (\"credit_code\")) WITHOUT ROWID"));
         assert!(ddl.iter().any(|s| s.contains("ix_enterprise_registered_capital")
             && s.ends_with("(\"registered_capital\", \"credit_code\")")));
         assert!(!ddl.iter().any(|s| s.contains("ix_enterprise_legal_representative")));
