@@ -32,7 +32,12 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `program` with `args`, stderr and stdout to `<dir>/<name>.log`.
-    pub fn start(name: &str, program: &Path, args: &[&str], dir: &Path) -> anyhow::Result<Self> {
+    pub fn start<S: AsRef<std::ffi::OsStr>>(
+        name: &str,
+        program: &Path,
+        args: &[S],
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new(program);
@@ -126,26 +131,46 @@ pub fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
 
 /// CPU time of process `pid` so far: the run time of each of its threads
 /// from `/proc/<pid>/task/*/schedstat`, in nanoseconds (the tick-counted
-/// times of `/proc/<pid>/stat` are too coarse for one query). A thread
-/// that ends between two readings takes its time with it; the mesh's
-/// processes keep their threads (tokio's blocking threads idle for ten
-/// seconds before they end), so a measured window loses next to nothing.
+/// times of `/proc/<pid>/stat` are too coarse for one query). A thread that
+/// has ended keeps counting with the time it had when last seen, so the
+/// figure never goes back; what such a thread ran after the last reading
+/// is lost, and the threads that end here are ones idle for seconds (the
+/// runtime's spare blocking threads).
 pub fn cpu_of(pid: u32) -> anyhow::Result<Duration> {
+    static SEEN: std::sync::Mutex<Option<std::collections::HashMap<u32, Threads>>> = std::sync::Mutex::new(None);
     let dir = format!("/proc/{pid}/task");
-    let mut total = 0u64;
+    let mut now = std::collections::HashMap::new();
     for task in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
-        let path = task?.path().join("schedstat");
-        // A thread may end while the folder is read.
-        let Ok(text) = std::fs::read_to_string(&path) else {
+        let task = task?;
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
             continue;
         };
-        total += text
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+        // A thread may end while the folder is read.
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()) {
+            now.insert(tid, ns);
+        }
     }
-    Ok(Duration::from_nanos(total))
+    let mut seen = SEEN
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the CPU bookkeeping is poisoned"))?;
+    let threads = seen.get_or_insert_with(Default::default).entry(pid).or_default();
+    for (tid, ns) in &threads.last {
+        if !now.contains_key(tid) {
+            threads.ended += ns;
+        }
+    }
+    threads.last = now;
+    Ok(Duration::from_nanos(threads.ended + threads.last.values().sum::<u64>()))
+}
+
+/// The threads of one process as last seen, and the time of those ended.
+#[derive(Debug, Default)]
+struct Threads {
+    last: std::collections::HashMap<u32, u64>,
+    ended: u64,
 }
 
 /// A free TCP port on loopback (the harness's processes listen on these).

@@ -251,13 +251,11 @@ impl StubFleet {
                     region,
                     "--rows",
                     &file.to_string_lossy(),
-                    "--ca",
-                    &tls.ca.to_string_lossy(),
-                    "--cert",
-                    &tls.cert.to_string_lossy(),
-                    "--key",
-                    &tls.key.to_string_lossy(),
-                ],
+                ]
+                .into_iter()
+                .map(str::to_owned)
+                .chain(tls_args(&tls))
+                .collect::<Vec<_>>(),
                 &dir,
             )?;
             stubs.push((region.to_owned(), addr, proc));
@@ -277,17 +275,15 @@ impl StubFleet {
                 &hop_addr.to_string(),
                 "--upstream",
                 &stubs[0].1.to_string(),
-                "--ca",
-                &node_tls.ca.to_string_lossy(),
-                "--cert",
-                &node_tls.cert.to_string_lossy(),
-                "--key",
-                &node_tls.key.to_string_lossy(),
                 "--client-cert",
                 &gw_tls.cert.to_string_lossy(),
                 "--client-key",
                 &gw_tls.key.to_string_lossy(),
-            ],
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(tls_args(&node_tls))
+            .collect::<Vec<_>>(),
             &dir,
         )?;
         procs::wait_listening(hop_addr, &mut [&mut hop], Duration::from_secs(20)).await?;
@@ -316,6 +312,14 @@ impl StubFleet {
     fn gateway(&self, n: usize) -> Option<(SocketAddr, &Proc)> {
         self.gateways.iter().find(|(k, _, _)| *k == n).map(|(_, a, p)| (*a, p))
     }
+}
+
+/// The `--ca`, `--cert` and `--key` arguments of a stub or hop.
+fn tls_args(tls: &yrd_identity::TlsPaths) -> Vec<String> {
+    [("--ca", &tls.ca), ("--cert", &tls.cert), ("--key", &tls.key)]
+        .into_iter()
+        .flat_map(|(flag, path)| [flag.to_owned(), path.to_string_lossy().into_owned()])
+        .collect()
 }
 
 /// The growth sizes above four.
@@ -507,7 +511,7 @@ async fn page20(
         report.add(
             "page20.gateway.cpu_us_per_query",
             "µs",
-            us_per(main.gateway.cpu()? - g0, s.queries as u64),
+            us_per(main.gateway.cpu()?.saturating_sub(g0), s.queries as u64),
         );
         report.add("page20.gateway.p50", "ms", ms(quantile(&mut lat, 0.5)));
         report.add("page20.gateway.p99", "ms", ms(quantile(&mut lat, 0.99)));
@@ -519,7 +523,7 @@ async fn page20(
         report.add(
             "page20.direct.client_cpu_us_per_query",
             "µs",
-            us_per(own_cpu()? - c0, s.queries as u64),
+            us_per(own_cpu()?.saturating_sub(c0), s.queries as u64),
         );
         report.add("page20.direct.p50", "ms", ms(quantile(&mut lat, 0.5)));
         report.add("page20.direct.p99", "ms", ms(quantile(&mut lat, 0.99)));
@@ -557,7 +561,11 @@ async fn store_alone(
         let p = path.clone();
         let c0 = own_cpu()?;
         let rows = tokio::task::spawn_blocking(move || crate::store::scan(&p)).await??;
-        report.add("store.scan_cpu_us_per_row", "µs/row", us_per(own_cpu()? - c0, rows));
+        report.add(
+            "store.scan_cpu_us_per_row",
+            "µs/row",
+            us_per(own_cpu()?.saturating_sub(c0), rows),
+        );
         if rows != r.rows {
             report.notes.push(format!(
                 "the store alone read {rows} rows, the node streamed {}",
@@ -793,7 +801,7 @@ async fn growth(ws: &Workspace, report: &mut Report, s: &Settings, stubs: &StubF
                 bail!("{n} stub regions: a page of 20 gave {} rows", r.rows);
             }
             report.add(&format!("growth.{n}.p50"), "ms", ms(quantile(&mut lat, 0.5)));
-            let per_query = us_per(gw.cpu()? - c0, s.queries as u64);
+            let per_query = us_per(gw.cpu()?.saturating_sub(c0), s.queries as u64);
             report.add(&format!("growth.{n}.gateway_cpu_us_per_query"), "µs", per_query);
             report.add(
                 &format!("growth.{n}.gateway_cpu_us_per_query_per_region"),

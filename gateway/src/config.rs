@@ -108,7 +108,9 @@ pub struct QueryConfig {
     #[serde(with = "humantime_serde")]
     pub keep_open: Duration,
     /// At most this many pages' calls are kept open; the oldest are
-    /// cancelled first.
+    /// cancelled first. Each holds at most one query slot of each node
+    /// (`[query] max_concurrent`, 16 by default), so keep it well below
+    /// that.
     pub max_kept_open: usize,
     /// A first page keeps its calls open only when it asked for at least
     /// this many rows (a scan); the pages after it always do. A top-20
@@ -127,7 +129,7 @@ impl Default for QueryConfig {
             page_token_ttl: Duration::from_secs(3600),
             answer_grace: Duration::from_millis(50),
             keep_open: Duration::from_secs(5),
-            max_kept_open: 32,
+            max_kept_open: 8,
             keep_open_min_page: 1000,
         }
     }

@@ -630,16 +630,7 @@ impl Federator {
         let mut sent = 0u64;
         // Rows a kept call had already delivered go first.
         for run in runs.iter_mut() {
-            let room = usize::try_from(page - sent).unwrap_or(usize::MAX);
-            if let Some(batch) = run.take(room) {
-                let n = batch.rows.len() as u64;
-                out.send(Ok(QueryResponse {
-                    kind: Some(query_response::Kind::Batch(batch)),
-                }))
-                .await
-                .map_err(|_| sent)?;
-                sent += n;
-            }
+            sent += forward_pending(run, page - sent, sent, out).await?;
         }
         // Regions whose kept call ended with more to come are asked again.
         for run in runs.iter_mut() {
@@ -654,16 +645,7 @@ impl Federator {
             };
             let run = &mut runs[i];
             run.handle(event, true);
-            let room = usize::try_from(page - sent).unwrap_or(usize::MAX);
-            if let Some(batch) = run.take(room) {
-                let n = batch.rows.len() as u64;
-                out.send(Ok(QueryResponse {
-                    kind: Some(query_response::Kind::Batch(batch)),
-                }))
-                .await
-                .map_err(|_| sent)?;
-                sent += n;
-            }
+            sent += forward_pending(run, page - sent, sent, out).await?;
         }
         // The page is full. A region not heard from yet is waited for, for
         // at most `answer_grace` and only for its answer to the call, not
@@ -757,6 +739,26 @@ impl Federator {
         }
         Ok(emitted)
     }
+}
+
+/// Sends up to `room` of `run`'s pending rows to the application as one
+/// batch; the rows sent, or Err with the `sent` before when it went away.
+async fn forward_pending(
+    run: &mut RegionRun,
+    room: u64,
+    sent: u64,
+    out: &mpsc::Sender<Result<QueryResponse, Status>>,
+) -> Result<u64, u64> {
+    let Some(batch) = run.take(usize::try_from(room).unwrap_or(usize::MAX)) else {
+        return Ok(0);
+    };
+    let n = batch.rows.len() as u64;
+    out.send(Ok(QueryResponse {
+        kind: Some(query_response::Kind::Batch(batch)),
+    }))
+    .await
+    .map_err(|_| sent)?;
+    Ok(n)
 }
 
 /// A page's region runs kept for the next page (see [`crate::kept`]).
