@@ -120,7 +120,7 @@ pub async fn run(dir: &Path, out: &Path, s: Settings) -> anyhow::Result<bool> {
 
     eprintln!("capturing the stub nodes' rows ...");
     let rows_files = capture_stub_rows(&ws, &direct, &nodes).await?;
-    let stubs = StubFleet::start(&ws, &rows_files, s.growth.iter().copied().max().unwrap_or(4)).await?;
+    let stubs = StubFleet::start(&ws, &rows_files, &s.growth).await?;
 
     eprintln!("[1/9] floor and full scans ...");
     section!(
@@ -144,12 +144,7 @@ pub async fn run(dir: &Path, out: &Path, s: Settings) -> anyhow::Result<bool> {
         store_alone(&mut report, &s, &main, &direct, &mut app)
     );
     eprintln!("[4/9] tracing, mutual TLS, policy and audit ...");
-    section!(
-        report,
-        "variants",
-        s.section_limit,
-        variants(&ws, &mut report, &s, &main)
-    );
+    section!(report, "variants", s.section_limit, variants(&ws, &mut report, &s));
     eprintln!("[5/9] growth over stub regions ...");
     section!(report, "growth", s.section_limit, growth(&ws, &mut report, &s, &stubs));
     drop(stubs);
@@ -231,11 +226,13 @@ struct StubFleet {
 }
 
 impl StubFleet {
-    async fn start(ws: &Workspace, rows: &[PathBuf], most: usize) -> anyhow::Result<Self> {
+    /// Stubs for the largest of `sizes` (at least four), a gateway for each size and four.
+    async fn start(ws: &Workspace, rows: &[PathBuf], sizes: &[usize]) -> anyhow::Result<Self> {
+        let most = sizes.iter().copied().max().unwrap_or(4).max(4);
         let dir = ws.run_dir().join("stubs");
         std::fs::create_dir_all(&dir)?;
         let mut stubs = Vec::new();
-        for (i, region) in stub_regions(most.max(4)).into_iter().enumerate() {
+        for (i, region) in stub_regions(most).into_iter().enumerate() {
             let tls = ws.tls(&setup::node_id(region)?);
             let port = procs::free_port()?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -292,8 +289,10 @@ impl StubFleet {
             hop: (hop_addr, hop),
             gateways: Vec::new(),
         };
-        let mut sizes = vec![4];
-        sizes.extend(SIZES_BEYOND_FOUR.iter().copied().filter(|&n| n <= most));
+        let mut sizes = sizes.to_vec();
+        sizes.push(4);
+        sizes.sort_unstable();
+        sizes.dedup();
         for n in sizes {
             let endpoints: Vec<(String, String)> = fleet
                 .stubs
@@ -321,9 +320,6 @@ fn tls_args(tls: &yrd_identity::TlsPaths) -> Vec<String> {
         .flat_map(|(flag, path)| [flag.to_owned(), path.to_string_lossy().into_owned()])
         .collect()
 }
-
-/// The growth sizes above four.
-const SIZES_BEYOND_FOUR: [usize; 3] = [8, 16, 31];
 
 /// The regions of `n` stubs: the four of the delta first (so that four
 /// stubs serve the same rows as the four nodes), then the rest of the
@@ -660,7 +656,7 @@ async fn closed_loop(
     Ok((qps, all, failed, first_error))
 }
 
-async fn variants(ws: &Workspace, report: &mut Report, s: &Settings, main: &Mesh) -> anyhow::Result<()> {
+async fn variants(ws: &Workspace, report: &mut Report, s: &Settings) -> anyhow::Result<()> {
     let (otlp_addr, spans, _receiver) = crate::otlp::start().await?;
     let mk = |name: &'static str, f: &dyn Fn(&mut Variant)| {
         let mut v = Variant::main();
@@ -697,7 +693,6 @@ async fn variants(ws: &Workspace, report: &mut Report, s: &Settings, main: &Mesh
         )
         .await?,
     ];
-    let _ = main;
     let mut apps = Vec::new();
     for m in &meshes {
         apps.push(client::app(ws, m.gateway_addr, m.variant.insecure).await?);

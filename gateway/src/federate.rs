@@ -89,10 +89,9 @@ struct RegionRun {
     freshness: Option<prost_types::Timestamp>,
     /// The region's audit record of its current call.
     audit_id: String,
-    /// The region answered the call at all (accepted, refused, or rows).
+    /// The region answered the call at all (accepted, refused, or rows);
+    /// a page that ends without is reported as not heard from.
     heard: bool,
-    /// The page filled before the region answered the call at all.
-    unheard: bool,
     failure: Option<Status>,
 }
 
@@ -115,7 +114,6 @@ impl RegionRun {
             freshness: None,
             audit_id: String::new(),
             heard: false,
-            unheard: false,
             failure: None,
         };
         run.call();
@@ -149,7 +147,6 @@ impl RegionRun {
         self.rows = 0;
         self.started = Instant::now();
         self.finished = None;
-        self.unheard = false;
         self.heard = true;
     }
 
@@ -276,7 +273,7 @@ impl RegionRun {
     fn status(&self) -> RegionStatus {
         let elapsed = self.finished.unwrap_or_else(|| self.started.elapsed());
         match &self.failure {
-            None if self.unheard => RegionStatus {
+            None if !self.heard => RegionStatus {
                 message: UNHEARD.into(),
                 ..RegionStatus::answered(self.region.as_str(), self.rows, elapsed, self.freshness)
             },
@@ -563,9 +560,6 @@ impl Federator {
         }
         let page_full = emitted >= u64::from(plan.page_size());
         for r in &mut runs {
-            if !r.heard {
-                r.unheard = true;
-            }
             if r.live() {
                 r.finished.get_or_insert(r.started.elapsed());
             }
@@ -653,9 +647,7 @@ impl Federator {
         // that merely was not needed) and the region's audit record is
         // named. Rows that come meanwhile wait for the next page.
         let grace = tokio::time::Instant::now() + self.answer_grace;
-        while runs.iter().any(|r| !r.heard && r.rx.is_some()) {
-            let silent = runs.iter().position(|r| !r.heard && r.rx.is_some());
-            let Some(i) = silent else { break };
+        while let Some(i) = runs.iter().position(|r| !r.heard && r.rx.is_some()) {
             let Some(rx) = runs[i].rx.as_mut() else { break };
             let Ok(event) = tokio::time::timeout_at(grace, rx.recv()).await else {
                 break;
