@@ -319,7 +319,7 @@ impl Mesh {
             let proc = Proc::start(
                 &format!("{}-node-{}", variant.name, p.code),
                 &ws.bin.node,
-                &["--config", &path.to_string_lossy()],
+                &process_args(&path, variant.insecure),
                 &dir,
             )?;
             nodes.push((p.code.to_owned(), addr, proc));
@@ -359,6 +359,16 @@ impl Mesh {
     pub fn node_procs(&self) -> impl Iterator<Item = &Proc> {
         self.nodes.iter().map(|(_, _, p)| p)
     }
+}
+
+/// The command line of a node or gateway with the config at `path`: an
+/// insecure config needs `--insecure` on the command line as well.
+fn process_args(path: &Path, insecure: bool) -> Vec<String> {
+    let mut args = vec!["--config".to_owned(), path.to_string_lossy().into_owned()];
+    if insecure {
+        args.push("--insecure".to_owned());
+    }
+    args
 }
 
 /// A node or stub endpoint as the gateway config names it.
@@ -403,6 +413,9 @@ pub async fn start_gateway(
     };
     config.query.page_token_secret = Secret::new("yrd-bench-page-token-secret-0123456789");
     config.query.batch_rows = 500;
+    // Every loop of the harness is one application identity: the
+    // per-application limit would cap the concurrency levels measured.
+    config.query.max_calls_per_application = yrd_gateway::config::MAX_CALLS_PER_APPLICATION;
     config.telemetry.traces = variant.traces;
     config.telemetry.otlp_endpoint.clone_from(&variant.otlp);
     config.telemetry.service_name = "yrd-gateway".to_owned();
@@ -417,7 +430,7 @@ pub async fn start_gateway(
     let mut proc = Proc::start(
         &format!("{}-gateway-{name}", variant.name),
         &ws.bin.gateway,
-        &["--config", &path.to_string_lossy()],
+        &process_args(&path, variant.insecure),
         dir,
     )?;
     procs::wait_listening(addr, &mut [&mut proc], START_LIMIT).await?;

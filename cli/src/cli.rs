@@ -21,6 +21,12 @@ pub struct Cli {
     /// such as 30s, 500ms or 2m.
     #[arg(long, global = true, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+    /// Write CSV cells as they are: without it, a text cell starting with
+    /// =, +, -, @, tab or CR gets a leading ' so that a spreadsheet shows
+    /// it instead of running it as a formula (plain numbers such as -12.5
+    /// are left alone).
+    #[arg(long, global = true)]
+    pub csv_raw: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -381,6 +387,11 @@ mod tests {
         assert_eq!((q.limit, q.output), (20, Format::Csv));
         assert!(Cli::try_parse_from(["yrdctl", "query", "enterprise", "--limit", "0"]).is_err());
         assert!(Cli::try_parse_from(["yrdctl", "up", "--data-dir", "d", "--scale", "0"]).is_err());
+        assert!(!cli.csv_raw, "CSV cells are protected by default");
+        let cli = Cli::try_parse_from(["yrdctl", "query", "enterprise", "-o", "csv", "--csv-raw"]).unwrap();
+        assert!(cli.csv_raw);
+        let cli = Cli::try_parse_from(["yrdctl", "--csv-raw", "regions", "-o", "csv"]).unwrap();
+        assert!(cli.csv_raw);
     }
 
     fn traces(args: &[&str]) -> Result<TraceQuery, clap::Error> {

@@ -86,8 +86,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let Cli {
         profile,
         timeout,
+        csv_raw,
         command,
     } = cli;
+    output::set_csv_raw(csv_raw);
     let connection = || client::Connection::new(profile.as_deref(), timeout);
     match command {
         Command::Pki(PkiCommand::Init(args)) => pki::init(&args),

@@ -1,9 +1,30 @@
 //! Printing answers: rows decoded from their `Any` wrappers with
 //! prost-reflect and written as a table, JSON Lines or CSV; tables of
 //! catalog, regions and per-region outcomes; proto JSON of responses.
+//!
+//! What the data says reaches a terminal or a spreadsheet, so it is made
+//! harmless on the way out:
+//!
+//! - **Tables** (and the other lines for people, such as [`trace_hint`]
+//!   and [`partial_note`]) show control characters (C0, DEL, C1), bidi
+//!   controls and the other invisible format characters (Unicode `Cf`,
+//!   and the line and paragraph separators) as visible escapes ([`escape_text`]:
+//!   `\x1b`, `\n`, `\u{202e}`), and column widths are measured on the escaped
+//!   text. Backslashes are left as they are.
+//! - **CSV** cells that a spreadsheet would run as a formula (starting with
+//!   `=`, `+`, `-`, `@`, tab or CR, as OWASP's CSV-injection guidance
+//!   lists) get a leading `'` ([`csv_cell`]), except cells that are a plain
+//!   number (`-12`, `+3.5`, `-1e-7`), which no spreadsheet runs: negative
+//!   numbers, of numeric fields or not, stay numbers. `yrdctl --csv-raw`
+//!   turns this off ([`set_csv_raw`]).
+//! - **JSON** is escaped by serde for `"`, `\` and C0; [`json_text`] also
+//!   writes DEL, C1 and the format characters as `\uXXXX`, which reads back
+//!   to the same string.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -180,6 +201,7 @@ pub fn millis(d: &prost_types::Duration) -> String {
 
 /// The line naming a call's trace, with the command that draws it.
 pub fn trace_hint(trace_id: &str) -> String {
+    let trace_id = escape_text(trace_id);
     format!("trace: {trace_id}  (yrdctl traces --trace-id {trace_id})")
 }
 
@@ -201,13 +223,142 @@ pub fn region_name(region: &str) -> &'static str {
     yrd_datasets::codes::regions::province(region).map_or("", |p| p.name_en)
 }
 
+/// Whether `c` is shown as an escape in text for people: C0 controls
+/// (tab and line ends included), DEL, C1 controls, the line and paragraph
+/// separators, and every format character (Unicode general category `Cf`:
+/// the bidi controls U+061C, U+200E/U+200F, U+202A–U+202E and
+/// U+2066–U+2069, zero-width characters, the BOM, tag characters, ...).
+pub fn is_hidden(c: char) -> bool {
+    matches!(
+        c,
+        '\u{0}'..='\u{1f}'
+            | '\u{7f}'..='\u{9f}'
+            | '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
+}
+
+/// Text from the data as a terminal may show it: every [`is_hidden`]
+/// character as a visible escape (`\t`, `\n`, `\r`, `\x1b` for the other C0
+/// controls and DEL, `\u{9b}` or `\u{202e}` for the rest), everything else
+/// as it is. Borrowed when nothing needs escaping.
+pub fn escape_text(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\u{0}'..='\u{1f}' | '\u{7f}' => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if is_hidden(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether CSV cells are written as they are ([`set_csv_raw`]).
+static CSV_RAW: AtomicBool = AtomicBool::new(false);
+
+/// Turns the CSV formula protection of [`csv_cell`] off (`yrdctl
+/// --csv-raw`) or back on, for every CSV this process writes.
+pub fn set_csv_raw(raw: bool) {
+    CSV_RAW.store(raw, Ordering::Relaxed);
+}
+
+/// Whether CSV cells are written as they are.
+pub fn csv_raw() -> bool {
+    CSV_RAW.load(Ordering::Relaxed)
+}
+
+/// One CSV cell made safe to open in a spreadsheet: a cell starting with
+/// `=`, `+`, `-`, `@`, tab or CR gets a leading `'`, so that it is shown as
+/// text instead of run as a formula (`=cmd|' /C calc'!A0`), unless it is a
+/// plain number such as `-12.5`, which stays a number.
+pub fn csv_cell(text: &str) -> Cow<'_, str> {
+    match text.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') if !is_plain_number(text) => Cow::Owned(format!("'{text}")),
+        _ => Cow::Borrowed(text),
+    }
+}
+
+/// A decimal number and nothing else: an optional sign, digits with at
+/// most one `.`, an optional exponent (`-12`, `+3.5`, `-1e-7`).
+fn is_plain_number(text: &str) -> bool {
+    let body = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let (mantissa, exponent) = match body.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e.strip_prefix(['+', '-']).unwrap_or(e))),
+        None => (body, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((int, frac)) => {
+            (digits(int) || int.is_empty()) && (digits(frac) || frac.is_empty()) && !(int.is_empty() && frac.is_empty())
+        }
+        None => digits(mantissa),
+    };
+    mantissa_ok && exponent.is_none_or(digits)
+}
+
+/// Serialized JSON with DEL, the C1 controls and the format characters
+/// ([`is_hidden`] beyond C0: serde escapes C0 in strings already, and any
+/// left is whitespace between tokens) written as `\uXXXX` escapes
+/// (surrogate pairs above the BMP). Outside strings JSON holds only ASCII
+/// punctuation, letters, digits and whitespace, so every such character is
+/// inside a string, and the escaped text parses to the same value.
+pub fn json_text(json: String) -> String {
+    let escaped = |c: char| c > '\u{1f}' && is_hidden(c);
+    if !json.chars().any(escaped) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if escaped(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A table in the workspace's plain style; numeric columns align right.
+/// Every header and cell is shown through [`escape_text`], so widths are
+/// those of the escaped text.
 pub fn table(headers: &[String], rows: Vec<Vec<String>>, numeric: &[bool]) -> Table {
     let mut t = Table::new();
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header(headers);
+    t.set_header(headers.iter().map(|h| escape_text(h).into_owned()));
     for row in rows {
-        t.add_row(row);
+        t.add_row(row.into_iter().map(|c| match escape_text(&c) {
+            Cow::Borrowed(_) => c,
+            Cow::Owned(escaped) => escaped,
+        }));
     }
     for (i, &right) in numeric.iter().enumerate() {
         if right && let Some(column) = t.column_mut(i) {
@@ -230,10 +381,11 @@ pub fn write_records(
     match format {
         Format::Table => writeln!(out, "{}", table(headers, rows, numeric))?,
         Format::Csv => {
+            let raw = csv_raw();
             let mut w = csv::Writer::from_writer(out);
-            w.write_record(headers)?;
+            w.write_record(csv_cells(headers, raw))?;
             for row in rows {
-                w.write_record(row)?;
+                w.write_record(csv_cells(&row, raw))?;
             }
             w.flush()?;
         }
@@ -245,7 +397,7 @@ pub fn write_records(
                     .zip(numeric.iter().chain(std::iter::repeat(&false)))
                     .map(|((h, v), &num)| (h.clone(), json_cell(v, num)))
                     .collect();
-                writeln!(out, "{}", serde_json::Value::Object(object))?;
+                writeln!(out, "{}", json_text(serde_json::Value::Object(object).to_string()))?;
             }
         }
     }
@@ -270,7 +422,7 @@ pub fn proto_json<M: prost::Message>(pool: &DescriptorPool, message: &M, full_na
         .with_context(|| format!("{full_name} is not in the descriptor set"))?;
     let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
         .with_context(|| format!("re-decoding {full_name}"))?;
-    Ok(serde_json::to_string(&dynamic)?)
+    Ok(json_text(serde_json::to_string(&dynamic)?))
 }
 
 /// Writes rows as they arrive: JSON Lines and CSV stream, a table waits for
@@ -288,6 +440,8 @@ pub struct RowWriter<W: Write> {
     numeric: Option<Vec<bool>>,
     /// Whether the CSV header has been written.
     header_written: bool,
+    /// CSV cells as they are, without formula protection ([`csv_cell`]).
+    csv_raw: bool,
 }
 
 impl<W: Write> RowWriter<W> {
@@ -300,7 +454,15 @@ impl<W: Write> RowWriter<W> {
             rows: Vec::new(),
             numeric: None,
             header_written: false,
+            csv_raw: csv_raw(),
         }
+    }
+
+    /// Writes CSV cells as they are (`true`) or with formula protection
+    /// (`false`, the default unless [`set_csv_raw`] said otherwise).
+    pub fn with_csv_raw(mut self, raw: bool) -> Self {
+        self.csv_raw = raw;
+        self
     }
 
     /// Writes (or, for a table, keeps) one row.
@@ -321,13 +483,13 @@ impl<W: Write> RowWriter<W> {
         }
         match self.format {
             Format::Json => {
-                let text = serde_json::to_string(row)?;
+                let text = json_text(serde_json::to_string(row)?);
                 writeln!(self.out, "{text}")?;
             }
             Format::Csv => {
                 self.write_csv_header()?;
                 let cells: Vec<String> = self.columns.iter().map(|c| cell(row, c)).collect();
-                self.out.write_all(&csv_line(&cells)?)?;
+                self.out.write_all(&csv_line(&cells, self.csv_raw)?)?;
             }
             Format::Table => self.rows.push(self.columns.iter().map(|c| cell(row, c)).collect()),
         }
@@ -359,7 +521,7 @@ impl<W: Write> RowWriter<W> {
     fn write_csv_header(&mut self) -> anyhow::Result<()> {
         if !self.header_written {
             self.header_written = true;
-            let line = csv_line(&self.columns)?;
+            let line = csv_line(&self.columns, self.csv_raw)?;
             self.out.write_all(&line)?;
         }
         Ok(())
@@ -369,10 +531,20 @@ impl<W: Write> RowWriter<W> {
 /// One CSV record, quoted as needed, with its line end. Encoded apart from
 /// the output so that writing stays a plain `io::Write`, whose errors (a
 /// closed pipe) are reported as such.
-fn csv_line(cells: &[String]) -> anyhow::Result<Vec<u8>> {
+fn csv_line(cells: &[String], raw: bool) -> anyhow::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(cells)?;
+    w.write_record(csv_cells(cells, raw))?;
     w.into_inner().context("encoding a CSV record")
+}
+
+/// The cells of one CSV record, through [`csv_cell`] unless `raw`.
+fn csv_cells(cells: &[String], raw: bool) -> impl Iterator<Item = Cow<'_, [u8]>> {
+    cells.iter().map(
+        move |c| match if raw { Cow::Borrowed(c.as_str()) } else { csv_cell(c) } {
+            Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+            Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+        },
+    )
 }
 
 /// The outcome of every region as a table: region, name, state, rows,
@@ -409,7 +581,7 @@ pub fn partial_note(statuses: &[RegionStatus]) -> Option<String> {
     let failed: Vec<String> = statuses
         .iter()
         .filter(|s| s.state != RegionState::Ok as i32 && s.state != RegionState::Skipped as i32)
-        .map(|s| format!("{} ({})", s.region, state_name(s.state)))
+        .map(|s| format!("{} ({})", escape_text(&s.region), state_name(s.state)))
         .collect();
     (!failed.is_empty()).then(|| {
         format!(
@@ -571,6 +743,158 @@ mod tests {
         assert!(!text.contains("e8"), "{text}");
         let text = written(Format::Table, &["station_code", "observed_at", "pm25"], &[air()]);
         assert!(text.contains("2025-01-01T05:00:00Z") && text.contains("35.5"), "{text}");
+    }
+
+    /// The characters of the finding: NUL, an ANSI colour, BEL, U+202E.
+    const HOSTILE: &str = "a\u{0}b\x1b[31mred\x07\u{202e}evil";
+
+    fn hostile_enterprise() -> prost_types::Any {
+        any(
+            &Enterprise {
+                credit_code: "91320500MA1XYZ1234".into(),
+                name: HOSTILE.into(),
+                address: "=cmd|' /C calc'!A0".into(),
+                industry: "@SUM(1+1)".into(),
+                status: "-2+3".into(),
+                legal_representative: "+cmd".into(),
+                registered_capital: -1250.5,
+                ..Enterprise::default()
+            },
+            "yrd.datasets.enterprise.v1.Enterprise",
+        )
+    }
+
+    #[test]
+    fn control_and_bidi_characters_are_escaped_for_people() {
+        assert_eq!(escape_text(HOSTILE), "a\\x00b\\x1b[31mred\\x07\\u{202e}evil");
+        assert!(matches!(escape_text("苏州恒达机械 a\\b"), Cow::Borrowed(_)));
+        for (c, shown) in [
+            ('\t', "\\t"),
+            ('\n', "\\n"),
+            ('\r', "\\r"),
+            ('\u{7f}', "\\x7f"),
+            ('\u{9b}', "\\u{9b}"),
+            ('\u{61c}', "\\u{61c}"),
+            ('\u{200e}', "\\u{200e}"),
+            ('\u{200f}', "\\u{200f}"),
+            ('\u{202a}', "\\u{202a}"),
+            ('\u{2066}', "\\u{2066}"),
+            ('\u{2069}', "\\u{2069}"),
+            ('\u{200b}', "\\u{200b}"),
+            ('\u{2028}', "\\u{2028}"),
+            ('\u{feff}', "\\u{feff}"),
+            ('\u{e0041}', "\\u{e0041}"),
+        ] {
+            assert_eq!(escape_text(&format!("x{c}y")), format!("x{shown}y"), "{c:?}");
+        }
+        let text = written(Format::Table, &["name", "registered_capital"], &[hostile_enterprise()]);
+        assert!(text.contains("a\\x00b\\x1b[31mred\\x07\\u{202e}evil"), "{text}");
+        assert!(!text.chars().any(|c| is_hidden(c) && c != '\n'), "{text:?}");
+        // Widths are those of the escaped text: every line equally wide.
+        let widths: Vec<usize> = text.lines().map(|l| l.chars().count()).collect();
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "{widths:?}\n{text}");
+        // Headers and the other tables too.
+        let t = table(
+            &["h\u{1b}]0;x\u{7}".to_owned()],
+            vec![vec!["\u{202e}1".to_owned()]],
+            &[false],
+        )
+        .to_string();
+        assert!(t.contains("h\\x1b]0;x\\x07") && t.contains("\\u{202e}1"), "{t}");
+        let status = RegionStatus {
+            region: "31\u{1b}[2J".into(),
+            state: RegionState::Unavailable as i32,
+            message: "down\u{7}".into(),
+            ..Default::default()
+        };
+        let t = region_table(std::slice::from_ref(&status)).to_string();
+        assert!(
+            t.contains("31\\x1b[2J") && t.contains("down\\x07") && !t.contains('\u{1b}'),
+            "{t}"
+        );
+        let note = partial_note(&[status]).unwrap();
+        assert!(note.contains("31\\x1b[2J") && !note.contains('\u{1b}'), "{note}");
+        assert!(!trace_hint("ab\u{1b}c").contains('\u{1b}'));
+    }
+
+    #[test]
+    fn csv_cells_cannot_become_formulas() {
+        let text = written(
+            Format::Csv,
+            &[
+                "address",
+                "industry",
+                "status",
+                "legal_representative",
+                "registered_capital",
+            ],
+            &[hostile_enterprise()],
+        );
+        assert_eq!(
+            text,
+            "address,industry,status,legal_representative,registered_capital\n\
+             '=cmd|' /C calc'!A0,'@SUM(1+1),'-2+3,'+cmd,-1250.5\n"
+        );
+        for (cell, out) in [
+            ("=1+1", "'=1+1"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("-12", "-12"),
+            ("+3.5", "+3.5"),
+            ("-1e-7", "-1e-7"),
+            ("-.5", "-.5"),
+            ("-", "'-"),
+            ("-1-1", "'-1-1"),
+            ("-inf", "'-inf"),
+            ("a=b", "a=b"),
+            ("", ""),
+        ] {
+            assert_eq!(csv_cell(cell), out, "{cell:?}");
+        }
+        // --csv-raw: as they are.
+        let mut decoder = RowDecoder::new().unwrap();
+        let mut w = RowWriter::new(Vec::new(), Format::Csv, vec!["address".to_owned()]).with_csv_raw(true);
+        w.push(&decoder.decode(&hostile_enterprise()).unwrap()).unwrap();
+        let raw = String::from_utf8(w.finish().unwrap()).unwrap();
+        assert_eq!(raw, "address\n=cmd|' /C calc'!A0\n");
+        // The records of the other commands too.
+        let mut out = Vec::new();
+        let headers = vec!["a".to_owned(), "n".to_owned()];
+        write_records(
+            &mut out,
+            Format::Csv,
+            &headers,
+            vec![vec!["=HYPERLINK(\"x\")".into(), "-3".into()]],
+            &[false, true],
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "a,n\n\"'=HYPERLINK(\"\"x\"\")\",-3\n");
+    }
+
+    #[test]
+    fn json_escapes_every_hidden_character_and_reads_back() {
+        let text = written(Format::Json, &[], &[hostile_enterprise()]);
+        assert!(!text.trim_end().chars().any(is_hidden), "{text:?}");
+        assert!(
+            text.contains("\\u0000") && text.contains("\\u001b") && text.contains("\\u0007"),
+            "{text}"
+        );
+        assert!(text.contains("\\u202e"), "{text}");
+        let value: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(value["name"], HOSTILE, "the escapes read back to the same text");
+        let wide = json_text(serde_json::to_string("\u{e0041}\u{7f}\u{85}").unwrap());
+        assert_eq!(wide, "\"\\udb40\\udc41\\u007f\\u0085\"");
+        assert_eq!(serde_json::from_str::<String>(&wide).unwrap(), "\u{e0041}\u{7f}\u{85}");
+        let mut out = Vec::new();
+        write_records(
+            &mut out,
+            Format::Json,
+            &["a".to_owned()],
+            vec![vec!["\u{202e}x".into()]],
+            &[false],
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "{\"a\":\"\\u202ex\"}\n");
     }
 
     #[test]

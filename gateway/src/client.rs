@@ -337,7 +337,11 @@ impl CallRecord {
         let (state, code) = match outcome {
             Ok(()) => (RegionState::Ok, Code::Ok),
             Err(status) => {
-                self.span.record("otel.status_description", status.message());
+                // A region's refusal of the caller's request may quote its
+                // literals: the span records the reason and parameter only.
+                let description = yrd_query::error::redacted_status(status)
+                    .unwrap_or_else(|| yrd_telemetry::truncate_for_record(status.message(), 512).into_owned());
+                self.span.record("otel.status_description", description.as_str());
                 (region_state(status.code()), status.code())
             }
         };

@@ -28,6 +28,10 @@ pub struct GatewayConfig {
     /// they are ended with `UNAVAILABLE`, such as `"10s"`.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Limits of the connection edge: TLS handshakes (time, in total, per
+    /// source) and HTTP/2 streams per connection.
+    #[serde(default)]
+    pub connections: yrd_server::ConnectionLimits,
     /// Plaintext everywhere, for development only: a warning is logged at start.
     #[serde(default)]
     pub insecure: bool,
@@ -65,6 +69,12 @@ pub struct GatewayConfig {
     /// The regions of the federation.
     #[serde(default)]
     pub regions: Vec<RegionConfig>,
+    /// Region ids accepted besides the 31 mainland provincial-level codes
+    /// of GB/T 2260 (`yrd_datasets::codes::regions::PROVINCIAL_LEVEL`), for
+    /// a federation that has others (`810000`, a test mesh's `990000`):
+    /// six digits each. Empty by default: any other `regions[].id` is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_region_ids: Vec<String>,
     /// The gateway's audit log (hash-chained, checkpoints signed with the
     /// gateway's key); none: no audit at the gateway, with a warning at
     /// start (each node still keeps its own).
@@ -116,6 +126,18 @@ pub struct QueryConfig {
     /// this many rows (a scan); the pages after it always do. A top-20
     /// that is never followed then holds no node's query slot.
     pub keep_open_min_page: u32,
+    /// How long an application may leave the gateway's next message
+    /// unread (`"5s"`; at most the caller's deadline) before its call is
+    /// ended and its region calls are cancelled, giving back their node
+    /// query slots: a client that stops reading holds nothing for long.
+    #[serde(with = "humantime_serde")]
+    pub client_stall_timeout: Duration,
+    /// Calls one application (one certificate identity) may have in
+    /// flight at the gateway at once, streams until their end; past it a
+    /// call is refused at once with `RESOURCE_EXHAUSTED`. Keep it below a
+    /// node's `query.max_concurrent` so no one application can take all
+    /// of a region's query slots.
+    pub max_calls_per_application: usize,
 }
 
 impl Default for QueryConfig {
@@ -131,14 +153,21 @@ impl Default for QueryConfig {
             keep_open: Duration::from_secs(5),
             max_kept_open: 8,
             keep_open_min_page: 1000,
+            client_stall_timeout: Duration::from_secs(5),
+            max_calls_per_application: 8,
         }
     }
 }
 
 /// The most pages whose region calls `query.max_kept_open` may keep.
 pub const MAX_KEPT_OPEN: usize = 4096;
-/// The longest `query.keep_open`.
-pub const MAX_KEEP_OPEN: Duration = Duration::from_secs(60);
+/// The longest `query.keep_open`: shorter than a node's default
+/// `query.stall_timeout` (30 s), so that nodes never cut a kept call.
+pub const MAX_KEEP_OPEN: Duration = Duration::from_secs(20);
+/// Bounds of `query.client_stall_timeout`.
+pub const CLIENT_STALL_BOUNDS: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(60));
+/// The most `query.max_calls_per_application` may be.
+pub const MAX_CALLS_PER_APPLICATION: usize = 100_000;
 
 /// Health checks of region endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +238,7 @@ impl Default for GatewayConfig {
             name: default_name(),
             listen: default_listen(),
             shutdown_grace: default_shutdown_grace(),
+            connections: yrd_server::ConnectionLimits::default(),
             insecure: false,
             tls: None,
             trust_domain: default_trust_domain(),
@@ -220,12 +250,53 @@ impl Default for GatewayConfig {
             query: QueryConfig::default(),
             health: HealthConfig::default(),
             regions: Vec::new(),
+            extra_region_ids: Vec::new(),
             audit: None,
         }
     }
 }
 
 impl GatewayConfig {
+    /// Checks this process's own certificate against the config, reading
+    /// the `tls` files (the binary calls it at start, after [`Self::load`]):
+    /// it must carry a gateway identity in `trust_domain`. Returns that
+    /// identity; `None` in insecure mode, which has no certificate. Errors
+    /// name `origin`, the key and the reason.
+    pub fn check_certificate(&self, origin: &str) -> Result<Option<yrd_identity::PeerId>, ConfigError> {
+        let Some(paths) = self.tls.as_ref().filter(|_| !self.insecure) else {
+            return Ok(None);
+        };
+        let err = |key: &str, reason: String| ConfigError::new(origin, key, reason);
+        let material = paths.load().map_err(|e| err("tls", e.to_string()))?;
+        let cert = paths.cert.display();
+        let id = material
+            .peer_id()
+            .map_err(|e| err("tls.cert", format!("{cert} carries no mesh identity: {e}")))?;
+        if id.trust_domain != self.trust_domain {
+            return Err(err(
+                "trust_domain",
+                format!(
+                    "{:?} is not the trust domain of this gateway's certificate tls.cert ({cert}: {id}); \
+                     every identity of a mesh is in one trust domain",
+                    self.trust_domain
+                ),
+            ));
+        }
+        if id.role != yrd_identity::Role::Gateway {
+            return Err(err(
+                "tls.cert",
+                format!(
+                    "{cert} carries {id}, an identity of kind {}; a gateway serves with a gateway identity \
+                     (spiffe://{}/gateway/<name>): it signs the on-behalf-of assertions nodes accept only \
+                     from gateways",
+                    id.kind(),
+                    self.trust_domain
+                ),
+            ));
+        }
+        Ok(Some(id))
+    }
+
     /// Reads, overrides from the environment, resolves paths and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let (text, shown) = yrd_server::read_config(path)?;
@@ -272,20 +343,31 @@ impl GatewayConfig {
         if !self.insecure && self.tls.is_none() {
             return Err(err("tls", "required unless insecure = true (development only)".into()));
         }
+        self.connections.validate(origin)?;
         if let Some(audit) = &self.audit {
             audit.validate().map_err(|e| err("audit", e.to_string()))?;
         }
+        if self.insecure {
+            // Plaintext without client certificates serves this host only,
+            // whatever the file says: `--insecure` does not widen it.
+            yrd_server::check_loopback(origin, "listen", Some(self.listen))?;
+            yrd_server::check_loopback(origin, "admin_listen", self.admin_listen)?;
+        }
+        // The telemetry bounds (buffer_spans, buffer_bytes, export_queue, ...).
+        self.telemetry.validate().map_err(|e| match e {
+            yrd_telemetry::TelemetryError::Config { key, reason } => err(&format!("telemetry.{key}"), reason),
+            other => err("telemetry", other.to_string()),
+        })?;
         if self.regions.is_empty() {
             return Err(err("regions", "at least one region is needed".into()));
         }
+        for (i, extra) in self.extra_region_ids.iter().enumerate() {
+            yrd_datasets::codes::regions::check_extra_region_id(extra)
+                .map_err(|reason| err(&format!("extra_region_ids[{i}]"), reason))?;
+        }
         for (i, r) in self.regions.iter().enumerate() {
-            let b = r.id.as_bytes();
-            if b.len() != 6 || !b.iter().all(u8::is_ascii_digit) {
-                return Err(err(
-                    &format!("regions[{i}].id"),
-                    format!("{:?} is not a GB/T 2260 code", r.id),
-                ));
-            }
+            yrd_datasets::codes::regions::check_region_id(&r.id, &self.extra_region_ids)
+                .map_err(|reason| err(&format!("regions[{i}].id"), reason))?;
             if self.regions[..i].iter().any(|o| o.id == r.id) {
                 return Err(err(
                     &format!("regions[{i}].id"),
@@ -316,10 +398,32 @@ impl GatewayConfig {
         if self.query.batch_rows == 0 || self.query.region_buffer == 0 {
             return Err(err("query", "batch_rows and region_buffer must be at least 1".into()));
         }
+        // Every limit within its bounds (max_filter_depth's hard bound keeps
+        // the filter walks off the end of the stack).
+        self.limits.validate("limits.").map_err(|e| err(&e.key, e.reason))?;
         if self.query.max_kept_open > MAX_KEPT_OPEN {
             return Err(err(
                 "query.max_kept_open",
                 format!("{} is more than the limit of {MAX_KEPT_OPEN}", self.query.max_kept_open),
+            ));
+        }
+        let (lo, hi) = CLIENT_STALL_BOUNDS;
+        if !(lo..=hi).contains(&self.query.client_stall_timeout) {
+            return Err(err(
+                "query.client_stall_timeout",
+                format!(
+                    "{:?} is outside the bounds {lo:?}..={hi:?}",
+                    self.query.client_stall_timeout
+                ),
+            ));
+        }
+        if !(1..=MAX_CALLS_PER_APPLICATION).contains(&self.query.max_calls_per_application) {
+            return Err(err(
+                "query.max_calls_per_application",
+                format!(
+                    "{} is outside the bounds 1..={MAX_CALLS_PER_APPLICATION}",
+                    self.query.max_calls_per_application
+                ),
             ));
         }
         if self.query.keep_open > MAX_KEEP_OPEN {
@@ -454,6 +558,95 @@ endpoints = ["http://127.0.0.1:50062"]
         assert!(e.to_string().contains("foo"), "{e}");
         let c = GatewayConfig::parse(&OK.replace("320000", "32"), "g.toml").unwrap();
         assert_eq!(c.validate("g.toml").unwrap_err().key, "regions[0].id");
+        for bad in ["999999", "310100", "710000"] {
+            let c = GatewayConfig::parse(&OK.replace("320000", bad), "g.toml").unwrap();
+            let e = c.validate("g.toml").unwrap_err();
+            assert_eq!(e.key, "regions[0].id", "{bad}");
+            assert!(e.to_string().starts_with("config g.toml: regions[0].id: "), "{e}");
+            assert!(e.reason.contains("provincial-level"), "{e}");
+        }
+        let c = GatewayConfig::parse(
+            &format!("extra_region_ids = [\"990000\"]\n{}", OK.replace("320000", "990000")),
+            "g.toml",
+        )
+        .unwrap();
+        c.validate("g.toml").unwrap();
+        assert_eq!(
+            GatewayConfig::parse(&toml::to_string(&c).unwrap(), "g.toml").unwrap(),
+            c
+        );
+        let twice = format!("{OK}[[regions]]\nid = \"320000\"\nendpoints = [\"http://127.0.0.1:50063\"]\n");
+        let e = GatewayConfig::parse(&twice, "g.toml")
+            .unwrap()
+            .validate("g.toml")
+            .unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.reason.as_str()),
+            ("regions[1].id", "region 320000 is listed twice")
+        );
+    }
+
+    #[test]
+    fn insecure_binds_only_loopback() {
+        for (text, key) in [
+            ("listen = \"0.0.0.0:50070\"", "listen"),
+            ("listen = \"10.0.0.1:50070\"", "listen"),
+            ("admin_listen = \"[::]:9090\"", "admin_listen"),
+        ] {
+            let c = GatewayConfig::parse(&format!("{text}\n{OK}"), "g.toml").unwrap();
+            let e = c.validate("g.toml").unwrap_err();
+            assert_eq!(e.key, key, "{text}");
+            assert!(e.reason.contains("not a loopback address"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_certificate_must_be_a_gateways() {
+        use yrd_identity::{IssueRequest, PeerId};
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path();
+        yrd_identity::init_ca(pki, "yrd.mesh").unwrap();
+        let config = |id: &PeerId, trust_domain: &str| {
+            let files = yrd_identity::issue(pki, &IssueRequest::local_server(id.clone())).unwrap();
+            let mut c = GatewayConfig::parse(&OK.replace("insecure = true", ""), "g.toml").unwrap();
+            c.trust_domain = trust_domain.to_owned();
+            c.tls = Some(TlsPaths {
+                ca: pki.join(yrd_identity::CA_CERT_FILE),
+                cert: files.cert,
+                key: files.key,
+            });
+            c
+        };
+        let own = PeerId::gateway("yrd.mesh", "gw-1").unwrap();
+        assert_eq!(
+            config(&own, "yrd.mesh").check_certificate("g.toml").unwrap(),
+            Some(own.clone())
+        );
+        let cases = [
+            (
+                PeerId::app("yrd.mesh", "dash").unwrap(),
+                "yrd.mesh",
+                "tls.cert",
+                "kind app",
+            ),
+            (
+                PeerId::node("yrd.mesh", "320000", "nj-1").unwrap(),
+                "yrd.mesh",
+                "tls.cert",
+                "kind node",
+            ),
+            (
+                own,
+                "other.mesh",
+                "trust_domain",
+                "\"other.mesh\" is not the trust domain",
+            ),
+        ];
+        for (id, td, key, says) in cases {
+            let e = config(&id, td).check_certificate("g.toml").unwrap_err();
+            assert_eq!(e.key, key, "{id}: {e}");
+            assert!(e.reason.contains(says) && e.reason.contains(&id.uri()), "{e}");
+        }
     }
 
     #[test]

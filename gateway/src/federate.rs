@@ -422,10 +422,16 @@ impl Federator {
         deadline: Instant,
         trace_id: String,
         record: Entry,
-        out: mpsc::Sender<Result<QueryResponse, Status>>,
+        out: Out,
     ) -> Code {
         let _open = yrd_telemetry::OpenStreamGuard::open();
-        let end = self.page(plan, deadline, trace_id, record.clone(), out).await;
+        let end = self.page(plan, deadline, trace_id, record.clone(), &out).await;
+        if out.stalled() {
+            tracing::info!(
+                rows = end.rows,
+                "the application stopped reading; its call was ended and its region calls cancelled"
+            );
+        }
         if !end.audit_id.is_empty() {
             let mut e = record;
             e.kind = "query.end".into();
@@ -446,14 +452,7 @@ impl Federator {
     }
 
     /// One page; returns how it ended.
-    async fn page(
-        &self,
-        plan: QueryPlan,
-        deadline: Instant,
-        trace_id: String,
-        record: Entry,
-        out: mpsc::Sender<Result<QueryResponse, Status>>,
-    ) -> PageEnd {
+    async fn page(&self, plan: QueryPlan, deadline: Instant, trace_id: String, record: Entry, out: &Out) -> PageEnd {
         // The calls the previous page kept open, when it was this gateway's.
         let mut kept: Vec<RegionRun> = plan
             .resumed_from
@@ -526,11 +525,9 @@ impl Federator {
             "yrd.rows" = tracing::field::Empty
         );
         let sent = if merge {
-            self.merge(&plan, &mut runs, &out).instrument(merge_span.clone()).await
+            self.merge(&plan, &mut runs, out).instrument(merge_span.clone()).await
         } else {
-            self.forward(&plan, &mut runs, &out)
-                .instrument(merge_span.clone())
-                .await
+            self.forward(&plan, &mut runs, out).instrument(merge_span.clone()).await
         };
         if let Ok(n) = &sent {
             merge_span.record("yrd.rows", n);
@@ -614,12 +611,7 @@ impl Federator {
     /// the page size; rows past the cut stay pending for the next page.
     /// Returns the rows sent, or, when `out` closed, Err with the rows
     /// handed over before.
-    async fn forward(
-        &self,
-        plan: &QueryPlan,
-        runs: &mut [RegionRun],
-        out: &mpsc::Sender<Result<QueryResponse, Status>>,
-    ) -> Result<u64, u64> {
+    async fn forward(&self, plan: &QueryPlan, runs: &mut [RegionRun], out: &Out) -> Result<u64, u64> {
         let page = u64::from(plan.page_size());
         let mut sent = 0u64;
         // Rows a kept call had already delivered go first.
@@ -664,12 +656,7 @@ impl Federator {
     }
 
     /// An order asked: k-way merges the regions' rows on their sort keys.
-    async fn merge(
-        &self,
-        plan: &QueryPlan,
-        runs: &mut [RegionRun],
-        out: &mpsc::Sender<Result<QueryResponse, Status>>,
-    ) -> Result<u64, u64> {
+    async fn merge(&self, plan: &QueryPlan, runs: &mut [RegionRun], out: &Out) -> Result<u64, u64> {
         futures::future::join_all(runs.iter_mut().map(RegionRun::fill)).await;
         if plan.consistency == Consistency::AllRegions && runs.iter().any(|r| r.failure.is_some()) {
             return Ok(0);
@@ -735,12 +722,7 @@ impl Federator {
 
 /// Sends up to `room` of `run`'s pending rows to the application as one
 /// batch; the rows sent, or Err with the `sent` before when it went away.
-async fn forward_pending(
-    run: &mut RegionRun,
-    room: u64,
-    sent: u64,
-    out: &mpsc::Sender<Result<QueryResponse, Status>>,
-) -> Result<u64, u64> {
+async fn forward_pending(run: &mut RegionRun, room: u64, sent: u64, out: &Out) -> Result<u64, u64> {
     let Some(batch) = run.take(usize::try_from(room).unwrap_or(usize::MAX)) else {
         return Ok(0);
     };
@@ -752,6 +734,58 @@ async fn forward_pending(
     .map_err(|_| sent)?;
     Ok(n)
 }
+
+/// The channel to the application, with how long a message may wait
+/// for it to be read: a send that waits longer than the client stall
+/// timeout, or past the caller's deadline, gives up as if the application
+/// had gone, so the call ends and its region calls are cancelled.
+#[derive(Debug)]
+pub struct Out {
+    tx: mpsc::Sender<Result<QueryResponse, Status>>,
+    stall: Duration,
+    deadline: Instant,
+    stalled: std::sync::atomic::AtomicBool,
+}
+
+/// The application did not take a message: it went away or stopped reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+impl Out {
+    /// Messages to `tx`, each waiting at most `stall` (and never past
+    /// `deadline` and the deadline margin) to be taken.
+    pub fn new(tx: mpsc::Sender<Result<QueryResponse, Status>>, stall: Duration, deadline: Instant) -> Self {
+        Self {
+            tx,
+            stall,
+            deadline,
+            stalled: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Sends `msg`, or gives up (see [`Out`]).
+    pub async fn send(&self, msg: Result<QueryResponse, Status>) -> Result<(), Gone> {
+        // The regions' deadline is a little before the caller's; the
+        // summary after it still gets the stall timeout's second chance.
+        let until_deadline = self.deadline.saturating_duration_since(Instant::now()) + STALL_PAST_DEADLINE;
+        match self.tx.send_timeout(msg, self.stall.min(until_deadline)).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                self.stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(Gone)
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Gone),
+        }
+    }
+
+    /// Whether a send gave up because the application stopped reading.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// How long past the regions' deadline the last messages may wait.
+const STALL_PAST_DEADLINE: Duration = Duration::from_secs(1);
 
 /// A page's region runs kept for the next page (see [`crate::kept`]).
 #[derive(Debug)]

@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod federate;
 pub mod kept;
+pub mod limit;
 pub mod plan;
 pub mod registry;
 pub mod server;

@@ -19,6 +19,11 @@ struct Cli {
     /// Log format (default: the config's telemetry.log_format, text).
     #[arg(long, value_enum, env = "YRD_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Confirms the config's `insecure = true` (plaintext, no client
+    /// certificates, loopback only; development only): a config file alone
+    /// cannot turn it on. Deliberately not read from the environment.
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -38,8 +43,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// What is checked before serving, beyond the config's own validation:
+/// insecure mode only with `--insecure` (and `--insecure` only with it),
+/// and the certificate's identity against the config.
+fn check_start(config: &GatewayConfig, path: &std::path::Path, insecure_flag: bool) -> anyhow::Result<()> {
+    let shown = path.display().to_string();
+    yrd_server::check_insecure_flag(&shown, config.insecure, insecure_flag)?;
+    config.check_certificate(&shown)?;
+    Ok(())
+}
+
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = GatewayConfig::load(&cli.config)?;
+    check_start(&config, &cli.config, cli.insecure)?;
     let mut t = config.telemetry.clone();
     if t.service_name == yrd_telemetry::TelemetryConfig::default().service_name {
         t.service_name = "yrd-gateway".into();

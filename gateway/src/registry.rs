@@ -1,18 +1,50 @@
-//! The regions the gateway federates: per region, a channel balanced
-//! across its healthy node replicas (tower's p2c balancer, fed by health
-//! checks over the standard gRPC health service).
+//! The regions the gateway federates: per region, calls balanced across
+//! its healthy node replicas (tower's p2c balancer over one connection per
+//! replica, fed by health checks over the standard gRPC health service on
+//! that same connection).
+//!
+//! Every connection to a node is made by [`NodeConnector`]: TCP, then
+//! mutual TLS with a verifier that accepts only a certificate carrying a
+//! node identity *of that region* in the gateway's trust domain
+//! (`yrd_identity::expecting_client_config`), so a misconfigured or
+//! redirected endpoint — another region's node, the gateway itself — is
+//! refused at the handshake and reported, with the reason, as unhealthy.
+//!
+//! Flow control: each call's receive window is [`NODE_STREAM_WINDOW`] and
+//! the connection's is the largest HTTP/2 allows, so calls whose
+//! application stopped reading hold at most their own window of unread
+//! rows and can never exhaust the connection's window for every other
+//! call (finding 1 of issue 10).
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::body::Body;
+use tonic::codegen::http;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::channel::Change;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint, Uri};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tower::ServiceExt;
+use tower::balance::p2c::Balance;
+use tower::buffer::Buffer;
+use tower::discover::Change;
+use tower::load::{CompleteOnResponse, PendingRequests};
 use tower::retry::budget::TpsBudget;
+use yrd_identity::{ExpectedPeer, PeerRefusals};
 use yrd_proto::mesh::data_node_client::DataNodeClient;
 
 use crate::assertion::Asserter;
@@ -23,6 +55,82 @@ use crate::error::GatewayError;
 const BALANCE_BUFFER: usize = 1024;
 /// Longest a connection attempt to a node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Each call's HTTP/2 receive window from a node: the most unread rows a
+/// call can hold at the gateway (enough for a full-speed stream at tens
+/// of milliseconds of round trip).
+pub const NODE_STREAM_WINDOW: u32 = 1 << 20;
+/// The connection-level receive window from a node: the HTTP/2 maximum,
+/// so that it never binds before the calls' own windows do. What the
+/// connection can hold unread is at most the node's
+/// `connections.max_concurrent_streams` times [`NODE_STREAM_WINDOW`].
+pub const NODE_CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+
+/// The balancer behind a [`RegionChannel`].
+type Balanced = Buffer<http::Request<Body>, BoxFuture<'static, Result<http::Response<Body>, tower::BoxError>>>;
+
+/// A region's calls, balanced across its healthy endpoints (cheap to
+/// clone: every clone feeds the same balancer).
+#[derive(Clone)]
+pub struct RegionChannel(Balanced);
+
+/// Why a call could not be sent to a region: the balancer's or the
+/// connection's error, kept as this error's source (so tonic still finds
+/// an HTTP/2 or transport error in the chain).
+#[derive(Debug)]
+pub struct ChannelError(tower::BoxError);
+
+impl std::fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ChannelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+impl RegionChannel {
+    /// A balancer over `replicas` (senders of endpoint changes) —
+    /// the registry's health checks feed it.
+    fn balancing(replicas: mpsc::Receiver<Result<Change<usize, Replica>, Infallible>>) -> Self {
+        let balance =
+            Balance::new(ReceiverStream::new(replicas)).map_future(|f| -> BoxFuture<'static, _> { Box::pin(f) });
+        RegionChannel(Buffer::new(balance, BALANCE_BUFFER))
+    }
+
+    /// Calls balanced across `channels`, all of them always in: for tests
+    /// and tools that manage their connections themselves. Must be called
+    /// within a Tokio runtime.
+    pub fn fixed(channels: Vec<Channel>) -> Self {
+        let (changes, replicas) = mpsc::channel(channels.len().max(1));
+        for (i, channel) in channels.into_iter().enumerate() {
+            // The channel has room for every change: this cannot fail.
+            let _ = changes.try_send(Ok(Change::Insert(
+                i,
+                PendingRequests::new(channel, CompleteOnResponse::default()),
+            )));
+        }
+        // The sender is dropped: the balancer keeps what it was given.
+        Self::balancing(replicas)
+    }
+}
+
+impl tower::Service<http::Request<Body>> for RegionChannel {
+    type Response = http::Response<Body>;
+    type Error = ChannelError;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, ChannelError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
+        self.0.poll_ready(cx).map_err(ChannelError)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let call = self.0.call(req);
+        Box::pin(async move { call.await.map_err(ChannelError) })
+    }
+}
 
 /// The health of one node endpoint, as last checked.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +151,8 @@ pub struct RegionEndpoint {
     /// Its address.
     pub address: String,
     health: Mutex<EndpointHealth>,
+    /// Why the node's certificate was last refused, if it was.
+    refusals: PeerRefusals,
 }
 
 impl RegionEndpoint {
@@ -51,6 +161,7 @@ impl RegionEndpoint {
         Self {
             address: address.into(),
             health: Mutex::new(EndpointHealth::default()),
+            refusals: PeerRefusals::default(),
         }
     }
 
@@ -68,7 +179,6 @@ impl RegionEndpoint {
 }
 
 /// A region: its id, name, endpoints and balanced channel.
-#[derive(Debug)]
 pub struct Region {
     /// GB/T 2260 code.
     pub id: String,
@@ -76,7 +186,7 @@ pub struct Region {
     pub name: String,
     /// Node replicas.
     pub endpoints: Vec<Arc<RegionEndpoint>>,
-    channel: Channel,
+    channel: RegionChannel,
     /// Shared by every call to the region, so that retries stay a small
     /// share of its calls however many queries run at once.
     retry_budget: Arc<TpsBudget>,
@@ -84,8 +194,18 @@ pub struct Region {
     asserter: Arc<Asserter>,
 }
 
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A DataNode client whose calls carry the current trace context.
-pub type NodeClient = DataNodeClient<InterceptedService<Channel, yrd_telemetry::TraceInjector>>;
+pub type NodeClient = DataNodeClient<InterceptedService<RegionChannel, yrd_telemetry::TraceInjector>>;
 
 /// Largest message accepted from a node.
 const MAX_NODE_MESSAGE: usize = 64 * 1024 * 1024;
@@ -93,7 +213,7 @@ const MAX_NODE_MESSAGE: usize = 64 * 1024 * 1024;
 impl Region {
     /// A region over `channel` (fed with its healthy `endpoints` by the
     /// caller), with the default retry budget.
-    pub fn new(id: String, name: String, endpoints: Vec<Arc<RegionEndpoint>>, channel: Channel) -> Self {
+    pub fn new(id: String, name: String, endpoints: Vec<Arc<RegionEndpoint>>, channel: RegionChannel) -> Self {
         Self {
             id,
             name,
@@ -131,11 +251,6 @@ impl Region {
     /// The budget the region's retries draw on.
     pub fn retry_budget(&self) -> Arc<TpsBudget> {
         self.retry_budget.clone()
-    }
-
-    /// A channel balanced across the region's healthy endpoints.
-    pub fn channel(&self) -> Channel {
-        self.channel.clone()
     }
 
     /// A client of the region, balanced across its healthy endpoints.
@@ -194,7 +309,7 @@ impl Registry {
         let mut regions = Vec::new();
         for rc in &config.regions {
             regions.push(Arc::new(
-                start_region(rc, tls, &config.health)?.with_asserter(asserter.clone()),
+                start_region(rc, tls, &config.trust_domain, &config.health)?.with_asserter(asserter.clone()),
             ));
         }
         Ok(Self {
@@ -225,38 +340,96 @@ impl Registry {
     }
 }
 
-fn endpoint(address: &str, tls: Option<ClientTlsConfig>) -> Result<Endpoint, GatewayError> {
+/// The endpoint for `address`, over plaintext (`insecure`) or, with
+/// `tls`, over mutual TLS made by a [`NodeConnector`] that accepts only
+/// `expected` (tonic's own TLS checks only the host name). Either way the
+/// windows are those of this module's documentation.
+fn node_channel(
+    address: &str,
+    server_name: &str,
+    tls: Option<(&yrd_identity::TlsMaterial, ExpectedPeer)>,
+    refusals: &mut PeerRefusals,
+) -> Result<Channel, GatewayError> {
     let bad = |e: &dyn std::fmt::Display| GatewayError::Config(format!("endpoint {address}: {e}"));
-    let mut ep = Endpoint::from_shared(address.to_owned())
+    let uri: Uri = address.parse().map_err(|e| bad(&e))?;
+    let authority = uri.authority().ok_or_else(|| bad(&"no host and port"))?.clone();
+    let target = match tls {
+        // tonic dials `http://` itself; the connector below brings TLS.
+        Some(_) => format!("http://{authority}"),
+        None => address.to_owned(),
+    };
+    let ep = Endpoint::from_shared(target)
         .map_err(|e| bad(&e))?
         .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        ep = ep.tls_config(tls).map_err(|e| bad(&e))?;
+        .tcp_nodelay(true)
+        .initial_stream_window_size(NODE_STREAM_WINDOW)
+        .initial_connection_window_size(NODE_CONNECTION_WINDOW);
+    let Some((material, expected)) = tls else {
+        return Ok(ep.connect_lazy());
+    };
+    let (config, checked) = yrd_identity::expecting_client_config(material, expected).map_err(|e| bad(&e))?;
+    *refusals = checked;
+    let name =
+        ServerName::try_from(server_name.to_owned()).map_err(|e| bad(&format!("server name {server_name}: {e}")))?;
+    Ok(ep.connect_with_connector_lazy(NodeConnector {
+        tls: TlsConnector::from(config),
+        name,
+        authority: authority.to_string(),
+    }))
+}
+
+/// Dials a node: TCP with `TCP_NODELAY` to the endpoint's host and port
+/// (whatever URI the channel asks for), then mutual TLS whose verifier
+/// accepts only the region's node identity.
+#[derive(Clone)]
+struct NodeConnector {
+    tls: TlsConnector,
+    name: ServerName<'static>,
+    authority: String,
+}
+
+impl tower::Service<Uri> for NodeConnector {
+    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
-    Ok(ep)
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let (tls, name, authority) = (self.tls.clone(), self.name.clone(), self.authority.clone());
+        Box::pin(async move {
+            let tcp = TcpStream::connect(authority.as_str()).await?;
+            tcp.set_nodelay(true)?;
+            Ok(TokioIo::new(tls.connect(name, tcp).await?))
+        })
+    }
 }
 
 fn start_region(
     rc: &RegionConfig,
     tls: Option<&yrd_identity::TlsMaterial>,
+    trust_domain: &str,
     health: &HealthConfig,
 ) -> Result<Region, GatewayError> {
-    let (channel, changes) = Channel::balance_channel::<usize>(BALANCE_BUFFER);
+    let (changes, discovered) =
+        mpsc::channel::<Result<Change<usize, Replica>, Infallible>>(2 * rc.endpoints.len().max(1));
+    let channel = RegionChannel::balancing(discovered);
     let mut endpoints = Vec::new();
     for (i, address) in rc.endpoints.iter().enumerate() {
-        let client_tls = match tls {
-            Some(m) => {
-                let host = rc.tls_server_name.clone().unwrap_or_else(|| host_of(address));
-                Some(yrd_identity::tonic_client_tls(m, &host))
-            }
-            None => None,
-        };
-        let ep = endpoint(address, client_tls)?;
-        let state = Arc::new(RegionEndpoint::new(address.clone()));
+        let server_name = rc.tls_server_name.clone().unwrap_or_else(|| host_of(address));
+        let mut state = RegionEndpoint::new(address.clone());
+        let replica = node_channel(
+            address,
+            &server_name,
+            tls.map(|m| (m, ExpectedPeer::node(trust_domain, &rc.id))),
+            &mut state.refusals,
+        )?;
+        let state = Arc::new(state);
         tokio::spawn(check_health(
             i,
-            ep,
+            replica,
             state.clone(),
             changes.clone(),
             health.clone(),
@@ -272,6 +445,10 @@ fn start_region(
     Ok(Region::new(rc.id.clone(), name, endpoints, channel))
 }
 
+/// One replica's connection as the balancer sees it: its load is the
+/// number of calls in flight on it.
+type Replica = PendingRequests<Channel, CompleteOnResponse>;
+
 fn host_of(address: &str) -> String {
     let rest = address.split("://").nth(1).unwrap_or(address);
     let authority = rest.split('/').next().unwrap_or(rest);
@@ -285,16 +462,20 @@ fn host_of(address: &str) -> String {
 /// it turns healthy and removes it when it stops answering.
 async fn check_health(
     key: usize,
-    ep: Endpoint,
+    replica: Channel,
     state: Arc<RegionEndpoint>,
-    changes: mpsc::Sender<Change<usize, Endpoint>>,
+    changes: mpsc::Sender<Result<Change<usize, Replica>, Infallible>>,
     config: HealthConfig,
     region: String,
 ) {
-    let probe = ep.clone().timeout(config.timeout).connect_lazy();
-    let mut client = HealthClient::new(probe);
+    // The probe shares the calls' connection: it checks what they use,
+    // the node's identity included.
+    let mut client = HealthClient::new(replica.clone());
     let mut in_balancer = false;
+    // The last failure logged, so that a lasting one is logged once.
+    let mut logged: Option<String> = None;
     loop {
+        state.refusals.clear();
         let started = Instant::now();
         let result = tokio::time::timeout(
             config.timeout,
@@ -304,7 +485,13 @@ async fn check_health(
         let (healthy, error) = match result {
             Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => (true, None),
             Ok(Ok(resp)) => (false, Some(format!("health status {}", resp.get_ref().status))),
-            Ok(Err(status)) => (false, Some(format!("{}: {}", status.code(), status.message()))),
+            Ok(Err(status)) => (
+                false,
+                Some(match state.refusals.last() {
+                    Some(reason) => format!("refused the node: {reason}"),
+                    None => format!("{}: {}", status.code(), status.message()),
+                }),
+            ),
             Err(_) => (false, Some(format!("no answer within {:?}", config.timeout))),
         };
         state.record(EndpointHealth {
@@ -315,19 +502,33 @@ async fn check_health(
         });
         if healthy != in_balancer {
             let change = if healthy {
-                Change::Insert(key, ep.clone())
+                Change::Insert(
+                    key,
+                    PendingRequests::new(replica.clone(), CompleteOnResponse::default()),
+                )
             } else {
                 Change::Remove(key)
             };
-            if changes.send(change).await.is_err() {
-                return; // the region's channel is gone: the gateway stopped
+            // Never wait for the balancer: it reads its changes only when
+            // a call polls it, and nothing calls a region with no healthy
+            // endpoint. A change that does not fit now is sent again at
+            // the next check (the probe goes on recording health).
+            match changes.try_send(Ok(change)) {
+                Ok(()) => {
+                    in_balancer = healthy;
+                    if healthy {
+                        tracing::info!(region = %region, endpoint = %state.address, "region endpoint healthy");
+                    }
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return, // the gateway stopped
             }
-            in_balancer = healthy;
-            if healthy {
-                tracing::info!(region = %region, endpoint = %state.address, "region endpoint healthy");
-            } else {
-                tracing::warn!(region = %region, endpoint = %state.address, error = error.as_deref().unwrap_or(""), "region endpoint unhealthy");
-            }
+        }
+        if healthy {
+            logged = None;
+        } else if error != logged {
+            tracing::warn!(region = %region, endpoint = %state.address, error = error.as_deref().unwrap_or(""), "region endpoint unhealthy");
+            logged = error;
         }
         if changes.is_closed() {
             return;

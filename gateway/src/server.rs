@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
+use tower::Layer;
 use yrd_identity::{Authorizer, Signer, TlsMaterial};
 use yrd_proto::mesh::access_server::AccessServer;
 use yrd_proto::mesh::audit_server::AuditServer;
@@ -100,6 +101,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     );
 
     let federation = FederationServer::new(service).max_encoding_message_size(64 * 1024 * 1024);
+    let per_application =
+        crate::limit::CallLimitLayer::new(crate::limit::CallLimits::new(config.query.max_calls_per_application));
     let routes = yrd_server::standard_routes(
         &[
             <FederationServer<GatewayService> as NamedService>::NAME,
@@ -107,6 +110,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
             <AuditServer<AccessService> as NamedService>::NAME,
         ],
         &[yrd_proto::FILE_DESCRIPTOR_SET],
+        // Health and reflection follow the services' trust-domain rule.
+        tls.is_some().then_some(config.trust_domain.as_str()),
     )
     .await?;
     let audit_server = AuditServer::new(access.clone());
@@ -114,12 +119,12 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     // In insecure mode there are no certificates to authorize by.
     let routes = if tls.is_some() {
         routes
-            .add_service(InterceptedService::new(federation, authorizer.clone().interceptor()))
+            .add_service(per_application.layer(InterceptedService::new(federation, authorizer.clone().interceptor())))
             .add_service(InterceptedService::new(access, authorizer.clone().interceptor()))
             .add_service(InterceptedService::new(audit_server, authorizer.interceptor()))
     } else {
         routes
-            .add_service(federation)
+            .add_service(per_application.layer(federation))
             .add_service(access)
             .add_service(audit_server)
     };
@@ -128,14 +133,16 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         default: config.query.default_deadline,
         max: config.query.max_deadline,
     };
-    let options = ServeOptions::new(deadlines).with_shutdown_grace(config.shutdown_grace);
+    let options = ServeOptions::new(deadlines)
+        .with_shutdown_grace(config.shutdown_grace)
+        .with_connections(config.connections);
     let server = yrd_server::serve(routes, config.listen, server_tls, options).await?;
     let admin = match config.admin_listen {
         Some(at) => {
             // Ready when the config is loaded (it is) and a region answers.
             let regions = registry.clone();
             let ready = Arc::new(move || regions.regions().iter().any(|r| r.healthy()));
-            Some(yrd_telemetry::start_admin(at, ready).await?)
+            Some(yrd_telemetry::start_admin(at, &config.telemetry, ready).await?)
         }
         None => None,
     };

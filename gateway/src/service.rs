@@ -192,19 +192,33 @@ fn planned<T>(
     dataset: &str,
     plan: impl FnOnce() -> Result<T, GatewayError>,
 ) -> (tracing::Span, Result<T, GatewayError>) {
+    // The dataset is the caller's text, not yet checked: recorded cut to
+    // a name's length. The description of a refusal carries no literal.
     let span = tracing::info_span!(
         SPAN_PLAN,
         "yrd.component" = "gateway",
-        "yrd.dataset" = dataset,
+        "yrd.dataset" = yrd_telemetry::truncate_for_record(dataset, yrd_query::check::MAX_NAME_BYTES).as_ref(),
         "yrd.regions" = tracing::field::Empty,
         "otel.status_code" = tracing::field::Empty,
         "otel.status_description" = tracing::field::Empty,
     );
     let result = span.in_scope(plan).inspect_err(|e| {
         span.record("otel.status_code", "ERROR");
-        span.record("otel.status_description", e.to_string().as_str());
+        span.record("otel.status_description", span_description(e).as_str());
     });
     (span, result)
+}
+
+/// The longest description of a refusal a span records, in bytes.
+const MAX_DESCRIPTION_BYTES: usize = 512;
+
+/// What a span may record of `e`: a query error without the caller's
+/// literals ([`yrd_query::QueryError::redacted`]), anything else cut.
+fn span_description(e: &GatewayError) -> String {
+    match e {
+        GatewayError::Query(q) => q.redacted(),
+        other => yrd_telemetry::truncate_for_record(&other.to_string(), MAX_DESCRIPTION_BYTES).into_owned(),
+    }
 }
 
 #[tonic::async_trait]
@@ -273,7 +287,13 @@ impl Federation for GatewayService {
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let federator = self.inner.federator.clone();
         let run = federator
-            .run(plan, deadline, trace_id.clone(), record, tx)
+            .run(
+                plan,
+                deadline,
+                trace_id.clone(),
+                record,
+                crate::federate::Out::new(tx, self.inner.config.query.client_stall_timeout, deadline),
+            )
             .instrument(fanout);
         tokio::spawn(run);
         let mut response = Response::new(ReceiverStream::new(rx));
@@ -492,6 +512,7 @@ impl Federation for GatewayService {
                             address: e.address.clone(),
                             healthy: h.healthy,
                             latency: h.latency.and_then(|l| prost_types::Duration::try_from(l).ok()),
+                            error: h.error.unwrap_or_default(),
                         }
                     })
                     .collect(),

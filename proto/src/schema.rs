@@ -21,6 +21,13 @@ pub const FIELD_OPTION: &str = "yrd.mesh.v1.field";
 pub const REGION_FIELD: &str = "region";
 /// Prefix of the type URL that packs a row in a `google.protobuf.Any`.
 pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
+/// Longest value, in characters, of a string field whose descriptor sets no
+/// `max_length`: room for any free text a register holds, small enough
+/// that one value cannot bloat a row.
+pub const DEFAULT_MAX_LENGTH: usize = 4096;
+/// The most a descriptor's `max_length` may allow (characters): a value
+/// of this many four-byte characters still fits a 64 KiB row.
+pub const MAX_MAX_LENGTH: usize = 16_384;
 
 /// A dataset whose descriptor breaks one of the rules the mesh relies on.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +128,10 @@ pub struct FieldSchema {
     /// The mask applied when no grant names another (PERSONAL and SECRET
     /// fields always have one), in the node's mask vocabulary.
     pub default_mask: Option<String>,
+    /// Longest valid value in characters, for string and date fields: the
+    /// descriptor's `max_length`, else [`DEFAULT_MAX_LENGTH`]. `None` for
+    /// other types.
+    pub max_length: Option<usize>,
 }
 
 impl FieldSchema {
@@ -248,6 +259,24 @@ impl DatasetSchema {
                     field.name()
                 )));
             }
+            let max_length = match (ty, fopts.max_length as usize) {
+                (FieldType::String | FieldType::Date, 0) => Some(DEFAULT_MAX_LENGTH),
+                (FieldType::String | FieldType::Date, n) if n <= MAX_MAX_LENGTH => Some(n),
+                (FieldType::String | FieldType::Date, n) => {
+                    return Err(invalid(format!(
+                        "field {} has max_length {n}, more than {MAX_MAX_LENGTH}",
+                        field.name()
+                    )));
+                }
+                (_, 0) => None,
+                (other, _) => {
+                    return Err(invalid(format!(
+                        "field {} is a {} field; max_length applies to strings and dates",
+                        field.name(),
+                        other.name()
+                    )));
+                }
+            };
             if matches!(sensitivity, Sensitivity::Personal | Sensitivity::Secret) && fopts.default_mask.is_empty() {
                 return Err(invalid(format!(
                     "field {} is personal or secret and declares no default_mask",
@@ -269,6 +298,7 @@ impl DatasetSchema {
                 min: fopts.has_min.then_some(fopts.min),
                 title_zh: fopts.title_zh,
                 default_mask: (!fopts.default_mask.is_empty()).then_some(fopts.default_mask),
+                max_length,
             });
         }
         let by_name: HashMap<String, usize> = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
@@ -412,5 +442,24 @@ mod tests {
             air.type_url,
             "type.googleapis.com/yrd.datasets.environment.v1.AirQualityHourly"
         );
+    }
+
+    #[test]
+    fn string_fields_have_a_max_length() {
+        let registry = Registry::standard().unwrap();
+        let ent = registry.get("enterprise").unwrap();
+        let max = |name: &str| ent.field(name).unwrap().1.max_length;
+        assert_eq!(max("address"), Some(500));
+        assert_eq!(max("name"), Some(200));
+        assert_eq!(max("credit_code"), Some(18));
+        assert_eq!(max("established"), Some(10), "a date field");
+        assert_eq!(max("registered_capital"), None, "a number has no length");
+        for d in registry.datasets() {
+            for f in &d.fields {
+                let text = matches!(f.ty, FieldType::String | FieldType::Date);
+                assert_eq!(f.max_length.is_some(), text, "{}.{}", d.id, f.name);
+                assert!(f.max_length.unwrap_or(0) <= MAX_MAX_LENGTH, "{}.{}", d.id, f.name);
+            }
+        }
     }
 }

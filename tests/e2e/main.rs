@@ -6,6 +6,7 @@
 mod access;
 mod architecture;
 mod assertion;
+mod attack;
 mod audit;
 mod checks;
 mod deploy;

@@ -285,7 +285,12 @@ impl Mesh {
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("region {region} never became healthy={healthy}"));
+        .unwrap_or_else(|_| {
+            panic!(
+                "region {region} never became healthy={healthy}: {}",
+                r.unhealthy_reason()
+            )
+        });
     }
 }
 

@@ -1,5 +1,6 @@
 //! Imports: validated against the descriptor and the code rules, all or
-//! nothing, every rejected row reported with its line number.
+//! nothing, every rejected row reported with its physical line number
+//! whatever the line endings.
 
 use std::io::Write;
 use std::path::Path;
@@ -12,8 +13,9 @@ use crate::harness::{TestNode, query, request};
 
 const JIANGSU: &str = "320000";
 
-/// A valid Jiangsu enterprise row as CSV, from the demo generator's rules.
-fn valid_rows(n: usize) -> Vec<String> {
+/// Valid Jiangsu enterprise rows as CSV (columns of [`HEADER`]), from the
+/// demo generator's rules.
+pub fn valid_rows(n: usize) -> Vec<String> {
     use yrd_datasets::Cell;
     use yrd_datasets::demo::{DemoSpec, rows};
     let spec = DemoSpec { seed: 991, scale: 0.01 };
@@ -53,13 +55,19 @@ fn valid_rows(n: usize) -> Vec<String> {
         .collect()
 }
 
-const HEADER: &str = "credit_code,name,legal_representative,representative_id_number,region,city,district,industry,registered_capital,established,status";
+/// The CSV header of [`valid_rows`].
+pub const HEADER: &str = "credit_code,name,legal_representative,representative_id_number,region,city,district,industry,registered_capital,established,status";
 
 fn write(dir: &Path, name: &str, lines: &[String]) -> std::path::PathBuf {
+    write_ended(dir, name, lines, "\n")
+}
+
+/// Writes `lines`, each ended by `end`.
+fn write_ended(dir: &Path, name: &str, lines: &[String], end: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     let mut f = std::fs::File::create(&path).unwrap();
     for l in lines {
-        writeln!(f, "{l}").unwrap();
+        write!(f, "{l}{end}").unwrap();
     }
     path
 }
@@ -119,6 +127,39 @@ async fn one_bad_row_rejects_the_whole_file_with_line_numbers() {
         outcome.rejected[2]
     );
     assert_eq!(count(&node), before, "nothing was written");
+}
+
+#[tokio::test]
+async fn line_numbers_are_physical_lines_in_crlf_and_with_quoted_line_breaks() {
+    let node = TestNode::start(JIANGSU).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let good = valid_rows(4);
+    // Lines 3 to 5 hold one row (a name over three physical lines); line 6
+    // is from another region, line 7 not a number.
+    let mut fields: Vec<String> = good[3].split(',').map(str::to_owned).collect();
+    fields[8] = "\"lots\"".into();
+    for end in ["\n", "\r\n"] {
+        let multiline = good[1].replacen("\",\"", &format!("\",\"first{end}second{end}third "), 1);
+        let lines = vec![
+            HEADER.to_owned(),
+            good[0].clone(),
+            multiline,
+            good[2].replace("\"320000\"", "\"330000\""),
+            fields.join(","),
+        ];
+        let path = write_ended(dir.path(), "crlf.csv", &lines, end);
+        let outcome = import_file(&store(&node), JIANGSU, "enterprise", &path, Format::Csv)
+            .await
+            .unwrap();
+        let lines: Vec<u64> = outcome.rejected.iter().map(|r| r.line).collect();
+        assert_eq!(lines, vec![6, 7], "line ending {end:?}: {:?}", outcome.rejected);
+        assert!(outcome.rejected[0].reason.contains("region"), "{:?}", outcome.rejected);
+        assert!(
+            outcome.rejected[1].reason.contains("registered_capital"),
+            "{:?}",
+            outcome.rejected
+        );
+    }
 }
 
 #[tokio::test]

@@ -203,7 +203,12 @@ impl Fixture {
             error: (!healthy).then(|| "scripted: not serving".to_owned()),
             ..EndpointHealth::default()
         });
-        Region::new("310000".into(), "Shanghai".into(), vec![endpoint], channel)
+        Region::new(
+            "310000".into(),
+            "Shanghai".into(),
+            vec![endpoint],
+            yrd_gateway::registry::RegionChannel::fixed(vec![channel]),
+        )
     }
 
     /// A healthy region served by the scripted node.

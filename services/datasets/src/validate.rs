@@ -29,26 +29,50 @@ const LATEST_ESTABLISHED: (i32, Month, u8) = (2100, Month::December, 31);
 pub struct Violation {
     /// The field at fault, if the problem is one field's.
     pub field: Option<String>,
+    /// The rule broken, a stable short code such as `required`,
+    /// `code_list` or `max_length`: what rejections are counted by.
+    pub rule: &'static str,
     /// What is wrong.
     pub reason: String,
 }
 
 impl Violation {
-    /// A problem with one field.
-    pub fn field(field: &str, reason: impl Into<String>) -> Self {
+    /// A problem with one field, breaking `rule`.
+    pub fn field(field: &str, rule: &'static str, reason: impl Into<String>) -> Self {
         Self {
             field: Some(field.to_owned()),
+            rule,
             reason: reason.into(),
         }
     }
 
-    /// A problem with the row as a whole.
-    pub fn row(reason: impl Into<String>) -> Self {
+    /// A problem with the row as a whole, breaking `rule`.
+    pub fn row(rule: &'static str, reason: impl Into<String>) -> Self {
         Self {
             field: None,
+            rule,
             reason: reason.into(),
         }
     }
+
+    /// What kind of problem this is, without any value: the field and the
+    /// rule (`address: max_length`), or the rule alone for a row's problem.
+    pub fn cause(&self) -> String {
+        match &self.field {
+            Some(field) => format!("{field}: {}", self.rule),
+            None => self.rule.to_owned(),
+        }
+    }
+}
+
+/// The violation of a text longer than its field's `max_length` allows:
+/// names the field, the limit and the length found, never the value.
+pub fn too_long(field: &FieldSchema, max: usize, chars: usize) -> Violation {
+    Violation::field(
+        &field.name,
+        "max_length",
+        format!("is {chars} characters long, more than its max_length of {max}"),
+    )
 }
 
 impl fmt::Display for Violation {
@@ -70,11 +94,12 @@ pub fn cells_from_named(schema: &DatasetSchema, row: NamedRow) -> Result<Vec<Opt
         let Some((i, _)) = schema.field(name) else {
             return Err(Violation::field(
                 name,
+                "unknown_field",
                 format!("dataset {} has no such field", schema.id),
             ));
         };
         if cells[i].is_some() {
-            return Err(Violation::field(name, "is given twice"));
+            return Err(Violation::field(name, "given_twice", "is given twice"));
         }
         cells[i] = Some(cell);
     }
@@ -85,12 +110,15 @@ pub fn cells_from_named(schema: &DatasetSchema, row: NamedRow) -> Result<Vec<Opt
 pub fn validate_row(schema: &DatasetSchema, cells: &[Option<Cell>]) -> Vec<Violation> {
     let mut out = Vec::new();
     if cells.len() != schema.fields.len() {
-        out.push(Violation::row(format!(
-            "row has {} values but dataset {} has {} fields",
-            cells.len(),
-            schema.id,
-            schema.fields.len()
-        )));
+        out.push(Violation::row(
+            "field_count",
+            format!(
+                "row has {} values but dataset {} has {} fields",
+                cells.len(),
+                schema.id,
+                schema.fields.len()
+            ),
+        ));
         return out;
     }
     for (field, cell) in schema.fields.iter().zip(cells) {
@@ -113,7 +141,7 @@ fn check_field(field: &FieldSchema, cell: Option<&Cell>, out: &mut Vec<Violation
     let name = field.name.as_str();
     let Some(cell) = present(cell) else {
         if field.required {
-            out.push(Violation::field(name, "is required"));
+            out.push(Violation::field(name, "required", "is required"));
         }
         return;
     };
@@ -128,6 +156,7 @@ fn check_field(field: &FieldSchema, cell: Option<&Cell>, out: &mut Vec<Violation
     if !kind_ok {
         out.push(Violation::field(
             name,
+            "type",
             format!("must be a {}, not a {}", field.ty.name(), kind_name(cell)),
         ));
         return;
@@ -135,7 +164,7 @@ fn check_field(field: &FieldSchema, cell: Option<&Cell>, out: &mut Vec<Violation
     if let Cell::Real(v) = cell
         && !v.is_finite()
     {
-        out.push(Violation::field(name, "is not a finite number"));
+        out.push(Violation::field(name, "finite", "is not a finite number"));
         return;
     }
     if let (Some(min), Some(v)) = (field.min, cell.as_f64())
@@ -146,9 +175,22 @@ fn check_field(field: &FieldSchema, cell: Option<&Cell>, out: &mut Vec<Violation
         } else {
             format!("must be at least {min}, not {v}")
         };
-        out.push(Violation::field(name, reason));
+        out.push(Violation::field(name, "min", reason));
     }
     let Cell::Text(text) = cell else { return };
+    if let Some(max) = field.max_length {
+        // Bytes bound characters from above: most texts need no count.
+        let chars = if text.len() <= max {
+            text.len()
+        } else {
+            text.chars().count()
+        };
+        if chars > max {
+            out.push(too_long(field, max, chars));
+            // The other checks would only read a value that is refused.
+            return;
+        }
+    }
     if let Some(list) = &field.code_list
         && let Err(reason) = check_code(list, text)
     {
@@ -157,7 +199,7 @@ fn check_field(field: &FieldSchema, cell: Option<&Cell>, out: &mut Vec<Violation
         } else {
             reason
         };
-        out.push(Violation::field(name, reason));
+        out.push(Violation::field(name, "code_list", reason));
     }
     let format = if field.ty == FieldType::Date {
         ValueFormat::Date
@@ -171,7 +213,7 @@ fn check_field(field: &FieldSchema, cell: Option<&Cell>, out: &mut Vec<Violation
             } else {
                 format!("{text:?} is not a valid YYYY-MM-DD date")
             };
-            out.push(Violation::field(name, reason));
+            out.push(Violation::field(name, "date", reason));
         }
         ValueFormat::CreditCode => {
             if let Err(reason) = credit_code::validate(text) {
@@ -180,13 +222,13 @@ fn check_field(field: &FieldSchema, cell: Option<&Cell>, out: &mut Vec<Violation
                 } else {
                     reason
                 };
-                out.push(Violation::field(name, reason));
+                out.push(Violation::field(name, "credit_code", reason));
             }
         }
         ValueFormat::ResidentId => {
             // resident_id never quotes the number, whatever the field's sensitivity.
             if let Err(reason) = resident_id::validate(text) {
-                out.push(Violation::field(name, reason));
+                out.push(Violation::field(name, "resident_id", reason));
             }
         }
         _ => {}
@@ -259,6 +301,7 @@ fn city_in_region(row: &Row<'_>, out: &mut Vec<Violation>) {
     {
         out.push(Violation::field(
             "city",
+            "city_region",
             format!(
                 "city {} ({}) is not in region {}",
                 row.show("city", city),
@@ -282,6 +325,7 @@ fn credit_code_in_region(row: &Row<'_>, field: &str, region: Option<&str>, out: 
     if !regions::is_within(area, region) {
         out.push(Violation::field(
             field,
+            "credit_code_region",
             format!(
                 "area code {} in the credit code is not a GB/T 2260 division of region {region}",
                 row.show(field, area)
@@ -299,6 +343,7 @@ pub(crate) fn enterprise_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     {
         out.push(Violation::field(
             "district",
+            "district_city",
             format!(
                 "district {} ({name}) is not in city {}",
                 row.show("district", district),
@@ -314,6 +359,7 @@ pub(crate) fn enterprise_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
         if established < earliest || established > latest {
             out.push(Violation::field(
                 "established",
+                "date_range",
                 format!("must lie between {earliest} and {latest}"),
             ));
         }
@@ -333,6 +379,7 @@ pub(crate) fn air_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     {
         out.push(Violation::field(
             "aqi",
+            "aqi",
             format!("is {v} but HJ 633-2012 gives {} for these readings", expected.aqi),
         ));
     }
@@ -340,6 +387,7 @@ pub(crate) fn air_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
         && v != expected.level
     {
         out.push(Violation::field(
+            "aqi_level",
             "aqi_level",
             format!(
                 "is {v} but HJ 633-2012 gives level {} for AQI {}",
@@ -361,7 +409,7 @@ pub(crate) fn air_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
                 e.unwrap_or_default()
             ),
         };
-        out.push(Violation::field("primary_pollutant", reason));
+        out.push(Violation::field("primary_pollutant", "primary_pollutant", reason));
     }
 }
 
@@ -376,6 +424,7 @@ pub(crate) fn water_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     {
         out.push(Violation::field(
             "water_body",
+            "water_body_region",
             format!("{} ({}) has no sections in region {region}", body.code, body.name_zh),
         ));
     }
@@ -397,6 +446,7 @@ pub(crate) fn water_quality_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
         let kind = if body.is_lake { "lake" } else { "river" };
         out.push(Violation::field(
             "water_class",
+            "water_class",
             format!("is {class:?} but GB 3838-2002 gives {expected:?} for these readings ({kind} limits)"),
         ));
     }
@@ -408,6 +458,7 @@ pub(crate) fn hazardous_waste_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     if region.is_some() && region == receiver_region {
         out.push(Violation::field(
             "receiver_region",
+            "cross_provincial",
             "must differ from region: manifests record cross-provincial transfers",
         ));
     }
@@ -418,15 +469,24 @@ pub(crate) fn hazardous_waste_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     if let (Some(s), Some(r)) = (shipped, received)
         && r < s
     {
-        out.push(Violation::field("received_date", "is before shipped_date"));
+        out.push(Violation::field(
+            "received_date",
+            "date_order",
+            "is before shipped_date",
+        ));
     }
     let has_received = row.text("received_date").is_some();
     match row.text("status") {
         Some("received") if !has_received => {
-            out.push(Violation::field("received_date", "is required when status is received"));
+            out.push(Violation::field(
+                "received_date",
+                "received_date",
+                "is required when status is received",
+            ));
         }
         Some(status) if status != "received" && has_received => {
             out.push(Violation::field(
+                "received_date",
                 "received_date",
                 format!("must be empty when status is {status:?}"),
             ));
@@ -439,13 +499,14 @@ pub(crate) fn property_rights_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     if let (Some(listed), Some(deal)) = (row.date("listed_date"), row.date("deal_date"))
         && deal < listed
     {
-        out.push(Violation::field("deal_date", "is before listed_date"));
+        out.push(Violation::field("deal_date", "date_order", "is before listed_date"));
     }
     if let (Some(from), Some(to)) = (row.text("transferor_credit_code"), row.text("transferee_credit_code"))
         && from == to
     {
         out.push(Violation::field(
             "transferee_credit_code",
+            "two_parties",
             "is the transferor's: a deal needs two parties",
         ));
     }
@@ -456,6 +517,7 @@ pub(crate) fn property_rights_rules(row: &Row<'_>, out: &mut Vec<Violation>) {
     {
         out.push(Violation::field(
             "exchange",
+            "exchange_region",
             format!("{} ({}) is in region {}, not {region}", ex.code, ex.name_zh, ex.region),
         ));
     }
@@ -541,7 +603,7 @@ mod tests {
         twice.push(("status", text("active")));
         let err = cells_from_named(schema("enterprise"), twice).unwrap_err();
         assert_eq!(err.to_string(), "status: is given twice");
-        assert_eq!(Violation::row("bad row").to_string(), "bad row");
+        assert_eq!(Violation::row("test", "bad row").to_string(), "bad row");
     }
 
     #[test]
@@ -586,6 +648,33 @@ mod tests {
             "established",
             "must be a date",
         );
+    }
+
+    #[test]
+    fn text_longer_than_its_max_length_is_refused_without_its_value() {
+        // Characters, not bytes: 500 three-byte characters fit the address.
+        let at_limit = "路".repeat(500);
+        assert_eq!(
+            check("enterprise", set(enterprise(), "address", text(&at_limit))),
+            vec![]
+        );
+        let over = "路".repeat(501);
+        let v = check("enterprise", set(enterprise(), "address", text(&over)));
+        assert_one(&v, "address", "is 501 characters long, more than its max_length of 500");
+        assert_eq!(v[0].rule, "max_length");
+        assert_eq!(v[0].cause(), "address: max_length");
+        // A personal field: the reason names the field, limit and length only.
+        let name = "张".repeat(101);
+        let v = check("enterprise", set(enterprise(), "legal_representative", text(&name)));
+        assert_one(
+            &v,
+            "legal_representative",
+            "is 101 characters long, more than its max_length of 100",
+        );
+        assert!(!v[0].to_string().contains('张'), "{v:?}");
+        // A code past its length is refused for its length, not looked up.
+        let v = check("enterprise", set(enterprise(), "city", text(&"3".repeat(5000))));
+        assert_one(&v, "city", "is 5000 characters long, more than its max_length of 6");
     }
 
     #[test]

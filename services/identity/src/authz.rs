@@ -184,6 +184,27 @@ impl Authorizer {
         Self::from_rules(trust_domain, ["gateway"])
     }
 
+    /// Every identity of the trust domain, whatever its role: the rule of
+    /// what any member of the mesh may use, such as health and reflection.
+    pub fn members(trust_domain: &str) -> Result<Self, IdentityError> {
+        let every_kind = [
+            RuleKind::Gateway,
+            RuleKind::App,
+            RuleKind::Node,
+            RuleKind::Operator,
+            RuleKind::Auditor,
+        ];
+        let allowed = every_kind
+            .into_iter()
+            .map(|kind| AllowRule {
+                kind,
+                region: None,
+                name: None,
+            })
+            .collect();
+        Self::new(trust_domain, allowed)
+    }
+
     /// The trust domain callers must belong to.
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
@@ -338,6 +359,17 @@ mod tests {
         assert!(authz.allows(&id("spiffe://yrd.mesh/app/dashboard")));
         assert!(!authz.allows(&id("spiffe://yrd.mesh/app/other")));
         assert!(!authz.allows(&id("spiffe://other.mesh/gateway/any")));
+        let members = Authorizer::members("yrd.mesh").unwrap();
+        for peer in [
+            "spiffe://yrd.mesh/gateway/gw",
+            "spiffe://yrd.mesh/app/x",
+            "spiffe://yrd.mesh/region/320000/node/n1",
+            "spiffe://yrd.mesh/region/320000/operator/wang",
+            "spiffe://yrd.mesh/region/320000/auditor/li",
+        ] {
+            assert!(members.allows(&id(peer)), "{peer}");
+            assert!(!members.allows(&id(&peer.replace("yrd.mesh", "other.mesh"))), "{peer}");
+        }
         let node_default = Authorizer::gateways("yrd.mesh").unwrap();
         assert_eq!(node_default.rules(), &[AllowRule::parse("gateway").unwrap()]);
         assert!(!node_default.allows(&id("spiffe://yrd.mesh/app/dashboard")));

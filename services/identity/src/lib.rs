@@ -36,6 +36,7 @@
 
 mod authz;
 mod error;
+mod expect;
 mod id;
 mod paths;
 mod pki;
@@ -45,6 +46,7 @@ mod tls;
 
 pub use authz::{AllowRule, Authorizer, peer_id};
 pub use error::IdentityError;
+pub use expect::{ExpectedPeer, PeerRefusals, expecting_client_config};
 pub use id::{DEFAULT_TRUST_DOMAIN, PeerId, Role};
 pub use paths::TlsPaths;
 pub use pki::{

@@ -17,7 +17,7 @@ use crate::id::PeerId;
 use crate::pki::{CA_CERT_FILE, CertFiles, peer_id_from_der, pem_reason};
 
 /// The ALPN protocol gRPC speaks: HTTP/2.
-const ALPN_H2: &[u8] = b"h2";
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 /// The workspace's one crypto provider: ring.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
@@ -84,7 +84,7 @@ impl TlsMaterial {
         peer_id_from_der(leaf)
     }
 
-    fn roots(&self) -> Result<Arc<RootCertStore>, IdentityError> {
+    pub(crate) fn roots(&self) -> Result<Arc<RootCertStore>, IdentityError> {
         let source_name = "the CA certificate PEM";
         let mut roots = RootCertStore::empty();
         for cert in parse_certs(&self.ca_pem, source_name)? {
@@ -96,7 +96,7 @@ impl TlsMaterial {
         Ok(Arc::new(roots))
     }
 
-    fn own_cert(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), IdentityError> {
+    pub(crate) fn own_cert(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), IdentityError> {
         Ok((
             parse_certs(&self.cert_pem, "the certificate PEM")?,
             parse_key(&self.key_pem, "the private key PEM")?,

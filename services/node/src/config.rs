@@ -25,6 +25,12 @@ pub struct NodeConfig {
     /// Display name of the region.
     #[serde(default)]
     pub region_name: String,
+    /// Region ids accepted besides the 31 mainland provincial-level codes
+    /// of GB/T 2260 (`yrd_datasets::codes::regions::PROVINCIAL_LEVEL`), for
+    /// a federation that has others (`810000`, a test mesh's `990000`):
+    /// six digits each. Empty by default: any other `region` is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_region_ids: Vec<String>,
     /// Address the gRPC listener binds (`127.0.0.1:0` picks a free port).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -32,6 +38,10 @@ pub struct NodeConfig {
     /// they are ended with `UNAVAILABLE`, such as `"10s"`.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Limits of the connection edge: TLS handshakes (time, in total, per
+    /// source) and HTTP/2 streams per connection.
+    #[serde(default)]
+    pub connections: yrd_server::ConnectionLimits,
     /// The store.
     #[serde(default)]
     pub store: StoreConfig,
@@ -44,6 +54,9 @@ pub struct NodeConfig {
     /// Query execution.
     #[serde(default)]
     pub query: QueryConfig,
+    /// Limits of `yrd-node import`.
+    #[serde(default)]
+    pub import: crate::import::ImportConfig,
     /// Plaintext without client certificates, for development only: a
     /// warning is logged at start. No shipped config sets it.
     #[serde(default)]
@@ -166,25 +179,47 @@ impl Default for DemoConfig {
     }
 }
 
+/// Default of `query.max_batch_bytes`: 4 MiB.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// The bounds of `query.max_batch_bytes`: at most a quarter of the 64 MiB
+/// a gateway accepts from a node.
+pub const MAX_BATCH_BYTES_RANGE: std::ops::RangeInclusive<usize> = 64 * 1024..=16 * 1024 * 1024;
+
+/// Bounds of `query.stall_timeout`.
+pub const STALL_TIMEOUT_BOUNDS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
+
 /// How queries run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
     /// Rows per streamed batch.
     pub batch_rows: usize,
+    /// Bytes per streamed batch (and any other response message), well
+    /// under what a gateway accepts from a node (64 MiB): a batch is cut
+    /// before a row that would take it past this, and a row larger than
+    /// this alone fails its region's query, naming the row.
+    pub max_batch_bytes: usize,
     /// Longest a query may run, whatever deadline the caller sets (`"60s"`).
     #[serde(with = "humantime_serde")]
     pub max_query_time: Duration,
     /// Queries running at once; more wait for a slot.
     pub max_concurrent: usize,
+    /// How long a query's next message may wait for the caller (the
+    /// gateway) to read it (`"30s"`) before the query is ended and its slot
+    /// given back. Longer than a gateway's `query.keep_open` (at most 20 s),
+    /// which leaves calls unread between pages on purpose.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
         Self {
             batch_rows: 500,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_query_time: Duration::from_secs(60),
             max_concurrent: 16,
+            stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -212,12 +247,15 @@ impl NodeConfig {
         Self {
             region: region.into(),
             region_name: String::new(),
+            extra_region_ids: Vec::new(),
             listen: default_listen(),
             shutdown_grace: default_shutdown_grace(),
+            connections: yrd_server::ConnectionLimits::default(),
             store: StoreConfig::default(),
             demo: DemoConfig::default(),
             limits: Limits::default(),
             query: QueryConfig::default(),
+            import: crate::import::ImportConfig::default(),
             insecure: false,
             tls: None,
             trust_domain: default_trust_domain(),
@@ -291,15 +329,18 @@ impl NodeConfig {
             key: key.to_owned(),
             reason,
         };
-        let r = self.region.as_bytes();
-        if r.len() != 6 || !r.iter().all(u8::is_ascii_digit) || !self.region.ends_with("0000") {
-            return Err(err(
-                "region",
-                format!(
-                    "{:?} is not a GB/T 2260 province-level code such as 320000",
-                    self.region
-                ),
-            ));
+        for (i, extra) in self.extra_region_ids.iter().enumerate() {
+            yrd_datasets::codes::regions::check_extra_region_id(extra)
+                .map_err(|reason| err(&format!("extra_region_ids[{i}]"), reason))?;
+        }
+        yrd_datasets::codes::regions::check_region_id(&self.region, &self.extra_region_ids)
+            .map_err(|reason| err("region", reason))?;
+        self.connections.validate(origin)?;
+        if self.insecure {
+            // Plaintext without client certificates serves this host only,
+            // whatever the file says: `--insecure` does not widen it.
+            yrd_server::check_loopback(origin, "listen", Some(self.listen))?;
+            yrd_server::check_loopback(origin, "admin_listen", self.admin_listen)?;
         }
         if !(self.demo.scale > 0.0 && self.demo.scale <= 100.0) {
             return Err(err("demo.scale", format!("{} is not in (0, 100]", self.demo.scale)));
@@ -308,6 +349,29 @@ impl NodeConfig {
             return Err(err(
                 "query.batch_rows",
                 format!("{} is not in 1..=10000", self.query.batch_rows),
+            ));
+        }
+        if !MAX_BATCH_BYTES_RANGE.contains(&self.query.max_batch_bytes) {
+            return Err(err(
+                "query.max_batch_bytes",
+                format!(
+                    "{} is not in {}..={}",
+                    self.query.max_batch_bytes,
+                    MAX_BATCH_BYTES_RANGE.start(),
+                    MAX_BATCH_BYTES_RANGE.end()
+                ),
+            ));
+        }
+        self.import
+            .validate(self.query.max_batch_bytes)
+            .map_err(|(key, reason)| err(key, reason))?;
+        if !(STALL_TIMEOUT_BOUNDS.0..=STALL_TIMEOUT_BOUNDS.1).contains(&self.query.stall_timeout) {
+            return Err(err(
+                "query.stall_timeout",
+                format!(
+                    "{:?} is outside the bounds {:?}..={:?}",
+                    self.query.stall_timeout, STALL_TIMEOUT_BOUNDS.0, STALL_TIMEOUT_BOUNDS.1
+                ),
             ));
         }
         if self.query.max_concurrent == 0 {
@@ -349,14 +413,63 @@ impl NodeConfig {
         if let Some(audit) = &self.audit {
             audit.validate().map_err(|e| err("audit", e.to_string()))?;
         }
-        let l = &self.limits;
-        if l.default_page_size == 0 || l.default_page_size > l.max_page_size {
+        // Every limit within its bounds (max_filter_depth's hard bound keeps
+        // the filter walks off the end of the stack).
+        self.limits.validate("limits.").map_err(|e| err(&e.key, e.reason))?;
+        // The telemetry bounds (buffer_spans, buffer_bytes, export_queue, ...).
+        self.telemetry.validate().map_err(|e| match e {
+            yrd_telemetry::TelemetryError::Config { key, reason } => err(&format!("telemetry.{key}"), reason),
+            other => err("telemetry", other.to_string()),
+        })?;
+        Ok(())
+    }
+
+    /// Checks this process's own certificate against the config, reading
+    /// the `tls` files (the binary calls it at start, after [`Self::load`]):
+    /// it must carry a node identity of this `region`, in `trust_domain`.
+    /// Returns that identity; `None` in insecure mode, which has no
+    /// certificate. Errors name `origin`, the key and the reason.
+    pub fn check_certificate(&self, origin: &str) -> Result<Option<yrd_identity::PeerId>, ConfigError> {
+        let Some(paths) = self.tls.as_ref().filter(|_| !self.insecure) else {
+            return Ok(None);
+        };
+        let err = |key: &str, reason: String| ConfigError::new(origin, key, reason);
+        let material = paths.load().map_err(|e| err("tls", e.to_string()))?;
+        let cert = paths.cert.display();
+        let id = material
+            .peer_id()
+            .map_err(|e| err("tls.cert", format!("{cert} carries no mesh identity: {e}")))?;
+        if id.trust_domain != self.trust_domain {
             return Err(err(
-                "limits.default_page_size",
-                format!("must be in 1..=max_page_size ({})", l.max_page_size),
+                "trust_domain",
+                format!(
+                    "{:?} is not the trust domain of this node's certificate tls.cert ({cert}: {id}); \
+                     every identity of a mesh is in one trust domain",
+                    self.trust_domain
+                ),
             ));
         }
-        Ok(())
+        match id.region() {
+            Some(region) if id.kind() == "node" && region == self.region => Ok(Some(id)),
+            Some(region) if id.kind() == "node" => Err(err(
+                "region",
+                format!(
+                    "{} is not the region of this node's certificate tls.cert ({cert}: {id}, a node of {region}); \
+                     a node serves with a node identity of its own region",
+                    self.region
+                ),
+            )),
+            _ => Err(err(
+                "tls.cert",
+                format!(
+                    "{cert} carries {id}, an identity of kind {}; a node serves with a node identity of its \
+                     region (spiffe://{}/region/{}/node/<name>)",
+                    id.kind(),
+                    self.trust_domain,
+                    self.region
+                ),
+            )),
+        }
     }
 
     /// The region's display name, or its code.
@@ -506,6 +619,129 @@ mod tests {
         let c = NodeConfig::parse("region = \"32\"\n", "t.toml").unwrap();
         let e = c.validate("t.toml").unwrap_err();
         assert_eq!(e.key, "region");
+        for bad in ["999999", "310100", "810000"] {
+            let c = NodeConfig::parse(&format!("region = \"{bad}\"\ninsecure = true\n"), "t.toml").unwrap();
+            let e = c.validate("t.toml").unwrap_err();
+            assert_eq!(e.key, "region", "{bad}");
+            assert!(e.to_string().starts_with("config t.toml: region: "), "{e}");
+            assert!(e.reason.contains("provincial-level"), "{e}");
+        }
+        // Another federation's ids, when listed.
+        let c = NodeConfig::parse(
+            "region = \"810000\"\ninsecure = true\nextra_region_ids = [\"810000\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        c.validate("t.toml").unwrap();
+        assert_eq!(NodeConfig::parse(&toml::to_string(&c).unwrap(), "t.toml").unwrap(), c);
+        let c = NodeConfig::parse(
+            "region = \"320000\"\ninsecure = true\nextra_region_ids = [\"hk\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.validate("t.toml").unwrap_err().key, "extra_region_ids[0]");
+    }
+
+    #[test]
+    fn insecure_binds_only_loopback() {
+        for (text, key) in [
+            ("listen = \"0.0.0.0:50051\"", "listen"),
+            ("listen = \"[::]:50051\"", "listen"),
+            ("listen = \"192.168.1.5:50051\"", "listen"),
+            ("admin_listen = \"0.0.0.0:9090\"", "admin_listen"),
+        ] {
+            let c = NodeConfig::parse(&format!("region = \"320000\"\ninsecure = true\n{text}\n"), "t.toml").unwrap();
+            let e = c.validate("t.toml").unwrap_err();
+            assert_eq!(e.key, key, "{text}");
+            assert!(e.reason.contains("not a loopback address"), "{e}");
+        }
+        let c = NodeConfig::parse(
+            "region = \"320000\"\ninsecure = true\nlisten = \"[::1]:0\"\nadmin_listen = \"127.0.0.2:9090\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        c.validate("t.toml").unwrap();
+        // With certificates, any address.
+        let mut c = NodeConfig::new("320000");
+        c.listen = "0.0.0.0:50051".parse().unwrap();
+        c.tls = Some(TlsPaths {
+            ca: "ca.pem".into(),
+            cert: "c.pem".into(),
+            key: "c.key".into(),
+        });
+        c.validate("t.toml").unwrap();
+    }
+
+    #[test]
+    fn the_certificate_must_be_this_regions_node() {
+        use yrd_identity::{IssueRequest, PeerId};
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path();
+        yrd_identity::init_ca(pki, "yrd.mesh").unwrap();
+        let config = |id: &PeerId, trust_domain: &str| {
+            let files = yrd_identity::issue(pki, &IssueRequest::local_server(id.clone())).unwrap();
+            let mut c = NodeConfig::new("320000");
+            c.trust_domain = trust_domain.to_owned();
+            c.tls = Some(TlsPaths {
+                ca: pki.join(yrd_identity::CA_CERT_FILE),
+                cert: files.cert,
+                key: files.key,
+            });
+            c
+        };
+        let own = PeerId::node("yrd.mesh", "320000", "nj-1").unwrap();
+        assert_eq!(
+            config(&own, "yrd.mesh").check_certificate("t.toml").unwrap(),
+            Some(own.clone())
+        );
+        let cases = [
+            (
+                PeerId::node("yrd.mesh", "310000", "sh-1").unwrap(),
+                "yrd.mesh",
+                "region",
+                "a node of 310000",
+            ),
+            (
+                PeerId::gateway("yrd.mesh", "gw").unwrap(),
+                "yrd.mesh",
+                "tls.cert",
+                "kind gateway",
+            ),
+            (
+                PeerId::app("yrd.mesh", "dash").unwrap(),
+                "yrd.mesh",
+                "tls.cert",
+                "kind app",
+            ),
+            (
+                PeerId::operator("yrd.mesh", "320000", "wang").unwrap(),
+                "yrd.mesh",
+                "tls.cert",
+                "kind operator",
+            ),
+            (
+                own,
+                "other.mesh",
+                "trust_domain",
+                "\"other.mesh\" is not the trust domain",
+            ),
+        ];
+        for (id, td, key, says) in cases {
+            let e = config(&id, td).check_certificate("t.toml").unwrap_err();
+            assert_eq!(e.key, key, "{id}: {e}");
+            assert!(e.reason.contains(says) && e.reason.contains(&id.uri()), "{e}");
+        }
+        // Missing files are named; insecure mode has no certificate to check.
+        let mut c = NodeConfig::new("320000");
+        c.tls = Some(TlsPaths {
+            ca: pki.join("nope.pem"),
+            cert: pki.join("nope.pem"),
+            key: pki.join("nope.key"),
+        });
+        let e = c.check_certificate("t.toml").unwrap_err();
+        assert!(e.key == "tls" && e.reason.contains("nope.pem"), "{e}");
+        c.insecure = true;
+        assert_eq!(c.check_certificate("t.toml").unwrap(), None);
     }
 
     #[test]

@@ -4,14 +4,14 @@
 //! store, this is the one encoder. Values are masked as the permit says,
 //! before they leave the region.
 
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use yrd_datasets::Cell;
 use yrd_proto::mesh::{Value, value};
 use yrd_proto::schema::{DatasetSchema, FieldSchema, FieldType};
 use yrd_query::sortkey::KeyWriter;
 
 use crate::policy::{AppKey, Mask};
-use crate::store::SortColumn;
+use crate::store::{SortColumn, StoreError, describe_key};
 
 /// Appends the message encoding of `field` holding `cell` to `buf`, masked
 /// by `mask` if any (`key` is the application's key for `hash`). Defaults
@@ -66,6 +66,81 @@ pub fn encode_field(
         // Zero values, and cells whose kind does not match the field's type
         // (impossible for data loaded through validation).
         _ => {}
+    }
+}
+
+/// The length of the message encoding of a row whose cells are in schema
+/// order, unmasked: what [`encode_field`] would write for every field, and
+/// what `import.max_row_bytes` bounds. Computed without encoding.
+pub fn encoded_len(schema: &DatasetSchema, cells: &[Option<Cell>]) -> usize {
+    schema
+        .fields
+        .iter()
+        .zip(cells)
+        .map(|(field, cell)| cell.as_ref().map_or(0, |c| field_len(field, c)))
+        .sum()
+}
+
+/// The length of one field's encoding, as [`encode_field`] writes it.
+fn field_len(field: &FieldSchema, cell: &Cell) -> usize {
+    let tag = field.number;
+    match (field.ty, cell) {
+        (FieldType::String | FieldType::Date, Cell::Text(s)) if !s.is_empty() => {
+            key_len(tag) + encoded_len_varint(s.len() as u64) + s.len()
+        }
+        (FieldType::Int, Cell::Int(i)) if *i != 0 => key_len(tag) + encoded_len_varint(*i as u64),
+        (FieldType::Bool, Cell::Bool(true)) => key_len(tag) + 1,
+        (FieldType::Double, Cell::Real(r)) if *r != 0.0 => key_len(tag) + 8,
+        (FieldType::Double, Cell::Int(i)) if *i != 0 => key_len(tag) + 8,
+        (FieldType::Timestamp, Cell::Time(secs) | Cell::Int(secs)) => {
+            let inner = if *secs == 0 {
+                0
+            } else {
+                1 + encoded_len_varint(*secs as u64)
+            };
+            key_len(tag) + encoded_len_varint(inner as u64) + inner
+        }
+        _ => 0,
+    }
+}
+
+/// The bytes one row adds to a `RowBatch`: its `Any` (type URL and value)
+/// and its sort key, each a length-delimited field of the batch.
+pub fn row_message_len(type_url: &str, value_len: usize, sort_key_len: usize) -> usize {
+    let delimited = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+    delimited(delimited(type_url.len()) + delimited(value_len)) + delimited(sort_key_len)
+}
+
+/// The error for a row of `bytes` encoded, more than a batch may carry
+/// (`limit`), naming it by its primary key: the last sort columns, whose
+/// cells are `keys` (aligned with `order`).
+pub fn row_too_large(
+    schema: &DatasetSchema,
+    order: &[SortColumn],
+    keys: &[Option<Cell>],
+    bytes: usize,
+    limit: usize,
+) -> StoreError {
+    let values: Vec<(&str, String, usize)> = schema
+        .primary_key
+        .iter()
+        .filter_map(|&f| {
+            let i = order.iter().position(|c| c.field == f)?;
+            let (text, full) = match keys.get(i)?.as_ref()? {
+                Cell::Text(s) => (s.chars().take(256).collect(), s.len()),
+                Cell::Int(n) | Cell::Time(n) => (n.to_string(), 0),
+                Cell::Real(r) => (r.to_string(), 0),
+                Cell::Bool(b) => (b.to_string(), 0),
+            };
+            Some((schema.fields[f].name.as_str(), text, full))
+        })
+        .collect();
+    let key = describe_key(values.iter().map(|(f, t, n)| (*f, t.as_str(), *n)));
+    StoreError::RowTooLarge {
+        dataset: schema.id.clone(),
+        key,
+        bytes: bytes as u64,
+        limit: limit as u64,
     }
 }
 
@@ -202,6 +277,36 @@ mod tests {
         assert_eq!(e.name, key.hash("苏州某某公司"));
         assert_eq!(e.address, "", "redacted: left out");
         assert_eq!(e.contact_phone, "138****5678");
+    }
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_encoding() {
+        let registry = Registry::standard().unwrap();
+        let spec = yrd_datasets::demo::DemoSpec { seed: 3, scale: 0.01 };
+        for schema in registry.datasets() {
+            let rows = yrd_datasets::demo::rows(&schema.id, "320000", &spec).unwrap();
+            for named in rows.take(50) {
+                let mut cells = yrd_datasets::cells_from_named(schema, named).unwrap();
+                // Zeros and empty text are left out of both.
+                if let Some(c) = cells.iter_mut().find(|c| matches!(c, Some(Cell::Real(_)))) {
+                    *c = Some(Cell::Real(0.0));
+                }
+                let mut buf = Vec::new();
+                for (f, c) in schema.fields.iter().zip(&cells) {
+                    encode_field(f, c.as_ref(), None, None, &mut buf);
+                }
+                assert_eq!(encoded_len(schema, &cells), buf.len(), "{}", schema.id);
+            }
+        }
+        let schema = registry.get("air_quality").unwrap();
+        let mut cells = vec![None; schema.fields.len()];
+        let (t, _) = schema.field("observed_at").unwrap();
+        for secs in [0, 1, -1, 1_740_816_000] {
+            cells[t] = Some(Cell::Time(secs));
+            let mut buf = Vec::new();
+            encode_field(&schema.fields[t], cells[t].as_ref(), None, None, &mut buf);
+            assert_eq!(encoded_len(schema, &cells), buf.len(), "{secs}");
+        }
     }
 
     #[test]

@@ -149,6 +149,18 @@ impl From<NodeError> for Status {
                 &[("state", state)],
                 err.to_string(),
             ),
+            // A stored row too large to send: this region's failure (not the
+            // caller's), told as it is; the message names the row by its
+            // primary key and the limit, never a value of another field.
+            NodeError::Store(StoreError::RowTooLarge { .. }) => {
+                tracing::error!(error = %err, "a stored row is too large to send");
+                access_status(
+                    tonic::Code::Internal,
+                    "ROW_TOO_LARGE",
+                    &[("limit", "query.max_batch_bytes")],
+                    err.to_string(),
+                )
+            }
             // Internal detail stays in this region's logs; the caller gets a
             // generic message (DESIGN: internal text never crosses a region).
             other => {

@@ -21,6 +21,11 @@ struct Cli {
     /// Log format (default: the config's telemetry.log_format, text).
     #[arg(long, global = true, value_enum, env = "YRD_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Confirms the config's `insecure = true` (plaintext, no client
+    /// certificates, loopback only; development only): a config file alone
+    /// cannot turn it on. Deliberately not read from the environment.
+    #[arg(long, global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -90,15 +95,30 @@ fn init_telemetry(config: &NodeConfig, format: Option<LogFormat>) -> anyhow::Res
     Ok(yrd_telemetry::init(&t)?)
 }
 
+/// What is checked before serving, beyond the config's own validation:
+/// insecure mode only with `--insecure` (and `--insecure` only with it),
+/// and the certificate's identity against the config.
+fn check_start(config: &NodeConfig, path: &std::path::Path, insecure_flag: bool) -> anyhow::Result<()> {
+    let shown = path.display().to_string();
+    yrd_server::check_insecure_flag(&shown, config.insecure, insecure_flag)?;
+    config.check_certificate(&shown)?;
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let path = cli.config.context("--config is required (or set YRD_NODE_CONFIG)")?;
     let config = NodeConfig::load(&path)?;
+    let command = cli.command.unwrap_or(Command::Serve);
+    if matches!(command, Command::Serve) {
+        // Import and generate serve nothing: only serving is checked.
+        check_start(&config, &path, cli.insecure)?;
+    }
     let telemetry = init_telemetry(&config, cli.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let outcome = match cli.command.unwrap_or(Command::Serve) {
+    let outcome = match command {
         Command::Serve => runtime.block_on(async {
             // Installed before start: a signal that comes while the store
             // opens waits for a clean shutdown instead of killing the process.
@@ -118,19 +138,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let outcome = runtime.block_on(async {
                 let store = server::open_store(&config).await?;
-                import::import_file(store.as_ref(), &config.region, &dataset, &file, format)
+                import::import_file_with(store.as_ref(), &config.region, &dataset, &file, format, &config.import)
                     .await
                     .map_err(anyhow::Error::from)
             })?;
-            if outcome.rejected.is_empty() {
+            if outcome.is_rejected() {
+                // Bounded whatever the file: the first rows in full, then
+                // one line per cause.
+                eprint!(
+                    "{}",
+                    import::rejection_report(&outcome, config.import.max_rejections_shown)
+                );
+                Ok(ExitCode::FAILURE)
+            } else {
                 println!("imported {} rows", outcome.inserted);
                 Ok(ExitCode::SUCCESS)
-            } else {
-                for r in &outcome.rejected {
-                    eprintln!("line {}: {}", r.line, r.reason);
-                }
-                eprintln!("{} rows rejected; nothing was imported", outcome.rejected.len());
-                Ok(ExitCode::FAILURE)
             }
         }
         Command::Generate { seed, scale } => {

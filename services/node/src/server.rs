@@ -85,6 +85,8 @@ pub async fn routes(
     let routes = yrd_server::standard_routes(
         &[<DataNodeServer<NodeService> as NamedService>::NAME],
         &[yrd_proto::FILE_DESCRIPTOR_SET],
+        // Health and reflection follow the services' trust-domain rule.
+        authorizer.as_deref().map(Authorizer::trust_domain),
     )
     .await?;
     Ok(routes.add_service(DataNodeServer::with_interceptor(
@@ -165,8 +167,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
     let store = open_store(&config).await?;
     let (listen, region, admin_listen) = (config.listen, config.region.clone(), config.admin_listen);
+    let telemetry = config.telemetry.clone();
     let options = ServeOptions::new(DeadlinePolicy::at_most(config.query.max_query_time))
-        .with_shutdown_grace(config.shutdown_grace);
+        .with_shutdown_grace(config.shutdown_grace)
+        .with_connections(config.connections);
     let verifier = Arc::new(Verifier::new(&config)?);
     let audit = open_audit(&config, signer).await?;
     let workflow = Workflow::open(&config, store.registry()).await?;
@@ -209,7 +213,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let server = yrd_server::serve(routes, listen, tls, options).await?;
     let admin = match admin_listen {
         // The node is ready once its store is open and it serves.
-        Some(at) => Some(yrd_telemetry::start_admin(at, Arc::new(|| true)).await?),
+        Some(at) => Some(yrd_telemetry::start_admin(at, &telemetry, Arc::new(|| true)).await?),
         None => None,
     };
     tracing::info!(addr = %server.addr, region = %region, admin = ?admin.as_ref().map(|a| a.addr), "region node serving");

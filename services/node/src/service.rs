@@ -87,6 +87,8 @@ struct Shown {
     /// The application's key for `hash` masks.
     app_key: Option<AppKey>,
     batch_rows: usize,
+    /// Most bytes of one streamed batch (`query.max_batch_bytes`).
+    batch_bytes: usize,
     /// The audit record of the decision that allowed the query, named in
     /// its summary.
     audit_id: String,
@@ -330,11 +332,13 @@ impl NodeService {
             .chain(visible.iter().copied())
             .collect();
         let batch_rows = self.batch_rows(plan.page_size);
+        let batch_bytes = self.inner.config.query.max_batch_bytes;
         let shown = Shown {
             masks: visible.iter().map(|&f| permit.mask(f)).collect(),
             fields: visible,
             app_key: permit.app_key().cloned(),
             batch_rows,
+            batch_bytes,
             audit_id: String::new(),
         };
         let scan = store::ScanPlan {
@@ -345,6 +349,7 @@ impl NodeService {
             limit: u64::from(plan.page_size) + 1,
             columns,
             batch_rows,
+            batch_bytes,
         };
         Ok((decision, shown, scan))
     }
@@ -480,6 +485,10 @@ impl DataNode for NodeService {
         let shown_id = audit_id.clone();
         store_span.record("db.statement", scan.statement.as_str());
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let tx = Tx {
+            tx,
+            stall: self.inner.config.query.stall_timeout,
+        };
         let state = self.inner.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -720,16 +729,31 @@ pub(crate) fn caller_of<T: prost::Message>(req: &Request<T>, path: &str) -> Resu
     crate::obo::principal(req, path)
 }
 
+/// The node's end of a query's response stream: the bounded channel, and
+/// how long a message may wait there for the caller to read
+/// (`query.stall_timeout`).
+struct Tx {
+    tx: mpsc::Sender<Result<NodeQueryResponse, Status>>,
+    stall: Duration,
+}
+
 /// Sends one message of a query stream, waiting for room in the bounded
-/// channel, but never past the deadline.
-async fn send(
-    tx: &mpsc::Sender<Result<NodeQueryResponse, Status>>,
-    msg: Result<NodeQueryResponse, Status>,
-    deadline: Instant,
-) -> Result<(), NodeError> {
-    match tokio::time::timeout_at(deadline.into(), tx.send(msg)).await {
+/// channel, but never past the deadline, and never longer than the stall
+/// timeout: a caller that stops reading ends its query (the store stops
+/// and the query slot is given back) instead of holding the slot until
+/// its deadline.
+async fn send(tx: &Tx, msg: Result<NodeQueryResponse, Status>, deadline: Instant) -> Result<(), NodeError> {
+    let limit = deadline.min(Instant::now() + tx.stall);
+    match tokio::time::timeout_at(limit.into(), tx.tx.send(msg)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(NodeError::Cancelled),
+        Err(_) if limit < deadline => {
+            tracing::info!(
+                stall = ?tx.stall,
+                "the caller stopped reading; its query was ended (query.stall_timeout)"
+            );
+            Err(NodeError::Cancelled)
+        }
         Err(_) => Err(NodeError::DeadlineExceeded(0)),
     }
 }
@@ -737,12 +761,14 @@ async fn send(
 /// The span of one Query or Aggregate at this node. Attributes name the
 /// dataset and region, never a row's values.
 fn request_span(method: &str, region: &str, dataset: &str) -> tracing::Span {
+    // The dataset is checked after the span opens: recorded cut to a name.
+    let dataset = yrd_telemetry::truncate_for_record(dataset, yrd_query::check::MAX_NAME_BYTES);
     tracing::info_span!(
         SPAN_NODE_QUERY,
         "yrd.component" = "node",
         "rpc.method" = method,
         "yrd.region" = region,
-        "yrd.dataset" = dataset,
+        "yrd.dataset" = dataset.as_ref(),
         "yrd.rows" = tracing::field::Empty,
         "yrd.audit_id" = tracing::field::Empty,
         "otel.status_code" = tracing::field::Empty,
@@ -769,8 +795,13 @@ fn store_span(parent: &tracing::Span, system: &'static str) -> tracing::Span {
 /// Marks `span` as failed with a safe description of `err`, and returns it.
 fn failed(span: &tracing::Span, err: NodeError) -> NodeError {
     span.record("otel.status_code", "ERROR");
-    // Errors name parameters, limits and store failures, never bound values.
-    span.record("otel.status_description", err.to_string().as_str());
+    // Errors name parameters, limits and store failures, never bound
+    // values; a query error without the literals the caller wrote.
+    let description = match &err {
+        NodeError::Query(q) => q.redacted(),
+        other => yrd_telemetry::truncate_for_record(&other.to_string(), 512).into_owned(),
+    };
+    span.record("otel.status_description", description.as_str());
     err
 }
 
@@ -782,7 +813,7 @@ async fn run_query(
     plan: &PagePlan,
     shown: &Shown,
     mut rows: store::Scan,
-    tx: &mpsc::Sender<Result<NodeQueryResponse, Status>>,
+    tx: &Tx,
     deadline: Instant,
     started: Instant,
 ) -> Result<u64, NodeError> {
@@ -798,6 +829,9 @@ async fn run_query(
     let mut batch = new_batch();
     let mut key = KeyWriter::new();
     let (mut count, mut bytes, mut has_more) = (0u64, 0u64, false);
+    // Bytes of the batch being filled, as encoded: cut before a row that
+    // would take it past `query.max_batch_bytes`.
+    let mut batch_bytes = 0usize;
     'scan: loop {
         let cells_batch = match tokio::time::timeout_at(deadline.into(), rows.rows.recv()).await {
             Ok(Some(item)) => item?,
@@ -822,6 +856,30 @@ async fn run_query(
                     &mut buf,
                 );
             }
+            let row_bytes = crate::encode::row_message_len(&plan.schema.type_url, buf.len(), key.as_bytes().len());
+            if row_bytes > shown.batch_bytes {
+                return Err(crate::encode::row_too_large(
+                    &plan.schema,
+                    &plan.order,
+                    keys,
+                    row_bytes,
+                    shown.batch_bytes,
+                )
+                .into());
+            }
+            if !batch.rows.is_empty() && batch_bytes + row_bytes > shown.batch_bytes {
+                let full = std::mem::replace(&mut batch, new_batch());
+                batch_bytes = 0;
+                send(
+                    tx,
+                    Ok(NodeQueryResponse {
+                        kind: Some(node_query_response::Kind::Batch(full)),
+                    }),
+                    deadline,
+                )
+                .await?;
+            }
+            batch_bytes += row_bytes;
             bytes += buf.len() as u64;
             batch.rows.push(Any {
                 type_url: plan.schema.type_url.clone(),
@@ -831,6 +889,7 @@ async fn run_query(
             count += 1;
             if batch.rows.len() >= batch_rows {
                 let full = std::mem::replace(&mut batch, new_batch());
+                batch_bytes = 0;
                 send(
                     tx,
                     Ok(NodeQueryResponse {
@@ -936,7 +995,7 @@ async fn run_aggregate(
         groups.push(AggregateGroup { keys, metrics });
     }
     let n = groups.len() as u64;
-    Ok(AggregateResponse {
+    let response = AggregateResponse {
         groups,
         regions: vec![RegionStatus {
             suppressed_groups: suppressed,
@@ -945,7 +1004,20 @@ async fn run_aggregate(
         trace_id: yrd_telemetry::current_trace_id(),
         // The gateway's record; the node's own is in its RegionStatus.
         audit_id: String::new(),
-    })
+    };
+    // One message, never larger than a batch may be.
+    let max = state.config.query.max_batch_bytes;
+    let len = prost::Message::encoded_len(&response);
+    if len > max {
+        return Err(QueryError::Limit {
+            param: "group_by",
+            limit: "query.max_batch_bytes",
+            max: max as u64,
+            actual: len as u64,
+        }
+        .into());
+    }
+    Ok(response)
 }
 
 /// The size and freshness of one dataset.

@@ -19,6 +19,75 @@ use crate::{Limits, QueryError, filter, order};
 
 /// The request parameter of a projection.
 const FIELDS_PARAM: &str = "fields";
+
+/// The longest name a request may carry, in bytes: a dataset, a field (in
+/// a projection, an order, a group-by, a metric) or a region. Names are
+/// identifiers; checked before anything records them (a span, a log line,
+/// an error message), so that no caller's text of megabytes is copied.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// The longest `order_by` text, in bytes: room for the most keys
+/// (`limits.max_order_keys` is at most 64) of [`MAX_NAME_BYTES`] each, with
+/// their directions and commas.
+pub const MAX_ORDER_BY_BYTES: usize = 16 * 1024;
+
+/// Checks that `name`, given as `param`, is at most [`MAX_NAME_BYTES`]
+/// long; the error names the parameter and the limit, not the name.
+pub fn check_name(param: &'static str, name: &str) -> Result<(), QueryError> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(QueryError::Invalid {
+            param,
+            message: format!(
+                "a name of {} bytes is longer than the limit MAX_NAME_BYTES = {MAX_NAME_BYTES}",
+                name.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// [`check_name`] of each of `names`.
+fn check_names<'a>(param: &'static str, names: impl IntoIterator<Item = &'a str>) -> Result<(), QueryError> {
+    names.into_iter().try_for_each(|name| check_name(param, name))
+}
+
+/// The names of a query (its dataset, projection, order and the regions
+/// it names), checked before anything else reads them.
+fn check_query_names(
+    dataset: &str,
+    fields: &[String],
+    order_by: &str,
+    order_keys: &[OrderKey],
+    regions: &[String],
+) -> Result<(), QueryError> {
+    check_name("dataset", dataset)?;
+    check_names(FIELDS_PARAM, fields.iter().map(String::as_str))?;
+    if order_by.len() > MAX_ORDER_BY_BYTES {
+        return Err(QueryError::Invalid {
+            param: "order_by",
+            message: format!(
+                "{} bytes is longer than the limit MAX_ORDER_BY_BYTES = {MAX_ORDER_BY_BYTES}",
+                order_by.len()
+            ),
+        });
+    }
+    check_names("order_by", order_by.split(|c: char| c == ',' || c.is_whitespace()))?;
+    check_names("order_keys", order_keys.iter().map(|k| k.field.as_str()))?;
+    check_names("regions", regions.iter().map(String::as_str))
+}
+
+/// The names of an aggregate, checked before anything else reads them.
+fn check_aggregate_names(
+    dataset: &str,
+    group_by: &[String],
+    metrics: &[Metric],
+    regions: &[String],
+) -> Result<(), QueryError> {
+    check_name("dataset", dataset)?;
+    check_names("group_by", group_by.iter().map(String::as_str))?;
+    check_names("metrics", metrics.iter().map(|m| m.field.as_str()))?;
+    check_names("regions", regions.iter().map(String::as_str))
+}
 /// The request parameter of a node's resume key.
 const RESUME_PARAM: &str = "resume_key";
 
@@ -60,8 +129,10 @@ pub struct CheckedAggregate {
     pub metric_fields: Vec<(AggregateFunction, Option<usize>)>,
 }
 
-/// The dataset's schema, or `NOT_FOUND` naming it.
+/// The dataset's schema, or `NOT_FOUND` naming it (`INVALID_ARGUMENT`
+/// for a name longer than [`MAX_NAME_BYTES`]).
 pub fn dataset(schemas: &Registry, id: &str) -> Result<Arc<DatasetSchema>, QueryError> {
+    check_name("dataset", id)?;
     schemas
         .get(id)
         .cloned()
@@ -94,6 +165,7 @@ impl CheckedQuery {
     /// Checks a Federation `Query` (or `Explain`) request. Page tokens,
     /// regions and consistency are the gateway's and are left to it.
     pub fn from_request(req: &QueryRequest, schemas: &Registry, limits: &Limits) -> Result<Self, QueryError> {
+        check_query_names(&req.dataset, &req.fields, &req.order_by, &req.order_keys, &req.regions)?;
         let schema = dataset(schemas, &req.dataset)?;
         let filter = filter_of(&schema, &req.filter, req.filter_expr.as_ref(), limits)?;
         let (keys, ordered) = match (req.order_by.trim().is_empty(), req.order_keys.is_empty()) {
@@ -120,6 +192,7 @@ impl CheckedQuery {
         schemas: &Registry,
         limits: &Limits,
     ) -> Result<(Self, Option<Vec<Value>>), QueryError> {
+        check_query_names(&req.dataset, &req.fields, "", &req.order_keys, &[])?;
         let schema = dataset(schemas, &req.dataset)?;
         let filter = filter_of(&schema, "", req.filter.as_ref(), limits)?;
         order::check_order_keys(&req.order_keys, &schema, limits)?;
@@ -221,6 +294,7 @@ impl CheckedAggregate {
     /// Checks a Federation `Aggregate` request (regions and consistency are
     /// the gateway's).
     pub fn from_request(req: &AggregateRequest, schemas: &Registry, limits: &Limits) -> Result<Self, QueryError> {
+        check_aggregate_names(&req.dataset, &req.group_by, &req.metrics, &req.regions)?;
         let schema = dataset(schemas, &req.dataset)?;
         let filter = filter_of(&schema, &req.filter, req.filter_expr.as_ref(), limits)?;
         Self::finish(schema, filter, &req.group_by, &req.metrics, limits)
@@ -232,6 +306,7 @@ impl CheckedAggregate {
         schemas: &Registry,
         limits: &Limits,
     ) -> Result<Self, QueryError> {
+        check_aggregate_names(&req.dataset, &req.group_by, &req.metrics, &[])?;
         let schema = dataset(schemas, &req.dataset)?;
         let filter = filter_of(&schema, "", req.filter.as_ref(), limits)?;
         Self::finish(schema, filter, &req.group_by, &req.metrics, limits)
@@ -337,6 +412,107 @@ mod tests {
         assert_eq!(err.param(), "fields");
         assert!(err.to_string().contains("name"), "{err}");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn long_names_are_refused_before_they_are_quoted() {
+        let limits = Limits::default();
+        let big = "f".repeat(3_500_000);
+        let at_limit = "f".repeat(MAX_NAME_BYTES);
+        let check = |r: QueryRequest| CheckedQuery::from_request(&r, schemas(), &limits).unwrap_err();
+        let cases: Vec<(QueryRequest, &str)> = vec![
+            (
+                QueryRequest {
+                    dataset: big.clone(),
+                    ..req("", "", &[])
+                },
+                "dataset",
+            ),
+            (req("", "", &["name", &big]), "fields"),
+            (req("", &format!("{big} desc"), &[]), "order_by"),
+            (
+                req("", &format!("name, {}", "f".repeat(MAX_NAME_BYTES + 1)), &[]),
+                "order_by",
+            ),
+            (
+                QueryRequest {
+                    order_keys: vec![OrderKey {
+                        field: big.clone(),
+                        descending: false,
+                    }],
+                    ..req("", "", &[])
+                },
+                "order_keys",
+            ),
+            (
+                QueryRequest {
+                    regions: vec![big.clone()],
+                    ..req("", "", &[])
+                },
+                "regions",
+            ),
+        ];
+        for (r, param) in cases {
+            let err = check(r);
+            assert_eq!((err.param(), err.kind()), (param, ErrorKind::InvalidArgument), "{err}");
+            let text = err.to_string();
+            assert!(text.len() < 200, "{text}");
+            assert!(
+                text.contains("MAX_NAME_BYTES = 128") || text.contains("MAX_ORDER_BY_BYTES"),
+                "{text}"
+            );
+            assert!(!text.contains("fff"), "the name itself is not echoed: {text}");
+        }
+        // A name at the limit is checked as usual: unknown, quoted cut.
+        let err = check(req("", "", &[&at_limit]));
+        assert!(matches!(err, QueryError::UnknownField { .. }), "{err}");
+        assert!(err.to_string().len() < 200, "{err}");
+
+        let agg = |r: AggregateRequest| CheckedAggregate::from_request(&r, schemas(), &limits).unwrap_err();
+        let base = AggregateRequest {
+            dataset: "enterprise".into(),
+            ..Default::default()
+        };
+        for (r, param) in [
+            (
+                AggregateRequest {
+                    group_by: vec![big.clone()],
+                    ..base.clone()
+                },
+                "group_by",
+            ),
+            (
+                AggregateRequest {
+                    metrics: vec![Metric {
+                        function: AggregateFunction::Sum as i32,
+                        field: big.clone(),
+                    }],
+                    ..base.clone()
+                },
+                "metrics",
+            ),
+            (
+                AggregateRequest {
+                    dataset: big.clone(),
+                    ..base.clone()
+                },
+                "dataset",
+            ),
+        ] {
+            let err = agg(r);
+            assert_eq!(err.param(), param, "{err}");
+            assert!(err.to_string().len() < 200, "{err}");
+        }
+        // The node's requests too.
+        let node = NodeQueryRequest {
+            dataset: "enterprise".into(),
+            fields: vec![big.clone()],
+            ..Default::default()
+        };
+        let err = CheckedQuery::from_node_request(&node, schemas(), &limits).unwrap_err();
+        assert_eq!(err.param(), "fields");
+        let err = dataset(schemas(), &big).unwrap_err();
+        assert_eq!((err.param(), err.kind()), ("dataset", ErrorKind::InvalidArgument));
     }
 
     #[test]

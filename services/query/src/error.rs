@@ -1,7 +1,14 @@
 //! The one error type of the query language, and the one place it becomes
 //! a gRPC status (`google.rpc.BadRequest` naming the parameter, `ErrorInfo`
 //! naming the limit).
+//!
+//! A message quotes at most [`MAX_QUOTED_CHARS`] characters of any string
+//! the caller sent (a name, a literal), and a free-text part at most
+//! [`MAX_MESSAGE_CHARS`]: an error never echoes a request back whole.
+//! [`QueryError::redacted`] is the form for spans and logs, which carries
+//! no literal of a filter at all.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use tonic::{Code, Status};
@@ -9,6 +16,42 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 /// Domain of the `google.rpc.ErrorInfo` details the mesh sends.
 pub const ERROR_DOMAIN: &str = "mesh.yrd";
+
+/// The most characters of a caller's string (a name, a literal) an error
+/// message quotes; the rest is replaced by `…(N bytes)`.
+pub const MAX_QUOTED_CHARS: usize = 64;
+
+/// The most characters of the free-text part of an error message (a
+/// syntax error's explanation, a reason).
+pub const MAX_MESSAGE_CHARS: usize = 256;
+
+/// `text` cut to `max` characters, with `…(N bytes)` (its whole length)
+/// appended when anything was cut. Borrowed when it fits.
+pub fn excerpt(text: &str, max: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => Cow::Borrowed(text),
+        Some((end, _)) => Cow::Owned(format!("{}…({} bytes)", &text[..end], text.len())),
+    }
+}
+
+/// A caller's string as a message shows it: cut to [`MAX_QUOTED_CHARS`].
+fn shown(text: &str) -> Cow<'_, str> {
+    excerpt(text, MAX_QUOTED_CHARS)
+}
+
+/// A caller's string quoted (`"..."`, escapes as Rust writes them), cut
+/// to [`MAX_QUOTED_CHARS`] first.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}…({} bytes)", &text[..end], text.len()),
+    }
+}
+
+/// A free-text part of a message, cut to [`MAX_MESSAGE_CHARS`].
+fn told(text: &str) -> Cow<'_, str> {
+    excerpt(text, MAX_MESSAGE_CHARS)
+}
 
 /// How an error is reported to a caller: the gRPC code it maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +70,7 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueryError {
     /// The text does not parse.
-    #[error("{param}: syntax error at character {position}: {message}")]
+    #[error("{param}: syntax error at character {position}: {}", told(message))]
     Syntax {
         /// The parameter.
         param: &'static str,
@@ -37,13 +80,13 @@ pub enum QueryError {
         message: String,
     },
     /// The dataset does not exist.
-    #[error("dataset {dataset:?} does not exist")]
+    #[error("dataset {} does not exist", quoted(dataset))]
     UnknownDataset {
         /// The requested id.
         dataset: String,
     },
     /// A field name is not in the dataset.
-    #[error("{param}: dataset {dataset} has no field {field:?}")]
+    #[error("{param}: dataset {} has no field {}", shown(dataset), quoted(field))]
     UnknownField {
         /// The parameter.
         param: &'static str,
@@ -53,7 +96,7 @@ pub enum QueryError {
         field: String,
     },
     /// A field may not be used this way.
-    #[error("{param}: field {field} {reason}")]
+    #[error("{param}: field {} {}", shown(field), told(reason))]
     FieldNotAllowed {
         /// The parameter.
         param: &'static str,
@@ -63,7 +106,11 @@ pub enum QueryError {
         reason: String,
     },
     /// A literal does not fit the field's type.
-    #[error("{param}: field {field} is a {expected}, but the value {found} is not")]
+    #[error(
+        "{param}: field {} is a {expected}, but the value {} is not",
+        shown(field),
+        shown(found)
+    )]
     TypeMismatch {
         /// The parameter.
         param: &'static str,
@@ -87,13 +134,13 @@ pub enum QueryError {
         actual: u64,
     },
     /// The page token is not valid for this query.
-    #[error("page_token: {reason}")]
+    #[error("page_token: {}", told(reason))]
     PageToken {
         /// Why (expired, tampered with, for another query, ...).
         reason: String,
     },
     /// Another malformed parameter.
-    #[error("{param}: {message}")]
+    #[error("{param}: {}", told(message))]
     Invalid {
         /// The parameter.
         param: &'static str,
@@ -150,6 +197,43 @@ impl QueryError {
         let prefix = format!("{}: ", self.param());
         text.strip_prefix(&prefix).map(str::to_owned).unwrap_or(text)
     }
+
+    /// The error as a span or a log line may record it: the parameter and
+    /// what is wrong, with no literal the caller wrote (a filter's value,
+    /// the text around a syntax error, a name the dataset does not have).
+    /// The caller still gets the whole (cut) message in its status; this is
+    /// what operators see on `/traces` and at the collector.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Syntax { param, position, .. } => format!("{param}: syntax error at character {position}"),
+            Self::UnknownDataset { .. } => "dataset: no such dataset".to_owned(),
+            Self::UnknownField { param, dataset, .. } => {
+                format!("{param}: dataset {} has no field of that name", shown(dataset))
+            }
+            Self::TypeMismatch {
+                param, field, expected, ..
+            } => format!(
+                "{param}: field {} is a {expected}, but the value ? is not",
+                shown(field)
+            ),
+            // Named fields of the schema, limits and reasons of our own.
+            Self::FieldNotAllowed { .. } | Self::Limit { .. } | Self::PageToken { .. } | Self::Invalid { .. } => {
+                self.to_string()
+            }
+        }
+    }
+}
+
+/// What a span or a log line may record of a status that came from a
+/// [`QueryError`] (at a region, say): `REASON (param)`, with the limit for
+/// `LIMIT_EXCEEDED`, read from its `ErrorInfo`; `None` for any other status.
+pub fn redacted_status(status: &Status) -> Option<String> {
+    let info = status.get_details_error_info().filter(|i| i.domain == ERROR_DOMAIN)?;
+    let param = info.metadata.get("param")?;
+    Some(match (info.metadata.get("limit"), info.metadata.get("max")) {
+        (Some(limit), Some(max)) => format!("{} ({param}: {limit} = {max})", info.reason),
+        _ => format!("{} ({param})", info.reason),
+    })
 }
 
 impl From<QueryError> for Status {
@@ -181,6 +265,111 @@ impl From<QueryError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_quote_a_callers_strings_cut() {
+        let big = "x".repeat(3_500_000);
+        let errors = [
+            QueryError::UnknownDataset { dataset: big.clone() },
+            QueryError::UnknownField {
+                param: "fields",
+                dataset: "enterprise".into(),
+                field: big.clone(),
+            },
+            QueryError::TypeMismatch {
+                param: "filter",
+                field: "registered_capital".into(),
+                expected: "number",
+                found: big.clone(),
+            },
+            QueryError::Syntax {
+                param: "filter",
+                position: 1,
+                message: big.clone(),
+            },
+            QueryError::Invalid {
+                param: "fields",
+                message: big.clone(),
+            },
+            QueryError::PageToken { reason: big.clone() },
+            QueryError::FieldNotAllowed {
+                param: "order_by",
+                field: big.clone(),
+                reason: big.clone(),
+            },
+        ];
+        for e in errors {
+            let text = e.to_string();
+            assert!(text.len() < 700, "{} bytes: {}", text.len(), &text[..100]);
+            assert!(text.contains("(3500000 bytes)"), "{text}");
+            let status = Status::from(e.clone());
+            assert!(status.message().len() < 700);
+            assert!(e.redacted().len() < 700);
+        }
+        // Short strings are shown as before.
+        let e = QueryError::UnknownDataset { dataset: "nope".into() };
+        assert_eq!(e.to_string(), "dataset \"nope\" does not exist");
+        assert_eq!(excerpt("héllo", 2), "hé…(6 bytes)");
+        assert_eq!(excerpt("héllo", 5), "héllo");
+    }
+
+    #[test]
+    fn redacted_errors_carry_no_literal() {
+        let literal = "310101199001011234X";
+        let errors = [
+            QueryError::TypeMismatch {
+                param: "filter",
+                field: "registered_capital".into(),
+                expected: "number",
+                found: literal.into(),
+            },
+            QueryError::Syntax {
+                param: "filter",
+                position: 22,
+                message: format!("expected a comparison operator, found `{literal}`"),
+            },
+            QueryError::UnknownField {
+                param: "filter",
+                dataset: "enterprise".into(),
+                field: literal.into(),
+            },
+            QueryError::UnknownDataset {
+                dataset: literal.into(),
+            },
+        ];
+        for e in errors {
+            assert!(
+                e.to_string().contains(literal),
+                "the caller's own message keeps it: {e}"
+            );
+            let r = e.redacted();
+            assert!(!r.contains(literal) && !r.contains("310101"), "{r}");
+            assert!(r.starts_with(e.param()), "{r}");
+        }
+        let e = QueryError::TypeMismatch {
+            param: "filter",
+            field: "registered_capital".into(),
+            expected: "number",
+            found: literal.into(),
+        };
+        assert_eq!(
+            e.redacted(),
+            "filter: field registered_capital is a number, but the value ? is not"
+        );
+        let status = Status::from(e);
+        assert_eq!(redacted_status(&status).as_deref(), Some("INVALID_QUERY (filter)"));
+        let limit = Status::from(QueryError::Limit {
+            param: "filter",
+            limit: "max_filter_terms",
+            max: 16,
+            actual: 17,
+        });
+        assert_eq!(
+            redacted_status(&limit).as_deref(),
+            Some("LIMIT_EXCEEDED (filter: max_filter_terms = 16)")
+        );
+        assert_eq!(redacted_status(&Status::unavailable("down")), None);
+    }
 
     #[test]
     fn for_param_names_another_parameter_and_keeps_the_rest() {

@@ -22,7 +22,16 @@ use yrd_proto::datetime;
 use yrd_proto::mesh::{CompareOp, Comparison, FilterExpr, FilterList, Value, filter_expr, value};
 use yrd_proto::schema::{DatasetSchema, FieldSchema, FieldType};
 
+use crate::limits::MAX_FILTER_DEPTH_BOUND;
 use crate::{Limits, QueryError};
+
+/// The deepest tree a recursive walk over a typed filter descends into
+/// (here [`regions_matched`], and the node's SQL builder): room for a
+/// checked filter (at most [`MAX_FILTER_DEPTH_BOUND`] deep) inside the row
+/// scopes a node ANDs around it, with plenty to spare. A walk refuses (or,
+/// where refusing is not needed, gives up on) anything deeper rather than
+/// recursing into it; the other walks here are iterative.
+pub const MAX_TREE_DEPTH: usize = 2 * MAX_FILTER_DEPTH_BOUND;
 
 /// The request parameter of filter text.
 const TEXT_PARAM: &str = "filter";
@@ -47,6 +56,11 @@ struct Literal {
 
 /// A recursive-descent parser over the characters of a filter; positions
 /// are character indexes so that errors point where a user counts.
+///
+/// It recurses only into a parenthesis or a negation, and
+/// [`enter`](Parser::enter) checks the nesting against the depth limit
+/// (never more than [`MAX_FILTER_DEPTH_BOUND`]) before each such step, so
+/// its stack use is bounded whatever the input.
 struct Parser<'a> {
     chars: Vec<char>,
     pos: usize,
@@ -55,6 +69,9 @@ struct Parser<'a> {
     /// Current nesting of parentheses and negations, bounded so that
     /// hostile input cannot exhaust the stack.
     nesting: usize,
+    /// Comparisons read so far, bounded by `max_filter_terms` as they are
+    /// read, so that a long flat filter stops early too.
+    terms: usize,
 }
 
 /// Parses filter text against a dataset's schema. Empty or whitespace-only
@@ -65,12 +82,18 @@ pub fn parse_filter(text: &str, schema: &DatasetSchema, limits: &Limits) -> Resu
     if text.trim().is_empty() {
         return Ok(None);
     }
+    // A cheap scan before parsing: parentheses nested deeper than the limit
+    // are refused without building anything (the parser checks the nesting
+    // of negations, and again of parentheses, as it goes).
+    let parens = paren_depth(text);
+    Limits::check(TEXT_PARAM, "max_filter_depth", limits.filter_depth(), parens)?;
     let mut parser = Parser {
         chars: text.chars().collect(),
         pos: 0,
         schema,
         limits,
         nesting: 0,
+        terms: 0,
     };
     let expr = parser.expression()?;
     parser.skip_whitespace();
@@ -92,17 +115,86 @@ pub fn check_filter(expr: &FilterExpr, schema: &DatasetSchema, limits: &Limits) 
 }
 
 /// The canonical text of a filter, which [`parse_filter`] parses back to an
-/// equal tree for any tree it produced.
+/// equal tree for any tree it produced. Written without recursion, so any
+/// tree can be printed.
 pub fn to_text(expr: &FilterExpr) -> String {
     let mut out = String::new();
-    write_expr(&mut out, expr);
+    // What is still to be written, the next piece last.
+    let mut work = vec![Piece::Expr(expr)];
+    while let Some(piece) = work.pop() {
+        let expr = match piece {
+            Piece::Text(text) => {
+                out.push_str(text);
+                continue;
+            }
+            Piece::Expr(expr) => expr,
+        };
+        match &expr.kind {
+            None => {}
+            Some(filter_expr::Kind::Comparison(c)) => write_comparison(&mut out, c),
+            Some(filter_expr::Kind::And(list) | filter_expr::Kind::Or(list)) => {
+                let joiner = if matches!(expr.kind, Some(filter_expr::Kind::And(_))) {
+                    " AND "
+                } else {
+                    " OR "
+                };
+                for (i, operand) in list.exprs.iter().enumerate().rev() {
+                    // In an AND, an OR operand would bind correctly without
+                    // parentheses (OR binds tighter), but few readers know
+                    // that.
+                    let wrap = matches!(operand.kind, Some(filter_expr::Kind::And(_) | filter_expr::Kind::Or(_)));
+                    push_operand(&mut work, operand, wrap);
+                    if i > 0 {
+                        work.push(Piece::Text(joiner));
+                    }
+                }
+            }
+            Some(filter_expr::Kind::Not(inner)) => {
+                // Only a list needs parentheses (`NOT NOT a` is two
+                // negations), so the text nests no deeper than the tree and
+                // parses back within the same depth limit.
+                let wrap = matches!(inner.kind, Some(filter_expr::Kind::And(_) | filter_expr::Kind::Or(_)));
+                push_operand(&mut work, inner, wrap);
+                work.push(Piece::Text("NOT "));
+            }
+        }
+    }
     out
+}
+
+/// A piece of [`to_text`]'s output still to be written.
+enum Piece<'a> {
+    /// A subtree.
+    Expr(&'a FilterExpr),
+    /// Fixed text: a keyword or a parenthesis.
+    Text(&'static str),
+}
+
+/// Queues an operand, in parentheses when `wrap`.
+fn push_operand<'a>(work: &mut Vec<Piece<'a>>, expr: &'a FilterExpr, wrap: bool) {
+    if wrap {
+        work.push(Piece::Text(")"));
+        work.push(Piece::Expr(expr));
+        work.push(Piece::Text("("));
+    } else {
+        work.push(Piece::Expr(expr));
+    }
 }
 
 /// The region codes a filter can match, when it constrains `region_field`
 /// by equality (`region = "320000"`, ORs of those, ANDs intersecting); `None`
-/// when the filter does not restrict regions, or when that is not certain.
+/// when the filter does not restrict regions, or when that is not certain
+/// (also for a tree deeper than [`MAX_TREE_DEPTH`], which it does not
+/// descend into).
 pub fn regions_matched(expr: &FilterExpr, region_field: &str) -> Option<BTreeSet<String>> {
+    regions_within(expr, region_field, 0)
+}
+
+/// [`regions_matched`] of a subtree `depth` levels down.
+fn regions_within(expr: &FilterExpr, region_field: &str, depth: usize) -> Option<BTreeSet<String>> {
+    if depth > MAX_TREE_DEPTH {
+        return None;
+    }
     match expr.kind.as_ref()? {
         filter_expr::Kind::Comparison(c) => {
             let op = CompareOp::try_from(c.op).ok()?;
@@ -118,7 +210,11 @@ pub fn regions_matched(expr: &FilterExpr, region_field: &str) -> Option<BTreeSet
             // Every operand must hold, so each constraint narrows the set;
             // unconstrained operands narrow nothing.
             let mut result: Option<BTreeSet<String>> = None;
-            for set in list.exprs.iter().filter_map(|e| regions_matched(e, region_field)) {
+            for set in list
+                .exprs
+                .iter()
+                .filter_map(|e| regions_within(e, region_field, depth + 1))
+            {
                 result = Some(match result {
                     None => set,
                     Some(acc) => acc.intersection(&set).cloned().collect(),
@@ -130,7 +226,7 @@ pub fn regions_matched(expr: &FilterExpr, region_field: &str) -> Option<BTreeSet
             // One unconstrained operand lets any region through.
             let mut result = BTreeSet::new();
             for e in &list.exprs {
-                result.extend(regions_matched(e, region_field)?);
+                result.extend(regions_within(e, region_field, depth + 1)?);
             }
             (!list.exprs.is_empty()).then_some(result)
         }
@@ -191,14 +287,10 @@ impl Parser<'_> {
         ["AND", "OR", "NOT"].into_iter().find(|k| self.at_keyword(k))
     }
 
+    /// One level deeper: checked before the parser recurses into it.
     fn enter(&mut self) -> Result<(), QueryError> {
         self.nesting += 1;
-        Limits::check(
-            TEXT_PARAM,
-            "max_filter_depth",
-            self.limits.max_filter_depth,
-            self.nesting,
-        )
+        Limits::check(TEXT_PARAM, "max_filter_depth", self.limits.filter_depth(), self.nesting)
     }
 
     fn leave(&mut self) {
@@ -290,6 +382,8 @@ impl Parser<'_> {
     }
 
     fn restriction(&mut self) -> Result<FilterExpr, QueryError> {
+        self.terms += 1;
+        Limits::check(TEXT_PARAM, "max_filter_terms", self.limits.max_filter_terms, self.terms)?;
         let start = self.pos;
         while self.peek().is_some_and(is_field_char) {
             self.pos += 1;
@@ -536,47 +630,90 @@ fn is_number(text: &str) -> bool {
     mantissa_ok && exponent_ok
 }
 
-/// The nesting depth of a tree: AND, OR and NOT nodes on the deepest path.
-fn depth(expr: &FilterExpr) -> usize {
-    match &expr.kind {
-        None | Some(filter_expr::Kind::Comparison(_)) => 0,
-        Some(filter_expr::Kind::And(list) | filter_expr::Kind::Or(list)) => {
-            1 + list.exprs.iter().map(depth).max().unwrap_or(0)
+/// The deepest nesting of parentheses in filter text, outside quoted
+/// strings (read as the parser reads them: a backslash escapes the next
+/// character). Unbalanced parentheses are left to the parser to report.
+fn paren_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' => depth = depth.saturating_sub(1),
+            '"' | '\'' => {
+                // To the closing quote; an unterminated string ends the scan.
+                loop {
+                    match chars.next() {
+                        None => return deepest,
+                        Some('\\') => {
+                            chars.next();
+                        }
+                        Some(q) if q == c => break,
+                        Some(_) => {}
+                    }
+                }
+            }
+            _ => {}
         }
-        Some(filter_expr::Kind::Not(inner)) => 1 + depth(inner),
     }
+    deepest
 }
 
-/// The number of comparisons in a tree.
-fn terms(expr: &FilterExpr) -> usize {
-    match &expr.kind {
-        None => 0,
-        Some(filter_expr::Kind::Comparison(_)) => 1,
-        Some(filter_expr::Kind::And(list) | filter_expr::Kind::Or(list)) => list.exprs.iter().map(terms).sum(),
-        Some(filter_expr::Kind::Not(inner)) => terms(inner),
+/// The shape of a tree: its depth (AND, OR and NOT nodes on the deepest
+/// path) and its number of comparisons. Measured without recursion, so a
+/// tree of any depth is measured (and refused) before anything recurses
+/// into it.
+fn shape(expr: &FilterExpr) -> (usize, usize) {
+    let (mut deepest, mut terms) = (0, 0);
+    let mut stack = vec![(expr, 0usize)];
+    while let Some((expr, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        match &expr.kind {
+            None => {}
+            Some(filter_expr::Kind::Comparison(_)) => terms += 1,
+            Some(filter_expr::Kind::And(list) | filter_expr::Kind::Or(list)) => {
+                stack.extend(list.exprs.iter().map(|e| (e, depth + 1)));
+                // An empty list still counts as a level.
+                deepest = deepest.max(depth + 1);
+            }
+            Some(filter_expr::Kind::Not(inner)) => stack.push((inner, depth + 1)),
+        }
     }
+    (deepest, terms)
 }
 
 fn check_shape(expr: &FilterExpr, param: &'static str, limits: &Limits) -> Result<(), QueryError> {
-    Limits::check(param, "max_filter_depth", limits.max_filter_depth, depth(expr))?;
-    Limits::check(param, "max_filter_terms", limits.max_filter_terms, terms(expr))
+    let (depth, terms) = shape(expr);
+    Limits::check(param, "max_filter_depth", limits.filter_depth(), depth)?;
+    Limits::check(param, "max_filter_terms", limits.max_filter_terms, terms)
 }
 
+/// Checks every node of a tree, in the order the text reads (the first
+/// problem is the one reported), without recursion.
 fn check_node(expr: &FilterExpr, schema: &DatasetSchema) -> Result<(), QueryError> {
     let invalid = |message: &str| QueryError::Invalid {
         param: TREE_PARAM,
         message: message.to_owned(),
     };
-    match &expr.kind {
-        None => Err(invalid("an expression has none of comparison, and, or, not set")),
-        Some(filter_expr::Kind::Comparison(c)) => check_comparison(c, schema),
-        Some(filter_expr::Kind::And(list)) if list.exprs.is_empty() => Err(invalid("an AND list has no operands")),
-        Some(filter_expr::Kind::Or(list)) if list.exprs.is_empty() => Err(invalid("an OR list has no operands")),
-        Some(filter_expr::Kind::And(list) | filter_expr::Kind::Or(list)) => {
-            list.exprs.iter().try_for_each(|e| check_node(e, schema))
+    let mut stack = vec![expr];
+    while let Some(expr) = stack.pop() {
+        match &expr.kind {
+            None => return Err(invalid("an expression has none of comparison, and, or, not set")),
+            Some(filter_expr::Kind::Comparison(c)) => check_comparison(c, schema)?,
+            Some(filter_expr::Kind::And(list)) if list.exprs.is_empty() => {
+                return Err(invalid("an AND list has no operands"));
+            }
+            Some(filter_expr::Kind::Or(list)) if list.exprs.is_empty() => {
+                return Err(invalid("an OR list has no operands"));
+            }
+            Some(filter_expr::Kind::And(list) | filter_expr::Kind::Or(list)) => stack.extend(list.exprs.iter().rev()),
+            Some(filter_expr::Kind::Not(inner)) => stack.push(inner),
         }
-        Some(filter_expr::Kind::Not(inner)) => check_node(inner, schema),
     }
+    Ok(())
 }
 
 fn check_comparison(c: &Comparison, schema: &DatasetSchema) -> Result<(), QueryError> {
@@ -622,48 +759,6 @@ fn check_comparison(c: &Comparison, schema: &DatasetSchema) -> Result<(), QueryE
         )));
     }
     Ok(())
-}
-
-fn write_expr(out: &mut String, expr: &FilterExpr) {
-    match &expr.kind {
-        None => {}
-        Some(filter_expr::Kind::Comparison(c)) => write_comparison(out, c),
-        Some(filter_expr::Kind::And(list)) => {
-            for (i, e) in list.exprs.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(" AND ");
-                }
-                // An OR operand would bind correctly without parentheses
-                // (OR binds tighter), but few readers know that.
-                let wrap = matches!(e.kind, Some(filter_expr::Kind::And(_) | filter_expr::Kind::Or(_)));
-                write_operand(out, e, wrap);
-            }
-        }
-        Some(filter_expr::Kind::Or(list)) => {
-            for (i, e) in list.exprs.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(" OR ");
-                }
-                let wrap = matches!(e.kind, Some(filter_expr::Kind::And(_) | filter_expr::Kind::Or(_)));
-                write_operand(out, e, wrap);
-            }
-        }
-        Some(filter_expr::Kind::Not(inner)) => {
-            out.push_str("NOT ");
-            let wrap = !matches!(inner.kind, Some(filter_expr::Kind::Comparison(_)));
-            write_operand(out, inner, wrap);
-        }
-    }
-}
-
-fn write_operand(out: &mut String, expr: &FilterExpr, wrap: bool) {
-    if wrap {
-        out.push('(');
-        write_expr(out, expr);
-        out.push(')');
-    } else {
-        write_expr(out, expr);
-    }
 }
 
 fn write_comparison(out: &mut String, c: &Comparison) {
@@ -1198,10 +1293,34 @@ mod tests {
             }) => {}
             other => panic!("{other:?}"),
         }
-        // Parentheses count while parsing, so deep input stops early.
+        // Parentheses are counted before parsing, so deep input costs a
+        // scan and the error says how deep it was.
         let deep = format!("{}city = a{}", "(".repeat(1000), ")".repeat(1000));
         assert!(matches!(
             parse_filter(&deep, schema("enterprise"), &Limits::default()),
+            Err(QueryError::Limit {
+                limit: "max_filter_depth",
+                max: 16,
+                actual: 1000,
+                ..
+            })
+        ));
+        // Parentheses in strings are not nesting.
+        let quoted = format!("name = \"{}\"", "(".repeat(1000));
+        assert!(parse_filter(&quoted, schema("enterprise"), &Limits::default()).is_ok());
+        let quoted = format!("name = '\\'{}' AND city = a", "(".repeat(1000));
+        assert!(parse_filter(&quoted, schema("enterprise"), &Limits::default()).is_ok());
+        // Negations count while parsing, before each step down.
+        let nots = format!("{}city = a", "NOT ".repeat(100_000));
+        assert!(matches!(
+            parse_filter(
+                &nots,
+                schema("enterprise"),
+                &Limits {
+                    max_filter_length: 1 << 20,
+                    ..Limits::default()
+                }
+            ),
             Err(QueryError::Limit {
                 limit: "max_filter_depth",
                 max: 16,

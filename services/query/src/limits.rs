@@ -32,6 +32,46 @@ pub fn check_purpose(purpose: &str) -> Result<&str, QueryError> {
     Ok(purpose)
 }
 
+/// Hard upper bound of `limits.max_filter_depth`, enforced when a config is
+/// loaded ([`Limits::validate`]) and again by the parser and the tree
+/// checks, whatever a [`Limits`] value says. The parser recurses about four
+/// frames per level and the walks over the typed tree one, so the deepest
+/// tree this allows recurses in a small part of a 2 MiB thread stack even
+/// in a debug build (measured by the `deepest_filters_fit_a_small_stack`
+/// test).
+pub const MAX_FILTER_DEPTH_BOUND: usize = 64;
+/// Hard upper bound of `limits.max_filter_length`, in bytes: a filter is a
+/// statement of what to select, not a data file (the parser holds four
+/// bytes per character while it runs).
+pub const MAX_FILTER_LENGTH_BOUND: usize = 1 << 20;
+/// Hard upper bound of `limits.max_filter_terms`: each comparison binds up
+/// to two SQL parameters, and SQLite allows 32,766 in one statement.
+pub const MAX_FILTER_TERMS_BOUND: usize = 10_000;
+/// Hard upper bound of `limits.max_page_size`, in rows.
+pub const MAX_PAGE_SIZE_BOUND: u32 = 100_000;
+/// Hard upper bound of `limits.max_order_keys`.
+pub const MAX_ORDER_KEYS_BOUND: usize = 64;
+/// Hard upper bound of `limits.max_fields`.
+pub const MAX_FIELDS_BOUND: usize = 1024;
+/// Hard upper bound of `limits.max_group_by`.
+pub const MAX_GROUP_BY_BOUND: usize = 32;
+/// Hard upper bound of `limits.max_metrics`.
+pub const MAX_METRICS_BOUND: usize = 256;
+/// Hard upper bound of `limits.max_groups`: the gateway merges every
+/// region's groups in memory.
+pub const MAX_GROUPS_BOUND: usize = 1_000_000;
+
+/// A limit outside its bounds, found by [`Limits::validate`]: the key as
+/// written in the configuration file and why it cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct InvalidLimit {
+    /// The key, with the caller's prefix (such as `limits.max_filter_depth`).
+    pub key: String,
+    /// What is wrong, naming the bound and the value.
+    pub reason: String,
+}
+
 /// Limits a server applies to every query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -46,7 +86,8 @@ pub struct Limits {
     pub max_page_size: u32,
     /// Page size when the caller asks for none.
     pub default_page_size: u32,
-    /// Most order_by keys.
+    /// Most order_by keys, not counting the primary key's fields (every
+    /// order ends with them).
     pub max_order_keys: usize,
     /// Most fields in a projection.
     pub max_fields: usize,
@@ -76,6 +117,111 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Checks that every limit is usable and within its hard bound, for a
+    /// configuration file whose limits table has keys `key_prefix<name>`
+    /// (`"limits."`). The first limit out of bounds is returned, naming its
+    /// key, the bound and the value.
+    pub fn validate(&self, key_prefix: &str) -> Result<(), InvalidLimit> {
+        let err = |name: &str, reason: String| InvalidLimit {
+            key: format!("{key_prefix}{name}"),
+            reason,
+        };
+        let within = |name: &str, bound_name: &str, min: u64, max: u64, value: u64| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(err(
+                    name,
+                    format!("{value} is not in {min}..={max} (the hard bound {bound_name} = {max})"),
+                ))
+            }
+        };
+        let n = |v: usize| v as u64;
+        within(
+            "max_filter_length",
+            "MAX_FILTER_LENGTH_BOUND",
+            1,
+            n(MAX_FILTER_LENGTH_BOUND),
+            n(self.max_filter_length),
+        )?;
+        within(
+            "max_filter_depth",
+            "MAX_FILTER_DEPTH_BOUND",
+            1,
+            n(MAX_FILTER_DEPTH_BOUND),
+            n(self.max_filter_depth),
+        )?;
+        within(
+            "max_filter_terms",
+            "MAX_FILTER_TERMS_BOUND",
+            1,
+            n(MAX_FILTER_TERMS_BOUND),
+            n(self.max_filter_terms),
+        )?;
+        within(
+            "max_page_size",
+            "MAX_PAGE_SIZE_BOUND",
+            1,
+            u64::from(MAX_PAGE_SIZE_BOUND),
+            u64::from(self.max_page_size),
+        )?;
+        if self.default_page_size == 0 || self.default_page_size > self.max_page_size {
+            return Err(err(
+                "default_page_size",
+                format!(
+                    "{} is not in 1..=max_page_size ({})",
+                    self.default_page_size, self.max_page_size
+                ),
+            ));
+        }
+        within(
+            "max_order_keys",
+            "MAX_ORDER_KEYS_BOUND",
+            0,
+            n(MAX_ORDER_KEYS_BOUND),
+            n(self.max_order_keys),
+        )?;
+        within(
+            "max_fields",
+            "MAX_FIELDS_BOUND",
+            0,
+            n(MAX_FIELDS_BOUND),
+            n(self.max_fields),
+        )?;
+        within(
+            "max_group_by",
+            "MAX_GROUP_BY_BOUND",
+            0,
+            n(MAX_GROUP_BY_BOUND),
+            n(self.max_group_by),
+        )?;
+        // Every aggregate has at least one metric (`count(*)` when none is
+        // asked), so zero would refuse them all.
+        within(
+            "max_metrics",
+            "MAX_METRICS_BOUND",
+            1,
+            n(MAX_METRICS_BOUND),
+            n(self.max_metrics),
+        )?;
+        within(
+            "max_groups",
+            "MAX_GROUPS_BOUND",
+            1,
+            n(MAX_GROUPS_BOUND),
+            n(self.max_groups),
+        )?;
+        Ok(())
+    }
+
+    /// The filter depth in force: `max_filter_depth`, but never more than
+    /// [`MAX_FILTER_DEPTH_BOUND`], so that a [`Limits`] that skipped
+    /// [`validate`](Self::validate) still cannot let a filter recurse
+    /// without bound.
+    pub fn filter_depth(&self) -> usize {
+        self.max_filter_depth.min(MAX_FILTER_DEPTH_BOUND)
+    }
+
     /// Checks `actual <= max`, naming the limit otherwise.
     pub fn check(param: &'static str, limit: &'static str, max: usize, actual: usize) -> Result<(), QueryError> {
         if actual > max {
@@ -123,5 +269,160 @@ mod purpose_tests {
             (e.param(), e.description()),
             ("purpose", "character 2 is a control character".to_owned())
         );
+    }
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use super::*;
+
+    fn refused(limits: Limits) -> InvalidLimit {
+        limits.validate("limits.").unwrap_err()
+    }
+
+    #[test]
+    fn defaults_and_bounds_are_valid() {
+        assert_eq!(Limits::default().validate("limits."), Ok(()));
+        let at_bounds = Limits {
+            max_filter_length: MAX_FILTER_LENGTH_BOUND,
+            max_filter_depth: MAX_FILTER_DEPTH_BOUND,
+            max_filter_terms: MAX_FILTER_TERMS_BOUND,
+            max_page_size: MAX_PAGE_SIZE_BOUND,
+            default_page_size: MAX_PAGE_SIZE_BOUND,
+            max_order_keys: MAX_ORDER_KEYS_BOUND,
+            max_fields: MAX_FIELDS_BOUND,
+            max_group_by: MAX_GROUP_BY_BOUND,
+            max_metrics: MAX_METRICS_BOUND,
+            max_groups: MAX_GROUPS_BOUND,
+        };
+        assert_eq!(at_bounds.validate("limits."), Ok(()));
+    }
+
+    #[test]
+    fn a_depth_over_the_bound_is_refused_naming_key_bound_and_value() {
+        let e = refused(Limits {
+            max_filter_depth: 2048,
+            ..Limits::default()
+        });
+        assert_eq!(e.key, "limits.max_filter_depth");
+        assert_eq!(
+            e.to_string(),
+            "limits.max_filter_depth: 2048 is not in 1..=64 (the hard bound MAX_FILTER_DEPTH_BOUND = 64)"
+        );
+        // Whatever a Limits says, the depth in force stays within the bound.
+        let unchecked = Limits {
+            max_filter_depth: 2048,
+            ..Limits::default()
+        };
+        assert_eq!(unchecked.filter_depth(), MAX_FILTER_DEPTH_BOUND);
+    }
+
+    #[test]
+    fn every_limit_is_checked() {
+        let d = Limits::default;
+        let cases: Vec<(Limits, &str)> = vec![
+            (
+                Limits {
+                    max_filter_length: 0,
+                    ..d()
+                },
+                "limits.max_filter_length",
+            ),
+            (
+                Limits {
+                    max_filter_length: MAX_FILTER_LENGTH_BOUND + 1,
+                    ..d()
+                },
+                "limits.max_filter_length",
+            ),
+            (
+                Limits {
+                    max_filter_depth: 0,
+                    ..d()
+                },
+                "limits.max_filter_depth",
+            ),
+            (
+                Limits {
+                    max_filter_terms: 0,
+                    ..d()
+                },
+                "limits.max_filter_terms",
+            ),
+            (
+                Limits {
+                    max_filter_terms: MAX_FILTER_TERMS_BOUND + 1,
+                    ..d()
+                },
+                "limits.max_filter_terms",
+            ),
+            (
+                Limits {
+                    max_page_size: 0,
+                    ..d()
+                },
+                "limits.max_page_size",
+            ),
+            (
+                Limits {
+                    max_page_size: MAX_PAGE_SIZE_BOUND + 1,
+                    default_page_size: 1,
+                    ..d()
+                },
+                "limits.max_page_size",
+            ),
+            (
+                Limits {
+                    default_page_size: 0,
+                    ..d()
+                },
+                "limits.default_page_size",
+            ),
+            (
+                Limits {
+                    default_page_size: 5001,
+                    ..d()
+                },
+                "limits.default_page_size",
+            ),
+            (
+                Limits {
+                    max_order_keys: MAX_ORDER_KEYS_BOUND + 1,
+                    ..d()
+                },
+                "limits.max_order_keys",
+            ),
+            (
+                Limits {
+                    max_fields: MAX_FIELDS_BOUND + 1,
+                    ..d()
+                },
+                "limits.max_fields",
+            ),
+            (
+                Limits {
+                    max_group_by: MAX_GROUP_BY_BOUND + 1,
+                    ..d()
+                },
+                "limits.max_group_by",
+            ),
+            (Limits { max_metrics: 0, ..d() }, "limits.max_metrics"),
+            (Limits { max_groups: 0, ..d() }, "limits.max_groups"),
+            (
+                Limits {
+                    max_groups: MAX_GROUPS_BOUND + 1,
+                    ..d()
+                },
+                "limits.max_groups",
+            ),
+        ];
+        for (limits, key) in cases {
+            let e = refused(limits.clone());
+            assert_eq!(e.key, key, "{limits:?}");
+            assert!(e.reason.contains("is not in"), "{e}");
+        }
+        // The prefix is the caller's.
+        let e = Limits { max_groups: 0, ..d() }.validate("").unwrap_err();
+        assert_eq!(e.key, "max_groups");
     }
 }

@@ -304,7 +304,17 @@ fn check_keys(
     schema: &DatasetSchema,
     limits: &Limits,
 ) -> Result<(), QueryError> {
-    Limits::check(param, "max_order_keys", limits.max_order_keys, keys.len())?;
+    // The primary key's fields are not counted: every order ends with them
+    // (`with_primary_key`), so the keys a gateway sends a node, primary key
+    // appended, pass the node's check of the same limit.
+    let is_primary = |name: &str| {
+        schema
+            .primary_key
+            .iter()
+            .any(|&i| schema.fields.get(i).is_some_and(|f| f.name == name))
+    };
+    let counted = keys.iter().filter(|k| !is_primary(&k.field)).count();
+    Limits::check(param, "max_order_keys", limits.max_order_keys, counted)?;
     let mut seen = HashSet::new();
     for key in keys {
         let field = known_field(param, &key.field, schema)?;
@@ -491,6 +501,19 @@ mod tests {
             })
         ));
         assert!(check_order_keys(&[key("city", false), key("city", true)], ent, &limits).is_err());
+        // The primary key's fields are not counted against max_order_keys:
+        // what the gateway accepts, the primary key appended, a node accepts.
+        let two = Limits {
+            max_order_keys: 2,
+            ..Limits::default()
+        };
+        let asked = parse_order_by("name, city desc", ent, &two).unwrap();
+        assert_eq!(check_order_keys(&with_primary_key(asked, ent), ent, &two), Ok(()));
+        let air = schema("air_quality");
+        let asked = parse_order_by("observed_at, aqi", air, &two).unwrap();
+        let sent = with_primary_key(asked, air);
+        assert_eq!(sent.len(), 3);
+        assert_eq!(check_order_keys(&sent, air, &two), Ok(()));
         let many: Vec<OrderKey> = (0..9).map(|i| key(&format!("f{i}"), false)).collect();
         assert!(matches!(
             check_order_keys(&many, ent, &limits),

@@ -28,6 +28,43 @@ impl ConfigError {
     }
 }
 
+/// Checks that `addr` (the value of `key`, when set) is a loopback address,
+/// as a process in insecure mode (plaintext, no client certificates) may
+/// bind nothing else.
+pub fn check_loopback(origin: &str, key: &str, addr: Option<std::net::SocketAddr>) -> Result<(), ConfigError> {
+    match addr {
+        Some(a) if !a.ip().is_loopback() => Err(ConfigError::new(
+            origin,
+            key,
+            format!(
+                "{a} is not a loopback address: with insecure = true (plaintext, no client \
+                 certificates, development only) a process binds only 127.0.0.0/8 or ::1"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a config's `insecure` key against the `--insecure` flag of the
+/// command line: insecure mode needs both, so that a config file alone
+/// cannot turn it on, and a flag without the key is a mistake named too.
+pub fn check_insecure_flag(origin: &str, insecure: bool, flag: bool) -> Result<(), ConfigError> {
+    match (insecure, flag) {
+        (true, false) => Err(ConfigError::new(
+            origin,
+            "insecure",
+            "insecure = true (plaintext, no client certificates; development only) needs --insecure \
+             on the command line as well",
+        )),
+        (false, true) => Err(ConfigError::new(
+            origin,
+            "insecure",
+            "--insecure was given but the config does not set insecure = true",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Reads a config file: its text and the name to show in errors.
 pub fn read_config(path: &Path) -> Result<(String, String), ConfigError> {
     let shown = path.display().to_string();

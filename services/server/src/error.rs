@@ -15,6 +15,10 @@ pub enum ServerError {
     /// The reflection service could not be built from the descriptor sets.
     #[error("server reflection: {0}")]
     Reflection(String),
+    /// The trust-domain rule of health and reflection could not be built
+    /// (the trust domain is not valid).
+    #[error("health and reflection: {0}")]
+    Authorizer(String),
     /// The server task failed or panicked.
     #[error("server task: {0}")]
     Task(String),

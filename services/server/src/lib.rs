@@ -4,11 +4,16 @@
 //!   accepts connections, behind the shared [`layers`], with a graceful
 //!   [`Serving::shutdown`] (stop accepting, let open calls finish within
 //!   the grace period, then end them with `UNAVAILABLE`).
-//! - [`tls_incoming`]: the TLS accept loop (concurrent, bounded handshakes).
-//! - [`standard_routes`]: health and reflection (v1 and v1alpha).
+//! - [`tls_incoming`]: the TLS accept loop (concurrent handshakes, bounded
+//!   in time, in total and per source; it never waits before `accept()`).
+//! - [`ConnectionLimits`]: the `[connections]` section of every config.
+//! - [`standard_routes`]: health and reflection (v1 and v1alpha), for
+//!   every identity of the process's trust domain.
 //! - [`ShutdownSignals`]: SIGINT and SIGTERM.
 //! - [`read_config`], [`parse_toml`], [`ConfigError`]: config files, with
-//!   errors that name the file, the key and the reason.
+//!   errors that name the file, the key and the reason;
+//!   [`check_insecure_flag`] and [`check_loopback`], the rules of insecure
+//!   mode (the `--insecure` flag as well, loopback addresses only).
 //! - [`layers`]: the server span and every call's status on it and in the
 //!   metrics ([`layers::StatusLayer`]), the drain at the end of a shutdown
 //!   ([`layers::DrainLayer`]) and the caller's bounded deadline
@@ -37,14 +42,19 @@ mod config_file;
 mod error;
 mod incoming;
 pub mod layers;
+mod limits;
 mod routes;
 mod serve;
 mod signal;
 
-pub use config_file::{ConfigError, parse_toml, read_config};
+pub use config_file::{ConfigError, check_insecure_flag, check_loopback, parse_toml, read_config};
 pub use error::ServerError;
-pub use incoming::{HANDSHAKE_TIMEOUT, IncomingOptions, MAX_HANDSHAKES_IN_FLIGHT, tls_incoming, tls_incoming_with};
+pub use incoming::{WARN_INTERVAL, tls_incoming, tls_incoming_with};
 pub use layers::{Deadline, DeadlinePolicy};
+pub use limits::{
+    ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_MAX_HANDSHAKES_PER_SOURCE, HANDSHAKE_TIMEOUT_BOUNDS, MAX_CONCURRENT_STREAMS_BOUND, MAX_HANDSHAKES_BOUND,
+};
 pub use routes::standard_routes;
 pub use serve::{DEFAULT_SHUTDOWN_GRACE, RequestSpan, ServeOptions, ServerTask, Serving, serve};
 pub use signal::ShutdownSignals;

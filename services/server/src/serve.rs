@@ -14,7 +14,8 @@ use tonic::transport::server::TcpIncoming;
 use tower_layer::Stack;
 
 use crate::layers::{DeadlineLayer, DeadlinePolicy, Drain, StatusLayer};
-use crate::{ServerError, tls_incoming};
+use crate::limits::MAX_LOCAL_ERROR_RESET_STREAMS;
+use crate::{ConnectionLimits, ServerError, tls_incoming_with};
 
 /// How often HTTP/2 pings keep idle connections alive.
 const KEEPALIVE: Duration = Duration::from_secs(30);
@@ -42,17 +43,26 @@ pub struct ServeOptions {
     /// At shutdown, how long open calls may go on before they are ended
     /// with `UNAVAILABLE`.
     pub shutdown_grace: Duration,
+    /// The connection edge: TLS handshakes and HTTP/2 streams per
+    /// connection (the config's `[connections]`).
+    pub connections: ConnectionLimits,
 }
 
 impl ServeOptions {
-    /// Options with `yrd_telemetry::server_span`, the default grace period
-    /// and `deadline`.
+    /// Options with `yrd_telemetry::server_span`, the default grace period,
+    /// the default connection limits and `deadline`.
     pub fn new(deadline: DeadlinePolicy) -> Self {
         Self {
             trace: yrd_telemetry::server_span,
             deadline,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            connections: ConnectionLimits::default(),
         }
+    }
+
+    /// These options with other connection limits.
+    pub fn with_connections(self, connections: ConnectionLimits) -> Self {
+        Self { connections, ..self }
     }
 
     /// These options with another grace period.
@@ -112,6 +122,13 @@ fn finished(done: Result<Result<(), tonic::transport::Error>, tokio::task::JoinE
 /// Binds `addr` and serves `routes` until shut down: over mutual TLS when
 /// `tls` is given, in plaintext otherwise, behind the layers of
 /// [`crate::layers`] (server span and status, drain, deadline).
+///
+/// Every connection may have at most `connections.max_concurrent_streams`
+/// streams open (advertised in the server's SETTINGS; streams over it are
+/// refused with `REFUSED_STREAM`), and one that makes the server reset
+/// more than 1024 streams for its errors is closed (`ENHANCE_YOUR_CALM`).
+/// Header lists are limited to hyper's 16 KiB, pending reset streams to
+/// h2's 20 (rapid reset) and request messages to tonic's 4 MiB.
 pub async fn serve(
     routes: Routes,
     addr: SocketAddr,
@@ -134,12 +151,17 @@ pub async fn serve(
         DeadlineLayer::new(options.deadline),
         Stack::new(drain.layer(), StatusLayer::new(options.trace)),
     );
+    let limits = options.connections;
     let router = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE))
+        .max_concurrent_streams(Some(limits.max_concurrent_streams.max(1)))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
         .layer(layers)
         .add_routes(routes);
     let task = match tls {
-        Some(config) => tokio::spawn(router.serve_with_incoming_shutdown(tls_incoming(listener, config), signal)),
+        Some(config) => {
+            tokio::spawn(router.serve_with_incoming_shutdown(tls_incoming_with(listener, config, limits), signal))
+        }
         None => {
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, signal))

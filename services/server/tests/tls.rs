@@ -28,7 +28,7 @@ use yrd_identity::{
     Authorizer, Ca, IssueRequest, PeerId, TlsMaterial, client_config, crypto_provider, ensure_ca, issue,
     issue_in_memory, peer_id, peer_id_from_der, server_config, tonic_client_tls,
 };
-use yrd_server::{IncomingOptions, tls_incoming, tls_incoming_with};
+use yrd_server::{ConnectionLimits, tls_incoming, tls_incoming_with};
 
 const TD: &str = "yrd.mesh";
 
@@ -107,7 +107,7 @@ impl Write for Logs {
 
 /// Serves `tls_incoming`: each accepted connection gets one line with the
 /// identity of its verified client certificate, then is closed.
-async fn start_echo_server(pki: &Pki, options: IncomingOptions) -> SocketAddr {
+async fn start_echo_server(pki: &Pki, options: ConnectionLimits) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = server_config(&pki.material(&pki.node)).unwrap();
@@ -154,7 +154,7 @@ async fn listener_accepts_mesh_clients_and_refuses_others() {
     let logs = Logs::default();
     let _guard = logs.install();
     let pki = Pki::new();
-    let addr = start_echo_server(&pki, IncomingOptions::default()).await;
+    let addr = start_echo_server(&pki, ConnectionLimits::default()).await;
     let good = client_config(&pki.material(&pki.gateway)).unwrap();
 
     // A mesh client: the server sees its identity.
@@ -220,65 +220,200 @@ async fn listener_accepts_mesh_clients_and_refuses_others() {
         .filter(|l| l.contains("refused a TLS connection"))
         .collect();
     assert_eq!(refusals.len(), 5, "{logs}");
-    for (line, reason) in refusals.iter().zip([
-        "no-client-certificate",
-        "unknown-ca",
-        "unknown-ca",
-        "expired-certificate",
-        "not-tls",
+    // One WARN line per reason; the second foreign CA, within
+    // WARN_INTERVAL of the first, is logged at DEBUG.
+    for (line, (reason, level)) in refusals.iter().zip([
+        ("no-client-certificate", "WARN"),
+        ("unknown-ca", "WARN"),
+        ("unknown-ca", "DEBUG"),
+        ("expired-certificate", "WARN"),
+        ("not-tls", "WARN"),
     ]) {
         assert!(
             line.contains(&format!("reason=\"{reason}\"")),
             "expected {reason}: {line}"
         );
-        assert!(line.contains("WARN") && line.contains("peer=127.0.0.1:"), "{line}");
+        assert!(line.contains(level) && line.contains("peer=127.0.0.1:"), "{line}");
+    }
+}
+
+/// A TCP connection to `addr` from the loopback address `source`.
+async fn connect_from(source: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source.parse().unwrap(), 0))?;
+    socket.connect(addr).await
+}
+
+/// [`exchange`] from the loopback address `source`.
+async fn exchange_from(source: &str, addr: SocketAddr, config: Arc<ClientConfig>) -> Result<String, std::io::Error> {
+    let tcp = connect_from(source, addr).await?;
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = TlsConnector::from(config).connect(name, tcp).await?;
+    let mut line = String::new();
+    tls.read_to_string(&mut line).await?;
+    Ok(line)
+}
+
+/// How long until the server closes `tcp` (which never writes), at most `wait`.
+async fn closed_after(tcp: &mut TcpStream, wait: Duration) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1];
+    match tokio::time::timeout(wait, tcp.read(&mut buf)).await {
+        Ok(Ok(0) | Err(_)) => Some(started.elapsed()),
+        Ok(Ok(_)) => panic!("the server sent bytes to a client that never spoke"),
+        Err(_) => None,
     }
 }
 
 #[tokio::test]
-async fn a_stalled_client_does_not_block_others_and_times_out() {
+async fn a_stalled_client_times_out_and_does_not_block_others() {
     let logs = Logs::default();
     let _guard = logs.install();
     let pki = Pki::new();
-    let options = IncomingOptions {
+    let limits = ConnectionLimits {
         handshake_timeout: Duration::from_millis(300),
-        max_handshakes: 4,
+        ..ConnectionLimits::default()
     };
-    let addr = start_echo_server(&pki, options).await;
+    let addr = start_echo_server(&pki, limits).await;
     let good = client_config(&pki.material(&pki.gateway)).unwrap();
 
-    // Connects and never says a word.
+    // Connects and never says a word; another client is served meanwhile.
     let mut stalled = TcpStream::connect(addr).await.unwrap();
     assert_eq!(
         exchange(addr, good.clone()).await.unwrap(),
         format!("{}\n", pki.gateway)
     );
-
-    // The server gives up on it: the stalled socket is closed.
-    let mut buf = [0u8; 1];
-    let read = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buf))
+    // The server gives up on it after the handshake timeout.
+    let after = closed_after(&mut stalled, Duration::from_secs(10))
         .await
         .expect("closed in time");
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    assert!(logs.text().contains("reason=\"timeout\""), "{}", logs.text());
-
-    // More stalled clients than handshake slots: they wait, then time out,
-    // and the listener serves again.
-    let mut many = Vec::new();
-    for _ in 0..6 {
-        many.push(TcpStream::connect(addr).await.unwrap());
+    println!("a stalled client was closed after {after:?} (handshake_timeout 300ms)");
+    assert!(after >= Duration::from_millis(200), "{after:?}");
+    // The refusal is logged just after the socket is closed.
+    for _ in 0..100 {
+        if logs.text().contains("reason=\"timeout\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let served = tokio::time::timeout(Duration::from_secs(10), exchange(addr, good))
-        .await
-        .expect("served in time");
-    assert_eq!(served.unwrap(), format!("{}\n", pki.gateway));
+    assert!(logs.text().contains("reason=\"timeout\""), "{}", logs.text());
+}
+
+#[tokio::test]
+async fn handshake_slots_are_bounded_in_total_and_per_source_and_never_queue() {
+    let metrics = yrd_telemetry::metrics_handle().unwrap();
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let pki = Pki::new();
+    let limits = ConnectionLimits {
+        handshake_timeout: Duration::from_secs(2),
+        max_handshakes: 4,
+        max_handshakes_per_source: 2,
+        ..ConnectionLimits::default()
+    };
+    let addr = start_echo_server(&pki, limits).await;
+    let good = client_config(&pki.material(&pki.gateway)).unwrap();
+
+    // Six stalled connections from one source: two get a handshake slot,
+    // the four others are closed at once (not left in the backlog).
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        stalled.push(connect_from("127.0.0.3", addr).await.unwrap());
+    }
+    let mut closed_at_once = 0;
+    for tcp in &mut stalled {
+        if closed_after(tcp, Duration::from_millis(500)).await.is_some() {
+            closed_at_once += 1;
+        }
+    }
+    assert_eq!(
+        closed_at_once, 4,
+        "all but max_handshakes_per_source are closed at once"
+    );
+
+    // A client from another source is served at once.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        exchange_from("127.0.0.1", addr, good.clone()).await.unwrap(),
+        format!("{}\n", pki.gateway)
+    );
+    println!("served beside a full source in {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // Two stalled connections from a second source fill all four slots:
+    // a client from a third source is closed at once too...
+    for _ in 0..2 {
+        stalled.push(connect_from("127.0.0.4", addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let outcome = exchange_from("127.0.0.5", addr, good.clone()).await;
+    assert!(!matches!(&outcome, Ok(line) if !line.is_empty()), "{outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+
+    // ...until the stalled ones time out and give their slots back.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        exchange_from("127.0.0.5", addr, good).await.unwrap(),
+        format!("{}\n", pki.gateway)
+    );
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let logs = logs.text();
+    for reason in ["too-many-handshakes-from-source", "too-many-handshakes", "timeout"] {
+        assert!(logs.contains(&format!("reason=\"{reason}\"")), "{reason}: {logs}");
+    }
+    let rendered = metrics.render();
+    for reason in ["too-many-handshakes-from-source", "too-many-handshakes", "timeout"] {
+        let series = format!("yrd_tls_handshakes_refused_total{{reason=\"{reason}\"}}");
+        assert!(rendered.contains(&series), "{series} in:\n{rendered}");
+    }
+}
+
+#[tokio::test]
+async fn refusals_are_logged_at_most_once_per_reason_per_interval() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let pki = Pki::new();
+    let addr = start_echo_server(&pki, ConnectionLimits::default()).await;
+    // Plaintext HTTP/2 at a TLS port, over and over.
+    let not_tls = || async {
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        let mut rest = Vec::new();
+        let _ = plain.read_to_end(&mut rest).await;
+    };
+    for _ in 0..50 {
+        not_tls().await;
+    }
+    let lines = |level: &str| {
+        logs.text()
+            .lines()
+            .filter(|l| l.contains("refused a TLS connection") && l.contains(level))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let warn = lines("WARN");
+    assert_eq!(warn.len(), 1, "{warn:?}");
+    assert!(
+        warn[0].contains("reason=\"not-tls\"") && warn[0].contains("suppressed=0"),
+        "{warn:?}"
+    );
+    assert_eq!(lines("DEBUG").len(), 49);
+    // After the interval, the next refusal is a WARN line again, with the
+    // count of those logged at DEBUG only.
+    tokio::time::sleep(yrd_server::WARN_INTERVAL).await;
+    not_tls().await;
+    let warn = lines("WARN");
+    assert_eq!(warn.len(), 2, "{warn:?}");
+    assert!(warn[1].contains("suppressed=49"), "{warn:?}");
 }
 
 #[tokio::test]
 async fn clients_verify_the_server_name() {
     // The client verifies the server: a name outside the server's SANs fails.
     let pki = Pki::new();
-    let addr = start_echo_server(&pki, IncomingOptions::default()).await;
+    let addr = start_echo_server(&pki, ConnectionLimits::default()).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("not-the-node.example").unwrap();
     let connector = TlsConnector::from(client_config(&pki.material(&pki.gateway)).unwrap());
@@ -456,4 +591,70 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8(out).unwrap()
+}
+
+/// Idle TCP sockets from `source` that never send a byte, each reopened
+/// (after a pause) when the server drops it; returns (open, reopened)
+/// counters and the stop flag.
+fn slowloris(
+    target: SocketAddr,
+    source: std::net::IpAddr,
+    sockets: usize,
+) -> (
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let open = Arc::new(AtomicUsize::new(0));
+    let reopened = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    for _ in 0..sockets {
+        let (open, reopened, stop) = (open.clone(), reopened.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut first = true;
+            while !stop.load(Ordering::Relaxed) {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::new(source, 0)).unwrap();
+                if let Ok(mut tcp) = socket.connect(target).await {
+                    open.fetch_add(1, Ordering::Relaxed);
+                    if !first {
+                        reopened.fetch_add(1, Ordering::Relaxed);
+                    }
+                    first = false;
+                    let mut buf = [0u8; 16];
+                    let _ = tcp.read(&mut buf).await;
+                    open.fetch_sub(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+    }
+    (open, reopened, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_does_not_keep_clients_out() {
+    use std::sync::atomic::Ordering;
+    let pki = Pki::new();
+    let addr = start_echo_server(&pki, ConnectionLimits::default()).await;
+    let good = client_config(&pki.material(&pki.gateway)).unwrap();
+    let (open, reopened, stop) = slowloris(addr, "127.0.0.2".parse().unwrap(), 1000);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut worst = Duration::ZERO;
+    for i in 0..3 {
+        let started = std::time::Instant::now();
+        let served = tokio::time::timeout(Duration::from_secs(30), exchange(addr, good.clone())).await;
+        let took = started.elapsed();
+        println!(
+            "listener slowloris: attempt {i}: handshake+answer {:.1} ms ({:?}), {} idle open, {} reopened",
+            took.as_secs_f64() * 1e3,
+            served.as_ref().map(|r| r.is_ok()),
+            open.load(Ordering::Relaxed),
+            reopened.load(Ordering::Relaxed)
+        );
+        worst = worst.max(took);
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(worst < Duration::from_secs(1), "{worst:?}");
 }

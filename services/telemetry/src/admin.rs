@@ -1,16 +1,23 @@
 //! The admin HTTP listener of a process: Prometheus metrics, liveness,
 //! readiness, and the recent-span buffer that `yrdctl traces` reads.
+//!
+//! `/metrics`, `/healthz` and `/readyz` are open to whoever reaches the
+//! listener. `/traces` shows what requests did, so it is guarded by
+//! [`TracesAccess`]: open on a loopback address, refused on any other
+//! unless `telemetry.traces_token_file` names a bearer token, which it then
+//! requires (on loopback too).
 
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -20,9 +27,133 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::buffer::{SpanBuffer, TraceSummary, parse_trace_id};
+use crate::{TelemetryConfig, TelemetryError, truncate_for_record};
 
 /// The most traces `/traces?last=N` or `?slowest=N` returns.
 pub const MAX_TRACES: usize = 1000;
+
+/// The config key of the `/traces` token file, as refusals name it.
+pub const TRACES_TOKEN_KEY: &str = "telemetry.traces_token_file";
+
+/// The shortest token `/traces` accepts, in bytes (after trimming): a
+/// guessable token is no guard.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// The longest token file read, in bytes.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// The most of a caller's text a `400` answer quotes, in bytes.
+const MAX_QUOTED_BYTES: usize = 64;
+
+/// Who may read `/traces`.
+#[derive(Clone)]
+pub enum TracesAccess {
+    /// Whoever reaches the listener: a loopback address and no token.
+    Open,
+    /// Callers sending `Authorization: Bearer <token>`, compared in
+    /// constant time.
+    Token(Arc<[u8]>),
+    /// Nobody: the listener is not on loopback and no token is configured.
+    Refused,
+}
+
+impl fmt::Debug for TracesAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the token itself.
+        f.write_str(match self {
+            Self::Open => "Open",
+            Self::Token(_) => "Token(..)",
+            Self::Refused => "Refused",
+        })
+    }
+}
+
+impl TracesAccess {
+    /// The access of a listener on `addr`: the token's when there is one,
+    /// else open on a loopback address and refused on any other.
+    pub fn for_listener(addr: SocketAddr, token: Option<Vec<u8>>) -> Self {
+        match token {
+            Some(token) => Self::Token(token.into()),
+            None if addr.ip().is_loopback() => Self::Open,
+            None => Self::Refused,
+        }
+    }
+
+    /// Reads the token of `telemetry.traces_token_file`: the file's text
+    /// trimmed, at least [`MIN_TOKEN_BYTES`]. Errors name the key and the
+    /// file, never its content.
+    pub async fn read_token(path: &Path) -> Result<Vec<u8>, TelemetryError> {
+        let err = |reason: String| TelemetryError::Config {
+            key: TRACES_TOKEN_KEY,
+            reason: format!("{}: {reason}", path.display()),
+        };
+        let size = tokio::fs::metadata(path).await.map_err(|e| err(e.to_string()))?.len();
+        if size > MAX_TOKEN_FILE_BYTES {
+            return Err(err(format!(
+                "is {size} bytes, more than the limit of {MAX_TOKEN_FILE_BYTES} for a token file"
+            )));
+        }
+        let bytes = tokio::fs::read(path).await.map_err(|e| err(e.to_string()))?;
+        let token = bytes.trim_ascii();
+        if token.len() < MIN_TOKEN_BYTES {
+            return Err(err(format!(
+                "the token is {} bytes, shorter than the minimum of {MIN_TOKEN_BYTES}",
+                token.len()
+            )));
+        }
+        if token.iter().any(|b| !b.is_ascii_graphic()) {
+            return Err(err(
+                "the token has a space or a character that is not visible ASCII; an HTTP header cannot carry it".into(),
+            ));
+        }
+        Ok(token.to_vec())
+    }
+
+    /// `None` when a request with `headers` may read `/traces`, else the
+    /// refusal to send.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        match self {
+            Self::Open => None,
+            Self::Refused => Some(
+                (
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "/traces is not served on an admin address other than loopback without a token: \
+                         set {TRACES_TOKEN_KEY} (or listen on loopback)"
+                    ),
+                )
+                    .into_response(),
+            ),
+            Self::Token(token) => {
+                let presented = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                    .map(<[u8]>::trim_ascii);
+                match presented {
+                    Some(presented) if constant_time_eq(presented, token) => None,
+                    _ => Some(
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            [(header::WWW_AUTHENTICATE, "Bearer")],
+                            format!("/traces needs `Authorization: Bearer <the token in {TRACES_TOKEN_KEY}>`"),
+                        )
+                            .into_response(),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Whether `a` and `b` are equal, in time that depends on their lengths
+/// only (a token's length is not its secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
 
 /// How many traces `/traces` lists when asked for nothing in particular.
 const DEFAULT_LAST: usize = 20;
@@ -39,12 +170,15 @@ pub struct AdminState {
     pub buffer: SpanBuffer,
     /// Answers `/readyz`: whether the process should receive traffic.
     pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Who may read `/traces`.
+    pub traces_access: TracesAccess,
 }
 
 impl fmt::Debug for AdminState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminState")
             .field("buffer", &self.buffer)
+            .field("traces_access", &self.traces_access)
             .finish_non_exhaustive()
     }
 }
@@ -58,6 +192,9 @@ impl fmt::Debug for AdminState {
 ///   array of [`crate::SpanRecord`];
 /// - `GET /traces?last=N` or `?slowest=N` (N ≤ [`MAX_TRACES`], default
 ///   `last=20`): a JSON array of [`crate::TraceSummary`].
+///
+/// `/traces` answers as `state.traces_access` says: 403 when refused, 401
+/// without the right bearer token.
 ///
 /// Returns the bound address (the real port when `addr` has port 0) and
 /// the server task.
@@ -113,12 +250,25 @@ impl Drop for AdminHandle {
 }
 
 /// Serves this process's admin endpoint on `addr` (see [`serve_admin`]),
-/// with `ready` deciding `/readyz`.
+/// with `ready` deciding `/readyz` and `telemetry.traces_token_file` (read
+/// here) guarding `/traces` (see [`TracesAccess::for_listener`]).
 pub async fn start_admin(
     addr: SocketAddr,
+    telemetry: &TelemetryConfig,
     ready: Arc<dyn Fn() -> bool + Send + Sync>,
 ) -> Result<AdminHandle, crate::TelemetryError> {
-    let state = AdminState::for_process(ready)?;
+    let token = match &telemetry.traces_token_file {
+        Some(path) => Some(TracesAccess::read_token(path).await?),
+        None => None,
+    };
+    let access = TracesAccess::for_listener(addr, token);
+    if matches!(access, TracesAccess::Refused) {
+        tracing::warn!(
+            %addr,
+            "the admin endpoint is not on loopback and {TRACES_TOKEN_KEY} is not set: /traces answers 403"
+        );
+    }
+    let state = AdminState::for_process(ready, access)?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (bound, _task) = serve_admin(addr, state, async {
         let _ = rx.await;
@@ -134,12 +284,17 @@ pub async fn start_admin(
 impl AdminState {
     /// The state of this process: its metrics recorder (installed on first
     /// use) and its recent-span buffer (empty when telemetry is not
-    /// installed), with `ready` deciding `/readyz`.
-    pub fn for_process(ready: Arc<dyn Fn() -> bool + Send + Sync>) -> Result<Self, crate::TelemetryError> {
+    /// installed), with `ready` deciding `/readyz` and `traces_access`
+    /// guarding `/traces`.
+    pub fn for_process(
+        ready: Arc<dyn Fn() -> bool + Send + Sync>,
+        traces_access: TracesAccess,
+    ) -> Result<Self, crate::TelemetryError> {
         Ok(Self {
             prometheus: crate::metrics_handle()?,
             buffer: crate::global_buffer().unwrap_or_else(|| crate::SpanBuffer::new(0)),
             ready,
+            traces_access,
         })
     }
 }
@@ -169,15 +324,26 @@ struct TracesQuery {
     slowest: Option<usize>,
 }
 
-async fn traces(State(state): State<AdminState>, query: Result<Query<TracesQuery>, QueryRejection>) -> Response {
+async fn traces(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    query: Result<Query<TracesQuery>, QueryRejection>,
+) -> Response {
+    if let Some(refusal) = state.traces_access.refusal(&headers) {
+        return refusal;
+    }
     let query = match query {
         Ok(Query(query)) => query,
-        Err(rejection) => return bad_request(rejection.body_text()),
+        // The rejection quotes the query string: cut.
+        Err(rejection) => return bad_request(truncate_for_record(&rejection.body_text(), 256).into_owned()),
     };
     match (query.trace_id, query.last, query.slowest) {
         (Some(id), None, None) => {
             if parse_trace_id(&id).is_none() {
-                return bad_request(format!("trace_id {id:?} is not 32 hexadecimal digits"));
+                return bad_request(format!(
+                    "trace_id {:?} is not 32 hexadecimal digits",
+                    truncate_for_record(&id, MAX_QUOTED_BYTES)
+                ));
             }
             Json(state.buffer.spans_of_trace(&id)).into_response()
         }

@@ -3,21 +3,35 @@
 //! collector.
 //!
 //! The ring stores the SDK's `SpanData` as it comes (minus events, which are
-//! log lines and would multiply the memory) and converts to [`SpanRecord`]
-//! only when asked: finishing a span costs a lock and a push, and the
-//! conversion cost is paid by the operator's query, not by the request.
+//! log lines and would multiply the memory, and with every text cut to
+//! [`MAX_ATTRIBUTE_BYTES`]) and converts to [`SpanRecord`] only when asked:
+//! finishing a span costs a lock and a push, and the conversion cost is
+//! paid by the operator's query, not by the request.
+//!
+//! The ring is bounded twice: by a count of spans and by an approximate
+//! byte size (names, attribute keys and values, status text, links), the
+//! oldest spans evicted first, so that a few spans carrying large values
+//! cannot grow the process however few they are.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
-use opentelemetry::{Context, Key};
+use opentelemetry::trace::{Event, Link, SpanId, SpanKind, Status, TraceId};
+use opentelemetry::{Array, Context, Key, KeyValue, StringValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanEvents, SpanProcessor};
 use serde::{Deserialize, Serialize};
+
+use crate::{DEFAULT_BUFFER_BYTES, truncate_for_record};
+
+/// The longest text a kept or exported span carries, in bytes: its name,
+/// each attribute value (each element of an array), its status
+/// description, and its events' names and attribute values. Longer ones
+/// are cut to this with `…(N bytes)` appended.
+pub const MAX_ATTRIBUTE_BYTES: usize = 4096;
 
 /// One finished span, as the admin endpoint serves it and `yrdctl` reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +103,12 @@ pub struct SpanBuffer {
 #[derive(Debug)]
 struct Ring {
     capacity: usize,
-    spans: VecDeque<SpanData>,
+    /// The byte budget of the spans kept.
+    max_bytes: usize,
+    /// The approximate size of the spans kept, the sum of their sizes.
+    bytes: usize,
+    /// Each span with its approximate size.
+    spans: VecDeque<(SpanData, usize)>,
     service: String,
     region: String,
 }
@@ -107,11 +126,20 @@ struct Brief {
 }
 
 impl SpanBuffer {
-    /// An empty buffer keeping at most `capacity` spans (0 keeps none).
+    /// An empty buffer keeping at most `capacity` spans (0 keeps none) of
+    /// at most [`DEFAULT_BUFFER_BYTES`] together.
     pub fn new(capacity: usize) -> Self {
+        Self::with_budget(capacity, DEFAULT_BUFFER_BYTES)
+    }
+
+    /// An empty buffer keeping at most `capacity` spans of at most
+    /// `max_bytes` together (approximately; see [`SpanBuffer::bytes`]).
+    pub fn with_budget(capacity: usize, max_bytes: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Ring {
                 capacity,
+                max_bytes,
+                bytes: 0,
                 // Grown on demand: a process that records few spans should
                 // not pay for the whole capacity up front.
                 spans: VecDeque::new(),
@@ -126,6 +154,18 @@ impl SpanBuffer {
         self.lock().capacity
     }
 
+    /// The most bytes the buffer keeps.
+    pub fn max_bytes(&self) -> usize {
+        self.lock().max_bytes
+    }
+
+    /// The approximate size of the spans held, in bytes: each span's
+    /// fixed part and the text it carries (names, attribute keys and
+    /// values, status description, links).
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     /// How many spans the buffer holds.
     pub fn len(&self) -> usize {
         self.lock().spans.len()
@@ -136,19 +176,28 @@ impl SpanBuffer {
         self.lock().spans.is_empty()
     }
 
-    /// Adds a finished span, evicting the oldest when full.
+    /// Adds a finished span, its texts cut (see [`cap_span`]), evicting the
+    /// oldest spans while the count or the byte budget would be exceeded.
+    /// A span larger than the whole budget is not kept.
     pub fn push(&self, mut span: SpanData) {
         // Events are the log lines written inside the span: the buffer does
         // not serve them, and they are most of a span's memory.
         span.events = SpanEvents::default();
+        // Outside the lock: the cut and the size are the span's own.
+        cap_span(&mut span);
+        let size = span_bytes(&span);
         let mut ring = self.lock();
-        if ring.capacity == 0 {
+        if ring.capacity == 0 || size > ring.max_bytes {
             return;
         }
-        while ring.spans.len() >= ring.capacity {
-            ring.spans.pop_front();
+        while ring.spans.len() >= ring.capacity || ring.bytes + size > ring.max_bytes {
+            match ring.spans.pop_front() {
+                Some((_, evicted)) => ring.bytes -= evicted,
+                None => break,
+            }
         }
-        ring.spans.push_back(span);
+        ring.bytes += size;
+        ring.spans.push_back((span, size));
     }
 
     /// The spans of one trace, earliest first; empty when `trace_id` is not
@@ -161,6 +210,7 @@ impl SpanBuffer {
         let mut records: Vec<SpanRecord> = ring
             .spans
             .iter()
+            .map(|(s, _)| s)
             .filter(|s| s.span_context.trace_id() == wanted)
             .map(|s| record(s, &ring.service, &ring.region))
             .collect();
@@ -198,7 +248,7 @@ impl SpanBuffer {
             .lock()
             .spans
             .iter()
-            .map(|s| Brief {
+            .map(|(s, _)| Brief {
                 trace: s.span_context.trace_id(),
                 span: s.span_context.span_id(),
                 parent: s.parent_span_id,
@@ -253,6 +303,99 @@ impl SpanProcessor for SpanBuffer {
         let mut ring = self.lock();
         ring.service = service;
         ring.region = region;
+    }
+}
+
+/// Cuts every text `span` carries to [`MAX_ATTRIBUTE_BYTES`] (see
+/// [`truncate_for_record`]): its name, attribute values, status
+/// description, and its events' and links' names and attribute values.
+/// Whatever a handler put in a span, what is kept of it is bounded.
+pub fn cap_span(span: &mut SpanData) {
+    if let Some(cut) = cut(&span.name) {
+        span.name = Cow::Owned(cut);
+    }
+    cap_attributes(&mut span.attributes);
+    if let Status::Error { description } = &span.status
+        && let Some(cut) = cut(description)
+    {
+        span.status = Status::error(cut);
+    }
+    for event in &mut span.events.events {
+        if let Some(cut) = cut(&event.name) {
+            event.name = Cow::Owned(cut);
+        }
+        cap_attributes(&mut event.attributes);
+    }
+    for link in &mut span.links.links {
+        cap_attributes(&mut link.attributes);
+    }
+}
+
+/// `text` cut to [`MAX_ATTRIBUTE_BYTES`], or `None` when it fits.
+fn cut(text: &str) -> Option<String> {
+    match truncate_for_record(text, MAX_ATTRIBUTE_BYTES) {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(cut) => Some(cut),
+    }
+}
+
+fn cap_attributes(attributes: &mut [KeyValue]) {
+    for kv in attributes {
+        match &mut kv.value {
+            Value::String(s) => {
+                if let Some(cut) = cut(s.as_str()) {
+                    *s = StringValue::from(cut);
+                }
+            }
+            Value::Array(Array::String(items)) => {
+                for s in items {
+                    if let Some(cut) = cut(s.as_str()) {
+                        *s = StringValue::from(cut);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The approximate memory of a span: its fixed part, and the text and
+/// arrays it holds (what can grow with a request's input).
+fn span_bytes(span: &SpanData) -> usize {
+    let status = match &span.status {
+        Status::Error { description } => description.len(),
+        _ => 0,
+    };
+    let events: usize = span
+        .events
+        .events
+        .iter()
+        .map(|e| size_of::<Event>() + e.name.len() + attributes_bytes(&e.attributes))
+        .sum();
+    let links: usize = span
+        .links
+        .links
+        .iter()
+        .map(|l| size_of::<Link>() + attributes_bytes(&l.attributes))
+        .sum();
+    size_of::<(SpanData, usize)>() + span.name.len() + attributes_bytes(&span.attributes) + status + events + links
+}
+
+fn attributes_bytes(attributes: &[KeyValue]) -> usize {
+    attributes
+        .iter()
+        .map(|kv| size_of::<KeyValue>() + kv.key.as_str().len() + value_bytes(&kv.value))
+        .sum()
+}
+
+fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.as_str().len(),
+        Value::Array(Array::String(items)) => items.iter().map(|s| size_of::<StringValue>() + s.as_str().len()).sum(),
+        Value::Array(Array::Bool(items)) => items.len(),
+        Value::Array(Array::I64(items)) => items.len() * size_of::<i64>(),
+        Value::Array(Array::F64(items)) => items.len() * size_of::<f64>(),
+        _ => 0,
     }
 }
 
@@ -490,7 +633,89 @@ mod tests {
         let mut s = span(1, 1, 0, "s", 0, 1);
         s.events.events.push(opentelemetry::trace::Event::with_name("log line"));
         buffer.on_end(s);
-        assert!(buffer.lock().spans[0].events.events.is_empty());
+        assert!(buffer.lock().spans[0].0.events.events.is_empty());
+    }
+
+    #[test]
+    fn long_texts_are_cut_when_kept() {
+        let buffer = SpanBuffer::new(10);
+        let mut s = span(1, 1, 0, "s", 0, 1);
+        let big = "d".repeat(3_500_000);
+        s.name = Cow::Owned(big.clone());
+        s.attributes.push(KeyValue::new("yrd.dataset", big.clone()));
+        s.attributes.push(KeyValue::new(
+            "list",
+            Value::Array(Array::String(vec![StringValue::from(big.clone())])),
+        ));
+        s.status = Status::error(big.clone());
+        buffer.on_end(s);
+        let records = buffer.spans_of_trace(&tid(1).to_string());
+        let r = &records[0];
+        let suffix = "…(3500000 bytes)";
+        assert_eq!(r.name.len(), MAX_ATTRIBUTE_BYTES + suffix.len());
+        assert!(r.name.ends_with(suffix), "{}", &r.name[r.name.len() - 40..]);
+        assert_eq!(r.attributes["yrd.dataset"].len(), MAX_ATTRIBUTE_BYTES + suffix.len());
+        assert!(r.attributes["list"].len() < MAX_ATTRIBUTE_BYTES + 100);
+        assert_eq!(r.status_message.len(), MAX_ATTRIBUTE_BYTES + suffix.len());
+        // Short values are kept as they are.
+        assert_eq!(r.attributes["yrd.region"], "310000");
+        assert!(buffer.bytes() < 4 * MAX_ATTRIBUTE_BYTES + 2048, "{}", buffer.bytes());
+    }
+
+    #[test]
+    fn the_byte_budget_evicts_the_oldest_first() {
+        let one = {
+            let b = SpanBuffer::new(10);
+            b.on_end(span(1, 1, 0, "s", 0, 1));
+            b.bytes()
+        };
+        assert!(one > 0);
+        // Room for three spans by bytes, ten by count.
+        let buffer = SpanBuffer::with_budget(10, 3 * one + one / 2);
+        for i in 1..=5u64 {
+            buffer.on_end(span(u128::from(i), i, 0, "s", i, 1));
+        }
+        assert_eq!(buffer.len(), 3);
+        assert_eq!(buffer.bytes(), 3 * one);
+        assert!(buffer.spans_of_trace(&tid(2).to_string()).is_empty(), "oldest evicted");
+        assert_eq!(buffer.spans_of_trace(&tid(3).to_string()).len(), 1);
+        // A big span evicts as many as it needs.
+        let mut big = span(9, 9, 0, "s", 9, 1);
+        big.attributes.push(KeyValue::new("yrd.a", "a".repeat(one)));
+        let big_size = {
+            let b = SpanBuffer::new(10);
+            b.on_end(big.clone());
+            b.bytes()
+        };
+        buffer.on_end(big);
+        assert_eq!(buffer.len(), 2);
+        assert_eq!(buffer.bytes(), one + big_size);
+        assert_eq!(buffer.spans_of_trace(&tid(5).to_string()).len(), 1);
+        // A span larger than the whole budget is not kept, and evicts nothing.
+        let tiny = SpanBuffer::with_budget(10, one - 1);
+        tiny.on_end(span(1, 1, 0, "s", 0, 1));
+        assert!(tiny.is_empty());
+        assert_eq!(tiny.bytes(), 0);
+    }
+
+    #[test]
+    fn many_big_spans_stay_within_the_budget() {
+        let budget = 1024 * 1024;
+        let buffer = SpanBuffer::with_budget(20_000, budget);
+        let big = "n".repeat(100_000);
+        for i in 1..=1000u64 {
+            let mut s = span(u128::from(i), i, 0, "s", i, 1);
+            s.attributes.push(KeyValue::new("yrd.dataset", big.clone()));
+            s.status = Status::error(big.clone());
+            buffer.on_end(s);
+        }
+        println!(
+            "1000 spans with two 100 kB texts: {} spans, {} bytes kept (budget {budget})",
+            buffer.len(),
+            buffer.bytes()
+        );
+        assert!(buffer.bytes() <= budget);
+        assert!(buffer.len() > 50, "{}", buffer.len());
     }
 
     #[test]

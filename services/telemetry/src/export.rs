@@ -197,10 +197,13 @@ impl ExportProcessor {
 impl SpanProcessor for ExportProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
-    fn on_end(&self, span: SpanData) {
+    fn on_end(&self, mut span: SpanData) {
         if !span.span_context.is_sampled() {
             return;
         }
+        // The queue holds up to `export_queue` spans: each one's texts are
+        // bounded, as in the recent-span buffer.
+        crate::buffer::cap_span(&mut span);
         // Never wait here: this runs on the request's thread as the span ends.
         if self.spans.try_send(span).is_err() {
             self.dropped.add(1);

@@ -16,6 +16,9 @@
 //! `yrd.region` attributes they set.
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 mod admin;
@@ -25,15 +28,19 @@ mod meters;
 mod propagation;
 mod setup;
 
-pub use admin::{AdminHandle, AdminState, MAX_TRACES, serve_admin, start_admin};
-pub use buffer::{SpanBuffer, SpanRecord, TraceSummary};
+pub use admin::{
+    AdminHandle, AdminState, MAX_TRACES, MIN_TOKEN_BYTES, TRACES_TOKEN_KEY, TracesAccess, serve_admin, start_admin,
+};
+pub use buffer::{MAX_ATTRIBUTE_BYTES, SpanBuffer, SpanRecord, TraceSummary, cap_span};
 pub use meters::{
     BYTES_STREAMED_TOTAL, CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, OPEN_STREAMS, OpenStreamGuard,
     REGION_CALL_DURATION_SECONDS, REGION_CALLS_TOTAL, REQUEST_DURATION_SECONDS, REQUESTS_TOTAL, ROWS_STREAMED_TOTAL,
     SPANS_DROPPED_TOTAL, certificate_expiry, metrics_handle, region_call_done, request_done, rows_streamed,
 };
+pub use meters::{TLS_HANDSHAKES_REFUSED_TOTAL, handshake_refused};
 pub use propagation::{
-    SERVER_SPAN, TraceInjector, code_name, current_trace_id, inject, injector, record_status, rpc_parts, server_span,
+    MAX_RPC_NAME_BYTES, SERVER_SPAN, TraceInjector, code_name, current_trace_id, inject, injector, record_status,
+    rpc_parts, server_span,
 };
 pub use setup::{Telemetry, global_buffer, init, set_tracing_enabled, tracing_enabled};
 
@@ -45,6 +52,10 @@ pub use metrics_exporter_prometheus::PrometheusHandle;
 pub const DEFAULT_BUFFER_SPANS: usize = 20_000;
 /// Default for [`TelemetryConfig::export_queue`].
 pub const DEFAULT_EXPORT_QUEUE: usize = 4096;
+/// Default for [`TelemetryConfig::buffer_bytes`]: 32 MiB.
+pub const DEFAULT_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+/// Upper bound of [`TelemetryConfig::buffer_bytes`]: 1 GiB.
+pub const MAX_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
 /// Upper bound of [`TelemetryConfig::buffer_spans`] and
 /// [`TelemetryConfig::export_queue`]: both are memory, and a typo of a few
 /// zeros should be refused at start rather than found by the OOM killer.
@@ -119,12 +130,22 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// How many recently finished spans the in-memory buffer keeps.
     pub buffer_spans: usize,
+    /// The most bytes (approximately: names, attribute keys and values,
+    /// status text) the in-memory buffer keeps; the oldest spans are
+    /// evicted first when a new one would exceed it. At most
+    /// [`MAX_BUFFER_BYTES`].
+    pub buffer_bytes: usize,
     /// How many finished spans may wait for export before new ones are dropped.
     pub export_queue: usize,
     /// Record spans at all (default true). Off, no span is recorded,
     /// buffered or exported; logs and metrics stay. For measuring what
     /// tracing costs, and for a process that must not keep span data.
     pub traces: bool,
+    /// A file holding the bearer token `/traces` on the admin endpoint
+    /// requires (at least [`MIN_TOKEN_BYTES`] bytes; surrounding whitespace
+    /// is ignored). Without one, `/traces` is open on a loopback admin
+    /// address and refused (403) on any other.
+    pub traces_token_file: Option<PathBuf>,
 }
 
 impl Default for TelemetryConfig {
@@ -135,8 +156,10 @@ impl Default for TelemetryConfig {
             otlp_endpoint: None,
             log_format: LogFormat::Text,
             buffer_spans: DEFAULT_BUFFER_SPANS,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
             export_queue: DEFAULT_EXPORT_QUEUE,
             traces: true,
+            traces_token_file: None,
         }
     }
 }
@@ -148,6 +171,12 @@ impl TelemetryConfig {
             return Err(TelemetryError::Config {
                 key: "buffer_spans",
                 reason: format!("{} is more than the limit of {MAX_QUEUE}", self.buffer_spans),
+            });
+        }
+        if self.buffer_bytes > MAX_BUFFER_BYTES {
+            return Err(TelemetryError::Config {
+                key: "buffer_bytes",
+                reason: format!("{} is more than the limit of {MAX_BUFFER_BYTES}", self.buffer_bytes),
             });
         }
         if self.export_queue == 0 || self.export_queue > MAX_QUEUE {
@@ -164,8 +193,31 @@ impl TelemetryConfig {
                 reason: "is empty; leave it out instead".to_owned(),
             });
         }
+        if let Some(path) = &self.traces_token_file
+            && path.as_os_str().is_empty()
+        {
+            return Err(TelemetryError::Config {
+                key: "traces_token_file",
+                reason: "is empty; leave it out instead".to_owned(),
+            });
+        }
         Ok(())
     }
+}
+
+/// `value` as it may be recorded (in a span, a log line or an error): at
+/// most `max` bytes of it, cut on a character boundary, followed by
+/// `…(N bytes)` giving the whole length when anything was cut. Borrowed
+/// when nothing had to be cut.
+pub fn truncate_for_record(value: &str, max: usize) -> Cow<'_, str> {
+    if value.len() <= max {
+        return Cow::Borrowed(value);
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…({} bytes)", &value[..end], value.len()))
 }
 
 #[cfg(test)]
@@ -189,6 +241,8 @@ mod tests {
         assert_eq!(outer.telemetry, TelemetryConfig::default());
         assert_eq!(outer.telemetry.buffer_spans, 20_000);
         assert_eq!(outer.telemetry.export_queue, 4096);
+        assert_eq!(outer.telemetry.buffer_bytes, 32 * 1024 * 1024);
+        assert_eq!(outer.telemetry.traces_token_file, None);
         assert_eq!(outer.telemetry.log_format, LogFormat::Text);
     }
 
@@ -225,5 +279,27 @@ mod tests {
             ..TelemetryConfig::default()
         };
         assert!(bad.validate().unwrap_err().to_string().contains("buffer_spans"));
+        let bad = TelemetryConfig {
+            buffer_bytes: MAX_BUFFER_BYTES + 1,
+            ..TelemetryConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("buffer_bytes"));
+        let bad = TelemetryConfig {
+            traces_token_file: Some(PathBuf::new()),
+            ..TelemetryConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("traces_token_file"));
+    }
+
+    #[test]
+    fn recorded_values_are_cut_on_a_char_boundary_with_their_length() {
+        assert!(matches!(truncate_for_record("short", 5), Cow::Borrowed("short")));
+        assert_eq!(truncate_for_record("abcdef", 3), "abc…(6 bytes)");
+        // "é" is two bytes: a cut inside it moves back before it.
+        assert_eq!(truncate_for_record("aé", 2), "a…(3 bytes)");
+        assert_eq!(truncate_for_record("ééé", 0), "…(6 bytes)");
+        let big = "x".repeat(3_500_000);
+        let cut = truncate_for_record(&big, 128);
+        assert_eq!(cut.len(), 128 + "…(3500000 bytes)".len());
     }
 }

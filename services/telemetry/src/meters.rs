@@ -28,6 +28,11 @@ pub const OPEN_STREAMS: &str = "yrd_open_streams";
 pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str = "yrd_certificate_expiry_timestamp_seconds";
 /// Counter: spans that did not reach the collector.
 pub const SPANS_DROPPED_TOTAL: &str = "yrd_spans_dropped_total";
+/// Counter: TCP connections whose TLS handshake was refused or failed, or
+/// that were dropped before it for want of a handshake slot, by `reason`
+/// (a short stable label such as `timeout`, `unknown-ca` or
+/// `too-many-handshakes-from-source`).
+pub const TLS_HANDSHAKES_REFUSED_TOTAL: &str = "yrd_tls_handshakes_refused_total";
 
 /// Histogram buckets of every `*_seconds` metric: RPC latencies, from a
 /// millisecond (a cached catalog) to 30 s (the longest query deadline).
@@ -116,6 +121,11 @@ fn describe() {
         Unit::Count,
         "Finished spans that did not reach the OTLP collector (queue full, export failed or timed out)"
     );
+    metrics::describe_counter!(
+        TLS_HANDSHAKES_REFUSED_TOTAL,
+        Unit::Count,
+        "Connections refused before or during the TLS handshake, by reason"
+    );
 }
 
 /// Counts a served gRPC request and records its duration.
@@ -145,6 +155,12 @@ pub fn region_call_done(region: &str, state: &str, elapsed: Duration) {
     )
     .increment(1);
     metrics::histogram!(REGION_CALL_DURATION_SECONDS, "region" => region.to_owned()).record(elapsed.as_secs_f64());
+}
+
+/// Counts a connection refused before or during its TLS handshake;
+/// `reason` is one of a fixed set of labels, never the caller's text.
+pub fn handshake_refused(reason: &'static str) {
+    metrics::counter!(TLS_HANDSHAKES_REFUSED_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Counts rows (and their encoded bytes) streamed for a dataset.

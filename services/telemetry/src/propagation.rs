@@ -14,6 +14,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// `otel.name`, is `<service>/<method>`).
 pub const SERVER_SPAN: &str = "grpc.server";
 
+/// The longest service or method name a server span records of a request's
+/// path, in bytes; longer ones are cut (see [`crate::truncate_for_record`]).
+pub const MAX_RPC_NAME_BYTES: usize = 128;
+
 /// The standard health service, never traced.
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
@@ -34,14 +38,20 @@ pub fn server_span(req: &http::Request<()>) -> tracing::Span {
     if service == HEALTH_SERVICE {
         return tracing::Span::none();
     }
+    // The path is the caller's text: a path no route serves is recorded
+    // cut to a name's length.
+    let (service, method) = (
+        crate::truncate_for_record(service, MAX_RPC_NAME_BYTES),
+        crate::truncate_for_record(method, MAX_RPC_NAME_BYTES),
+    );
     let otel_name = format!("{service}/{method}");
     let span = tracing::info_span!(
         SERVER_SPAN,
         otel.kind = "server",
         otel.name = otel_name.as_str(),
         rpc.system = "grpc",
-        rpc.service = service,
-        rpc.method = method,
+        rpc.service = service.as_ref(),
+        rpc.method = method.as_ref(),
         rpc.grpc.status_code = Empty,
         trace_id = Empty,
         otel.status_code = Empty,

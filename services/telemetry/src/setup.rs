@@ -79,6 +79,7 @@ struct Resolved {
     endpoint: Option<String>,
     log_format: LogFormat,
     buffer_spans: usize,
+    buffer_bytes: usize,
     export_queue: usize,
 }
 
@@ -125,7 +126,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
 
 fn install(resolved: Resolved, filter: EnvFilter) -> Result<Telemetry, TelemetryError> {
     let resource = resource(&resolved);
-    let buffer = SpanBuffer::new(resolved.buffer_spans);
+    let buffer = SpanBuffer::with_budget(resolved.buffer_spans, resolved.buffer_bytes);
     let dropped = Arc::new(DropCounter::default());
     // The buffer first: it is cheap, and it sees every span even when the
     // export queue is full.
@@ -187,6 +188,7 @@ fn install(resolved: Resolved, filter: EnvFilter) -> Result<Telemetry, Telemetry
         service = %resolved.service_name,
         endpoint = resolved.endpoint.as_deref().unwrap_or("none"),
         buffer_spans = resolved.buffer_spans,
+        buffer_bytes = resolved.buffer_bytes,
         "telemetry installed"
     );
     Ok(Telemetry {
@@ -290,6 +292,7 @@ fn resolve(config: &TelemetryConfig, env: impl Fn(&str) -> Option<String>) -> Re
         endpoint: endpoint.map(|(_, value)| value),
         log_format: config.log_format,
         buffer_spans: config.buffer_spans,
+        buffer_bytes: config.buffer_bytes,
         export_queue: config.export_queue,
     })
 }

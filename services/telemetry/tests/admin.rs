@@ -13,19 +13,24 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio::sync::oneshot;
 use tonic::Code;
 use yrd_telemetry::{
-    AdminState, OpenStreamGuard, SpanBuffer, SpanRecord, TraceSummary, certificate_expiry, metrics_handle,
-    region_call_done, request_done, rows_streamed, serve_admin,
+    AdminState, OpenStreamGuard, SpanBuffer, SpanRecord, TelemetryConfig, TraceSummary, TracesAccess,
+    certificate_expiry, metrics_handle, region_call_done, request_done, rows_streamed, serve_admin, start_admin,
 };
 
 /// A plain HTTP/1.1 GET: status and body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let path = path.to_owned();
+    get_with(addr, path, "").await
+}
+
+/// A plain HTTP/1.1 GET with `headers` (each line ending in CRLF).
+async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
+    let (path, headers) = (path.to_owned(), headers.to_owned());
     tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
         )
         .unwrap();
         let mut response = String::new();
@@ -134,6 +139,7 @@ async fn the_admin_endpoint_serves_metrics_health_readiness_and_traces() {
         prometheus,
         buffer,
         ready: Arc::new(move || flag.load(Ordering::SeqCst)),
+        traces_access: TracesAccess::Open,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let (addr, task) = serve_admin("127.0.0.1:0".parse().unwrap(), state, async {
@@ -216,10 +222,13 @@ async fn the_admin_endpoint_serves_metrics_health_readiness_and_traces() {
         ("/traces?last=1&slowest=1", "one of"),
         ("/traces?last=-1", "last"),
         ("/traces?limit=3", "limit"),
+        // A long caller's text is quoted cut, not whole.
+        (&*format!("/traces?trace_id={}", "z".repeat(4000)), "(4000 bytes)"),
     ] {
         let (status, body) = get(addr, path).await;
         assert_eq!(status, 400, "{path}: {body}");
         assert!(body.contains(needle), "{path}: {body}");
+        assert!(body.len() < 400, "{path}: {} bytes", body.len());
     }
 
     stop.send(()).unwrap();
@@ -227,4 +236,99 @@ async fn the_admin_endpoint_serves_metrics_health_readiness_and_traces() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// The address to connect to for a listener bound to `bound` (an
+/// unspecified address is reached on loopback).
+fn reach(bound: SocketAddr) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], bound.port()))
+}
+
+#[tokio::test]
+async fn traces_need_loopback_or_the_token() {
+    let ready: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(|| true);
+    let dir = tempfile::tempdir().unwrap();
+
+    // Loopback, no token: open.
+    let admin = start_admin(
+        "127.0.0.1:0".parse().unwrap(),
+        &TelemetryConfig::default(),
+        ready.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(get(admin.addr, "/traces").await.0, 200);
+    admin.stop();
+
+    // Any other address without a token: /traces refused, naming the key;
+    // the rest stays open.
+    let open = start_admin("0.0.0.0:0".parse().unwrap(), &TelemetryConfig::default(), ready.clone())
+        .await
+        .unwrap();
+    let addr = reach(open.addr);
+    let (status, body) = get(addr, "/traces?last=5").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("telemetry.traces_token_file"), "{body}");
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    assert_eq!(get(addr, "/readyz").await.0, 200);
+    assert_eq!(get(addr, "/metrics").await.0, 200);
+    open.stop();
+
+    // With a token file: the token is required, on any address.
+    let token = "s3cret-token-of-32-bytes-0123456";
+    let path = dir.path().join("traces.token");
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    let config = TelemetryConfig {
+        traces_token_file: Some(path),
+        ..TelemetryConfig::default()
+    };
+    for bind in ["0.0.0.0:0", "127.0.0.1:0"] {
+        let admin = start_admin(bind.parse().unwrap(), &config, ready.clone())
+            .await
+            .unwrap();
+        let addr = reach(admin.addr);
+        for (headers, expected) in [
+            (String::new(), 401),
+            ("Authorization: Bearer wrong\r\n".to_owned(), 401),
+            (format!("Authorization: Bearer {token}x\r\n"), 401),
+            (format!("Authorization: Basic {token}\r\n"), 401),
+            (format!("Authorization: Bearer {token}\r\n"), 200),
+        ] {
+            let (status, body) = get_with(addr, "/traces?last=5", &headers).await;
+            assert_eq!(status, expected, "{bind} {headers:?}: {body}");
+            assert!(!body.contains(token), "the token is never echoed");
+        }
+        assert_eq!(get(addr, "/metrics").await.0, 200, "metrics need no token");
+        admin.stop();
+    }
+
+    // A short token, an empty file or a missing one: refused at start,
+    // naming the key, never showing the content.
+    for (content, needle) in [
+        (Some("short-token"), "shorter than"),
+        (Some("  \n"), "shorter than"),
+        (None, "traces.missing"),
+    ] {
+        let path = dir.path().join(if content.is_some() {
+            "bad.token"
+        } else {
+            "traces.missing"
+        });
+        if let Some(c) = content {
+            std::fs::write(&path, c).unwrap();
+        }
+        let config = TelemetryConfig {
+            traces_token_file: Some(path),
+            ..TelemetryConfig::default()
+        };
+        let err = start_admin("127.0.0.1:0".parse().unwrap(), &config, ready.clone())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("telemetry.traces_token_file") && err.contains(needle),
+            "{err}"
+        );
+        assert!(!err.contains("short-token"), "{err}");
+    }
 }

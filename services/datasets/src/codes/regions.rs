@@ -138,6 +138,85 @@ pub fn name_of(code: &str) -> Option<&'static str> {
     district(code).map(|(_, name)| name)
 }
 
+/// Every provincial-level division of GB/T 2260 that a mesh region may be
+/// (code, English name): the 31 provinces, municipalities and autonomous
+/// regions of the mainland. Taiwan (710000), Hong Kong (810000) and Macao
+/// (820000) have GB/T 2260 codes but are left out: the two special
+/// administrative regions keep their own data-protection law and no agency
+/// there joins a mainland data-sharing mesh by default; a federation that
+/// does name them lists them in its configs' `extra_region_ids`.
+pub const PROVINCIAL_LEVEL: &[(&str, &str)] = &[
+    ("110000", "Beijing"),
+    ("120000", "Tianjin"),
+    ("130000", "Hebei"),
+    ("140000", "Shanxi"),
+    ("150000", "Inner Mongolia"),
+    ("210000", "Liaoning"),
+    ("220000", "Jilin"),
+    ("230000", "Heilongjiang"),
+    ("310000", "Shanghai"),
+    ("320000", "Jiangsu"),
+    ("330000", "Zhejiang"),
+    ("340000", "Anhui"),
+    ("350000", "Fujian"),
+    ("360000", "Jiangxi"),
+    ("370000", "Shandong"),
+    ("410000", "Henan"),
+    ("420000", "Hubei"),
+    ("430000", "Hunan"),
+    ("440000", "Guangdong"),
+    ("450000", "Guangxi"),
+    ("460000", "Hainan"),
+    ("500000", "Chongqing"),
+    ("510000", "Sichuan"),
+    ("520000", "Guizhou"),
+    ("530000", "Yunnan"),
+    ("540000", "Tibet"),
+    ("610000", "Shaanxi"),
+    ("620000", "Gansu"),
+    ("630000", "Qinghai"),
+    ("640000", "Ningxia"),
+    ("650000", "Xinjiang"),
+];
+
+/// Whether `code` is one of the [`PROVINCIAL_LEVEL`] codes (a mainland
+/// province, municipality or autonomous region, such as `320000`; not a
+/// city such as `310100`).
+pub fn is_provincial_level(code: &str) -> bool {
+    PROVINCIAL_LEVEL.iter().any(|&(c, _)| c == code)
+}
+
+/// Checks a configured region id: a [`PROVINCIAL_LEVEL`] code, or one of
+/// `extra`, the ids a federation allows besides (each checked with
+/// [`check_extra_region_id`]). The error says why, for a config error.
+pub fn check_region_id(id: &str, extra: &[String]) -> Result<(), String> {
+    if is_provincial_level(id) || extra.iter().any(|e| e == id) {
+        return Ok(());
+    }
+    let within = PROVINCIAL_LEVEL
+        .iter()
+        .find(|&&(c, _)| id.len() == 6 && id.bytes().all(|b| b.is_ascii_digit()) && id.get(..2) == c.get(..2));
+    let what = match within {
+        Some(&(c, name)) => format!(" (it is a city or county code within {c}, {name})"),
+        None => String::new(),
+    };
+    Err(format!(
+        "{id:?} is not a GB/T 2260 provincial-level code{what}: a region is one of the 31 mainland \
+         provinces, municipalities and autonomous regions, such as 320000; a federation with other \
+         regions lists their ids in extra_region_ids"
+    ))
+}
+
+/// Checks an id a config allows besides the [`PROVINCIAL_LEVEL`] codes:
+/// six ASCII digits, as GB/T 2260 codes are (`810000`, `990000`).
+pub fn check_extra_region_id(id: &str) -> Result<(), String> {
+    if id.len() == 6 && id.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(format!("{id:?} is not six digits, as a GB/T 2260 region code is"))
+    }
+}
+
 const SHANGHAI: &[City] = &[City {
     code: "310100",
     name_zh: "上海市",
@@ -769,6 +848,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn provincial_level_codes() {
+        assert_eq!(PROVINCIAL_LEVEL.len(), 31);
+        for p in PROVINCES {
+            assert!(is_provincial_level(p.code), "{}", p.code);
+        }
+        for &(code, _) in PROVINCIAL_LEVEL {
+            assert!(code.len() == 6 && code.ends_with("0000"), "{code}");
+        }
+        for bad in ["999999", "310100", "710000", "810000", "820000", "000000", "32000", ""] {
+            assert!(!is_provincial_level(bad), "{bad}");
+            assert!(check_region_id(bad, &[]).is_err(), "{bad}");
+        }
+        assert_eq!(check_region_id("320000", &[]), Ok(()));
+        let e = check_region_id("310100", &[]).unwrap_err();
+        assert!(e.contains("\"310100\"") && e.contains("within 310000, Shanghai"), "{e}");
+        let e = check_region_id("999999", &[]).unwrap_err();
+        assert!(
+            e.contains("\"999999\" is not a GB/T 2260 provincial-level code:") && e.contains("extra_region_ids"),
+            "{e}"
+        );
+        assert_eq!(check_region_id("810000", &["810000".to_owned()]), Ok(()));
+        assert_eq!(check_extra_region_id("990000"), Ok(()));
+        assert!(check_extra_region_id("99").is_err());
+        assert!(check_extra_region_id("hk").is_err());
     }
 
     #[test]

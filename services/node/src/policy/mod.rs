@@ -485,17 +485,18 @@ pub trait Policy: Send + Sync + std::fmt::Debug {
     fn admit<'a>(&'a self, who: &'a Principal, decision: &'a Decision) -> BoxFuture<'a, Result<(), NodeError>>;
 }
 
-/// Appends the field names of every comparison in `expr` to `out`.
+/// Appends the field names of every comparison in `expr` to `out`, in the
+/// order the filter reads. Iterative, so a tree of any depth is walked
+/// whole (no field may escape the policy check).
 pub fn filter_fields<'a>(expr: &'a FilterExpr, out: &mut Vec<&'a str>) {
-    match &expr.kind {
-        Some(filter_expr::Kind::Comparison(c)) => out.push(&c.field),
-        Some(filter_expr::Kind::And(l) | filter_expr::Kind::Or(l)) => {
-            for e in &l.exprs {
-                filter_fields(e, out);
-            }
+    let mut stack = vec![expr];
+    while let Some(expr) = stack.pop() {
+        match &expr.kind {
+            Some(filter_expr::Kind::Comparison(c)) => out.push(&c.field),
+            Some(filter_expr::Kind::And(l) | filter_expr::Kind::Or(l)) => stack.extend(l.exprs.iter().rev()),
+            Some(filter_expr::Kind::Not(inner)) => stack.push(inner),
+            None => {}
         }
-        Some(filter_expr::Kind::Not(inner)) => filter_fields(inner, out),
-        None => {}
     }
 }
 

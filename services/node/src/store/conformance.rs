@@ -22,7 +22,9 @@ use yrd_datasets::Cell;
 use yrd_proto::mesh::{AggregateFunction, CompareOp, Comparison, FilterExpr, FilterList, Value, filter_expr, value};
 use yrd_proto::schema::{DatasetSchema, FieldType, Registry};
 
-use super::{AggregatePlan, Cells, GroupCells, Partial, Rejection, ScanPlan, SortColumn, Store, StoreError};
+use super::{
+    AggregatePlan, Cells, GroupCells, LoadOptions, Partial, Rejection, ScanPlan, SortColumn, Store, StoreError,
+};
 use crate::encode::cell_value;
 
 /// The test dataset's id.
@@ -111,7 +113,10 @@ pub fn rows(n: usize) -> Vec<Cells> {
 pub async fn load_sample<S: Store + ?Sized>(store: &S, n: usize) -> Vec<Cells> {
     let data = rows(n);
     let source = data.clone().into_iter().enumerate().map(|(i, c)| Ok((i as u64 + 1, c)));
-    let outcome = store.load(schema(), true, Box::new(source)).await.expect("load");
+    let outcome = store
+        .load(schema(), LoadOptions::replace(), Box::new(source))
+        .await
+        .expect("load");
     assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
     assert_eq!(outcome.inserted, n as u64);
     data
@@ -425,15 +430,17 @@ pub async fn loading_is_all_or_nothing<S: Store + ?Sized>(store: &S) {
         .enumerate()
         .map(|(i, c)| Ok((i as u64 + 1, c)))
         .collect();
-    source[1] = Err(Rejection {
-        line: 2,
-        reason: "rejected by the importer".into(),
-    });
-    let outcome = store.load(schema(), false, Box::new(source.into_iter())).await.unwrap();
+    source[1] = Err(Rejection::new(2, "test", "rejected by the importer"));
+    let outcome = store
+        .load(schema(), LoadOptions::append(), Box::new(source.into_iter()))
+        .await
+        .unwrap();
     assert_eq!(outcome.inserted, 0);
     let lines: Vec<u64> = outcome.rejected.iter().map(|r| r.line).collect();
     assert_eq!(lines, vec![2, 4, 5], "{:?}", outcome.rejected);
     assert!(outcome.rejected[1].reason.contains("id"), "{:?}", outcome.rejected[1]);
+    assert_eq!(outcome.rejected_rows, 3);
+    assert_eq!(outcome.causes.get("duplicate_key"), Some(&2), "{:?}", outcome.causes);
     assert_eq!(store.stats().await.unwrap(), before, "nothing written");
     let all: Vec<usize> = (0..schema().fields.len()).collect();
     let got = scan_all(store, plan(vec![key(0, false)], None, all)).await.unwrap();
@@ -441,8 +448,115 @@ pub async fn loading_is_all_or_nothing<S: Store + ?Sized>(store: &S) {
     // A good append is kept.
     let more = rows(ROWS + 2).split_off(ROWS);
     let source = more.into_iter().enumerate().map(|(i, c)| Ok((i as u64 + 1, c)));
-    let outcome = store.load(schema(), false, Box::new(source)).await.unwrap();
+    let outcome = store
+        .load(schema(), LoadOptions::append(), Box::new(source))
+        .await
+        .unwrap();
     assert_eq!((outcome.inserted, outcome.rejected.len()), (2, 0));
+}
+
+/// Many rejections: the first few are kept in full, in input order, all of
+/// them counted by cause, and nothing is written.
+pub async fn rejections_are_capped<S: Store + ?Sized>(store: &S) {
+    const BAD: usize = 5_000;
+    const SHOWN: usize = 7;
+    let data = load_sample(store, ROWS).await;
+    let before = store.stats().await.unwrap();
+    let mut fresh = rows(ROWS + BAD + 1).split_off(ROWS);
+    // The last line duplicates a stored key: a rejection of the store's.
+    fresh[BAD][0] = data[0][0].clone();
+    let source = fresh.into_iter().enumerate().map(|(i, cells)| {
+        let line = i as u64 + 2;
+        match i % 3 {
+            _ if i == BAD => Ok((line, cells)),
+            0 => Err(Rejection::new(line, "s: max_length", format!("line {line} too long"))),
+            1 => Err(Rejection {
+                line,
+                reason: "two problems".into(),
+                causes: vec!["s: max_length".into(), "i: min".into()],
+            }),
+            _ => Ok((line, cells)),
+        }
+    });
+    let options = LoadOptions {
+        replace: false,
+        max_rejections_shown: SHOWN,
+    };
+    let outcome = store.load(schema(), options, Box::new(source)).await.unwrap();
+    assert_eq!(outcome.inserted, 0);
+    let lines: Vec<u64> = outcome.rejected.iter().map(|r| r.line).collect();
+    assert_eq!(lines, vec![2, 3, 5, 6, 8, 9, 11], "the first {SHOWN}, in order");
+    let bad = (BAD / 3 * 2 + usize::from(!BAD.is_multiple_of(3)) + usize::from(BAD % 3 > 1)) as u64;
+    assert_eq!(outcome.rejected_rows, bad + 1);
+    let causes: Vec<(&str, u64)> = outcome.causes.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(
+        causes,
+        vec![("duplicate_key", 1), ("i: min", bad / 2), ("s: max_length", bad)],
+        "every rejection counted by cause"
+    );
+    assert_eq!(store.stats().await.unwrap(), before, "nothing written");
+}
+
+/// The bytes of a row's values, as the budget of a scan's batches counts
+/// them: text as its bytes, every other value 8, NULL nothing.
+fn value_bytes(row: &Cells) -> usize {
+    row.iter()
+        .map(|c| match c {
+            None => 0,
+            Some(Cell::Text(t)) => t.len(),
+            Some(_) => 8,
+        })
+        .sum()
+}
+
+/// Batches are cut by bytes as well as by rows: none holds more than the
+/// budget (but a single row), the rows are the same; a row larger than the
+/// budget ends the scan with an error naming its primary key.
+pub async fn batches_are_cut_by_bytes<S: Store + ?Sized>(store: &S) {
+    let data = load_sample(store, ROWS).await;
+    let all: Vec<usize> = (0..schema().fields.len()).collect();
+    let largest = data.iter().map(value_bytes).max().unwrap();
+    let budget = largest * 3;
+    let mut p = plan(vec![key(0, false)], None, all.clone());
+    p.batch_rows = 1_000;
+    p.batch_bytes = budget;
+    let mut scan = store.scan(p, far()).await.unwrap();
+    let (mut got, mut batches) = (Vec::new(), 0);
+    while let Some(batch) = scan.rows.recv().await {
+        let batch = batch.unwrap();
+        let bytes: usize = batch.iter().map(value_bytes).sum();
+        assert!(bytes <= budget, "a batch of {bytes} bytes over a budget of {budget}");
+        batches += 1;
+        got.extend(batch);
+    }
+    assert_eq!(got, data, "the same rows, in order");
+    assert!(batches >= ROWS / 3, "{batches} batches of at most 3 rows' bytes");
+
+    // A budget smaller than a row: the scan fails, naming the row by key.
+    let mut p = plan(vec![key(0, false)], None, all);
+    p.batch_bytes = largest - 1;
+    let result = scan_all(store, p).await;
+    let Err(StoreError::RowTooLarge {
+        dataset,
+        key,
+        bytes,
+        limit,
+    }) = result
+    else {
+        panic!("expected RowTooLarge, got {result:?}");
+    };
+    let first_too_large = data.iter().find(|r| value_bytes(r) > largest - 1).unwrap();
+    let Some(Cell::Text(id)) = &first_too_large[0] else {
+        panic!("ids are text")
+    };
+    assert_eq!(
+        (dataset.as_str(), key.as_str()),
+        (DATASET, format!("id = {id}").as_str())
+    );
+    assert_eq!(
+        (bytes, limit),
+        (value_bytes(first_too_large) as u64, largest as u64 - 1)
+    );
 }
 
 /// Closing the receiver (as dropping it does) stops the scan: the rest is
@@ -557,6 +671,7 @@ fn plan(order: Vec<SortColumn>, filter: Option<FilterExpr>, columns: Vec<usize>)
         limit: 1_000_000,
         columns,
         batch_rows: 16,
+        batch_bytes: 4 << 20,
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod conformance;
 pub mod sqlite;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -57,20 +58,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Writes rows of one dataset all or nothing: every row, or none when
     /// any is rejected (by the caller's validation, given as `Err`, or by the
-    /// store, for a duplicate primary key), with every rejection and its line.
-    /// With `replace`, the dataset's existing rows go in the same transaction.
+    /// store, for a duplicate primary key). Every rejection is counted
+    /// ([`LoadOutcome::reject`]): the first `options.max_rejections_shown`
+    /// kept in full, the rest only by cause, so memory does not grow with
+    /// the number of bad rows. With `options.replace`, the dataset's
+    /// existing rows go in the same transaction.
     fn load(
         &self,
         schema: Arc<DatasetSchema>,
-        replace: bool,
+        options: LoadOptions,
         rows: RowSource,
     ) -> BoxFuture<'_, Result<LoadOutcome, StoreError>>;
 
     /// Starts a scan. Rows arrive in `plan.order` order, strictly after
     /// `plan.after`, at most `plan.limit` of them, in batches of at most
-    /// `plan.batch_rows`. The scan stops soon after the receiver is dropped
-    /// or `deadline` passes (then the last item is
-    /// [`StoreError::DeadlineExceeded`]).
+    /// `plan.batch_rows` rows and about `plan.batch_bytes` bytes of values.
+    /// A row whose values alone exceed `plan.batch_bytes` ends the scan with
+    /// [`StoreError::RowTooLarge`], read but never copied. The scan stops
+    /// soon after the receiver is dropped or `deadline` passes (then the
+    /// last item is [`StoreError::DeadlineExceeded`]).
     fn scan(&self, plan: ScanPlan, deadline: Instant) -> BoxFuture<'_, Result<Scan, StoreError>>;
 
     /// Runs an aggregate: at most `plan.limit` groups, in group-key order.
@@ -141,6 +147,10 @@ pub struct ScanPlan {
     pub columns: Vec<usize>,
     /// Most rows per batch sent to the receiver (at least 1).
     pub batch_rows: usize,
+    /// Most bytes of values per batch (`query.max_batch_bytes`): a batch is
+    /// cut before a row that would take it past this, and a single row
+    /// larger than this is refused with [`StoreError::RowTooLarge`].
+    pub batch_bytes: usize,
 }
 
 /// What to compute for an aggregate.
@@ -183,20 +193,104 @@ pub struct Partial {
 /// A rejected input row: its line number and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// 1-based line number in the input (for CSV, the header is line 1).
+    /// 1-based physical line of the input where the row starts (for CSV,
+    /// the header is line 1).
     pub line: u64,
     /// Why the row was rejected; never holds a personal or secret value.
     pub reason: String,
+    /// What kinds of problem, without values, for counting: a field and
+    /// the rule it broke (`address: max_length`) or a rule of the row as a
+    /// whole (`csv`, `duplicate_key`).
+    pub causes: Vec<String>,
 }
 
-/// The outcome of a load: rows written, or every rejection and nothing
-/// written.
+impl Rejection {
+    /// A row rejected for one cause.
+    pub fn new(line: u64, cause: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            line,
+            reason: reason.into(),
+            causes: vec![cause.into()],
+        }
+    }
+}
+
+/// Rejection causes counted apart in a [`LoadOutcome`]; causes past these
+/// are counted under [`OTHER_CAUSES`]. Causes come from a dataset's fields
+/// and a fixed set of rules, so this is rarely reached; it bounds memory
+/// whatever the input.
+pub const MAX_CAUSES: usize = 256;
+
+/// The cause rejections are counted under past [`MAX_CAUSES`].
+pub const OTHER_CAUSES: &str = "(other causes)";
+
+/// How a load runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Delete the dataset's rows in the same transaction (demo data).
+    pub replace: bool,
+    /// Rejections kept in full (`import.max_rejections_shown`); the rest
+    /// are only counted.
+    pub max_rejections_shown: usize,
+}
+
+impl LoadOptions {
+    /// Appending, with the default number of rejections shown.
+    pub fn append() -> Self {
+        Self {
+            replace: false,
+            max_rejections_shown: crate::import::DEFAULT_MAX_REJECTIONS_SHOWN,
+        }
+    }
+
+    /// Replacing, with the default number of rejections shown.
+    pub fn replace() -> Self {
+        Self {
+            replace: true,
+            ..Self::append()
+        }
+    }
+}
+
+/// The outcome of a load: rows written, or the rejections (the first few in
+/// full, all of them counted) and nothing written.
 #[derive(Debug, Default)]
 pub struct LoadOutcome {
     /// Rows written (0 when any row was rejected).
     pub inserted: u64,
-    /// Rejected rows; when not empty, the load was rolled back.
+    /// The first rejected rows, in input order, at most the load's
+    /// `max_rejections_shown`; when not empty, the load was rolled back.
     pub rejected: Vec<Rejection>,
+    /// Rows rejected in all.
+    pub rejected_rows: u64,
+    /// Rejected rows per cause ([`Rejection::causes`]); a row with two
+    /// causes counts under both.
+    pub causes: BTreeMap<String, u64>,
+}
+
+impl LoadOutcome {
+    /// Counts a rejection, keeping it in full while fewer than `max_shown`
+    /// are kept. Memory stays bounded by `max_shown` and [`MAX_CAUSES`].
+    pub fn reject(&mut self, rejection: Rejection, max_shown: usize) {
+        self.rejected_rows += 1;
+        for cause in &rejection.causes {
+            if let Some(n) = self.causes.get_mut(cause) {
+                *n += 1;
+            } else if self.causes.len() < MAX_CAUSES {
+                self.causes.insert(cause.clone(), 1);
+            } else {
+                *self.causes.entry(OTHER_CAUSES.to_owned()).or_default() += 1;
+            }
+        }
+        if self.rejected.len() < max_shown {
+            self.rejected.push(rejection);
+        }
+    }
+
+    /// Whether any row was rejected (and so nothing was written).
+    pub fn is_rejected(&self) -> bool {
+        self.rejected_rows > 0
+    }
 }
 
 /// A dataset's size and freshness in this store.
@@ -241,6 +335,45 @@ pub enum StoreError {
     /// A blocking task failed to run to completion.
     #[error("store task failed: {0}")]
     Task(String),
+    /// A stored row is larger than one response may carry, so it cannot
+    /// be served: data loaded before the import limits existed, or written
+    /// around them. Names the row by its primary key (never personal).
+    #[error(
+        "dataset {dataset}: the row with {key} holds {bytes} bytes, more than one \
+         response may carry (query.max_batch_bytes = {limit}); this region cannot serve it \
+         until it is re-imported within import.max_row_bytes"
+    )]
+    RowTooLarge {
+        /// The dataset.
+        dataset: String,
+        /// The row's primary key, as `field = value`, shortened if long.
+        key: String,
+        /// The row's size: its values as stored, or its encoding.
+        bytes: u64,
+        /// The limit, `query.max_batch_bytes`.
+        limit: u64,
+    },
+}
+
+/// Longest primary-key value quoted in full in an error, in characters.
+const KEY_SHOWN_CHARS: usize = 64;
+
+/// A row's primary key for an error: `field = value` pairs, each value cut
+/// to a few dozen characters (`full_bytes` is its whole length). Primary-key
+/// fields are sortable, so never personal or secret: safe to name.
+pub fn describe_key<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str, usize)>) -> String {
+    pairs
+        .into_iter()
+        .map(|(field, value, full_bytes)| {
+            let shown: String = value.chars().take(KEY_SHOWN_CHARS).collect();
+            if shown.len() < full_bytes {
+                format!("{field} = {shown}... ({full_bytes} bytes)")
+            } else {
+                format!("{field} = {shown}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Which store a node uses and how: `[store] kind = "sqlite"` and the

@@ -20,8 +20,8 @@ use yrd_datasets::Cell;
 use yrd_proto::schema::{DatasetSchema, FieldType, Registry};
 
 use super::{
-    AggregatePlan, Aggregated, Cells, DatasetStats, GroupCells, LoadOutcome, Partial, Rejection, RowSource, Scan,
-    ScanPlan, Store, StoreError,
+    AggregatePlan, Aggregated, Cells, DatasetStats, GroupCells, LoadOptions, LoadOutcome, Partial, Rejection,
+    RowSource, Scan, ScanPlan, Store, StoreError,
 };
 
 /// The backend's name in telemetry.
@@ -285,10 +285,16 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn load_blocking(&self, schema: &DatasetSchema, replace: bool, rows: RowSource) -> Result<LoadOutcome, StoreError> {
+    fn load_blocking(
+        &self,
+        schema: &DatasetSchema,
+        options: LoadOptions,
+        rows: RowSource,
+    ) -> Result<LoadOutcome, StoreError> {
         let mut conn = self.writer()?;
         let tx = conn.transaction()?;
-        if replace {
+        let shown = options.max_rejections_shown;
+        if options.replace {
             tx.execute(&format!("DELETE FROM {}", sql::table(schema)), [])?;
         }
         let mut outcome = LoadOutcome::default();
@@ -298,7 +304,7 @@ impl SqliteStore {
                 let (line, cells) = match row {
                     Ok(r) => r,
                     Err(rejection) => {
-                        outcome.rejected.push(rejection);
+                        outcome.reject(rejection, shown);
                         continue;
                     }
                 };
@@ -306,16 +312,16 @@ impl SqliteStore {
                 match insert.execute(params) {
                     Ok(_) => outcome.inserted += 1,
                     Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
-                        outcome.rejected.push(Rejection {
-                            line,
-                            reason: duplicate_reason(schema, &cells),
-                        });
+                        outcome.reject(
+                            Rejection::new(line, "duplicate_key", duplicate_reason(schema, &cells)),
+                            shown,
+                        );
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
         }
-        if !outcome.rejected.is_empty() {
+        if outcome.is_rejected() {
             // Dropping the transaction rolls it back: nothing is half-written.
             outcome.inserted = 0;
             return Ok(outcome);
@@ -352,10 +358,10 @@ impl Store for SqliteStore {
     fn load(
         &self,
         schema: Arc<DatasetSchema>,
-        replace: bool,
+        options: LoadOptions,
         rows: RowSource,
     ) -> BoxFuture<'_, Result<LoadOutcome, StoreError>> {
-        Box::pin(self.blocking(move |s| s.load_blocking(&schema, replace, rows)))
+        Box::pin(self.blocking(move |s| s.load_blocking(&schema, options, rows)))
     }
 
     fn scan(&self, plan: ScanPlan, deadline: Instant) -> BoxFuture<'_, Result<Scan, StoreError>> {
@@ -442,16 +448,34 @@ impl SqliteStore {
             .map_err(interrupted)?;
         let types: Vec<FieldType> = plan.columns.iter().map(|&f| plan.schema.fields[f].ty).collect();
         let batch_rows = plan.batch_rows.max(1);
+        let batch_bytes = plan.batch_bytes.max(1);
         let mut batch = Vec::with_capacity(batch_rows);
+        let mut bytes = 0usize;
         while let Some(row) = rows.next().map_err(interrupted)? {
+            // Sized from SQLite's own buffers before anything is copied: a
+            // row too large to send is never copied into cells.
+            let mut size = 0usize;
+            for i in 0..types.len() {
+                size = size.saturating_add(value_size(row.get_ref(i)?));
+            }
+            if size > batch_bytes {
+                return Err(row_too_large(plan, row, size));
+            }
+            if !batch.is_empty() && bytes + size > batch_bytes {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));
+                send(tx, handle, full, deadline, started)?;
+                bytes = 0;
+            }
             let mut cells = Vec::with_capacity(types.len());
             for (i, ty) in types.iter().enumerate() {
                 cells.push(to_cell(*ty, row.get_ref(i)?));
             }
             batch.push(cells);
+            bytes += size;
             if batch.len() >= batch_rows {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));
                 send(tx, handle, full, deadline, started)?;
+                bytes = 0;
             }
         }
         if !batch.is_empty() {
@@ -520,6 +544,49 @@ fn send(
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(StoreError::Cancelled),
         Err(_) => Err(StoreError::DeadlineExceeded(started.elapsed().as_millis())),
+    }
+}
+
+/// The bytes a stored value takes: its text or blob, or 8 for a number.
+fn value_size(v: ValueRef<'_>) -> usize {
+    match v {
+        ValueRef::Null => 0,
+        ValueRef::Integer(_) | ValueRef::Real(_) => 8,
+        ValueRef::Text(t) | ValueRef::Blob(t) => t.len(),
+    }
+}
+
+/// The error for a row of `size` bytes, past the plan's batch budget,
+/// naming it by its primary key (read from the sort columns, which end
+/// with it), each value cut short.
+fn row_too_large(plan: &ScanPlan, row: &rusqlite::Row<'_>, size: usize) -> StoreError {
+    const PREFIX: usize = 256;
+    let schema = &plan.schema;
+    let values: Vec<(&str, String, usize)> = schema
+        .primary_key
+        .iter()
+        .filter_map(|&f| {
+            let i = plan.columns.iter().position(|&c| c == f)?;
+            let (text, len) = match row.get_ref(i).ok()? {
+                ValueRef::Text(t) => (String::from_utf8_lossy(&t[..t.len().min(PREFIX)]).into_owned(), t.len()),
+                ValueRef::Integer(n) => (n.to_string(), 0),
+                ValueRef::Real(r) => (r.to_string(), 0),
+                ValueRef::Null => ("null".to_owned(), 0),
+                ValueRef::Blob(b) => (format!("({} bytes of blob)", b.len()), 0),
+            };
+            Some((schema.fields[f].name.as_str(), text, len))
+        })
+        .collect();
+    let key = super::describe_key(values.iter().map(|(f, v, n)| (*f, v.as_str(), *n)));
+    StoreError::RowTooLarge {
+        dataset: schema.id.clone(),
+        key: if key.is_empty() {
+            "an unknown key".to_owned()
+        } else {
+            key
+        },
+        bytes: size as u64,
+        limit: plan.batch_bytes as u64,
     }
 }
 
@@ -659,6 +726,18 @@ mod tests {
     async fn loading_is_all_or_nothing() {
         let (_dir, s) = store();
         conformance::loading_is_all_or_nothing(&s).await;
+    }
+
+    #[tokio::test]
+    async fn rejections_are_capped() {
+        let (_dir, s) = store();
+        conformance::rejections_are_capped(&s).await;
+    }
+
+    #[tokio::test]
+    async fn batches_are_cut_by_bytes() {
+        let (_dir, s) = store();
+        conformance::batches_are_cut_by_bytes(&s).await;
     }
 
     #[tokio::test]

@@ -114,16 +114,37 @@ pub fn bind_value(ty: FieldType, v: &Value) -> Result<SqlValue, QueryError> {
 }
 
 /// Appends the SQL of a filter tree to `out`, binding values to `params`.
+/// A tree deeper than [`yrd_query::filter::MAX_TREE_DEPTH`] is refused
+/// before it is recursed into (checked filters are far shallower).
 pub fn filter(
     schema: &DatasetSchema,
     expr: &FilterExpr,
     out: &mut String,
     params: &mut Vec<SqlValue>,
 ) -> Result<(), QueryError> {
+    filter_at(schema, expr, out, params, 0)
+}
+
+/// [`filter`] of a subtree `depth` levels down.
+fn filter_at(
+    schema: &DatasetSchema,
+    expr: &FilterExpr,
+    out: &mut String,
+    params: &mut Vec<SqlValue>,
+    depth: usize,
+) -> Result<(), QueryError> {
     let invalid = |m: &str| QueryError::Invalid {
         param: "filter_expr",
         message: m.to_owned(),
     };
+    if depth > yrd_query::filter::MAX_TREE_DEPTH {
+        return Err(QueryError::Limit {
+            param: "filter_expr",
+            limit: "max_filter_depth",
+            max: yrd_query::filter::MAX_TREE_DEPTH as u64,
+            actual: depth as u64,
+        });
+    }
     match expr.kind.as_ref().ok_or_else(|| invalid("an expression has no kind"))? {
         filter_expr::Kind::Comparison(c) => {
             let (_, field) = schema.field(&c.field).ok_or_else(|| QueryError::UnknownField {
@@ -178,13 +199,13 @@ pub fn filter(
                 if i > 0 {
                     out.push_str(joiner);
                 }
-                filter(schema, e, out, params)?;
+                filter_at(schema, e, out, params, depth + 1)?;
             }
             out.push(')');
         }
         filter_expr::Kind::Not(inner) => {
             out.push_str("NOT (");
-            filter(schema, inner, out, params)?;
+            filter_at(schema, inner, out, params, depth + 1)?;
             out.push(')');
         }
     }
@@ -420,6 +441,32 @@ mod tests {
         let (mut sql, mut params) = (String::new(), Vec::new());
         filter(&schema, &e, &mut sql, &mut params).unwrap();
         assert_eq!(sql, "NOT (\"status\" = ?)");
+    }
+
+    #[test]
+    fn a_tree_deeper_than_any_walk_descends_is_refused() {
+        let schema = ent();
+        let nots = |n: usize| {
+            let mut e = cmp("status", CompareOp::Eq, value::Kind::StringValue("active".into()));
+            for _ in 0..n {
+                e = FilterExpr {
+                    kind: Some(filter_expr::Kind::Not(Box::new(e))),
+                };
+            }
+            e
+        };
+        let max = yrd_query::filter::MAX_TREE_DEPTH;
+        let (mut sql, mut params) = (String::new(), Vec::new());
+        filter(&schema, &nots(max), &mut sql, &mut params).unwrap();
+        assert_eq!(sql.matches("NOT (").count(), max);
+        match filter(&schema, &nots(max + 1), &mut String::new(), &mut Vec::new()) {
+            Err(QueryError::Limit {
+                limit: "max_filter_depth",
+                actual,
+                ..
+            }) => assert_eq!(actual, max as u64 + 1),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

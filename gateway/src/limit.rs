@@ -1,0 +1,229 @@
+//! Per-application limit on calls in flight at the gateway, as a tower
+//! layer around the Federation service.
+//!
+//! A call counts from its request until its response body ends (for a
+//! `Query`, until the last page message has gone or the stream was cut),
+//! so one application cannot hold more than its share of the gateway's
+//! calls to the regions, whatever it does with them. Past the limit a call
+//! is refused at once with `RESOURCE_EXHAUSTED`, naming the limit's key.
+//! Callers are told apart by their certificate's identity; on a plaintext
+//! (insecure, loopback-only) connection by their address.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::future::{BoxFuture, FutureExt};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::server::NamedService;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+/// The config key of the limit, named in refusals.
+pub const LIMIT_KEY: &str = "query.max_calls_per_application";
+
+/// Calls in flight per caller, shared by every connection.
+#[derive(Debug)]
+pub struct CallLimits {
+    max: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+impl CallLimits {
+    /// At most `max` calls in flight per caller.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max: max.max(1),
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for `caller`, or `None` at its limit.
+    fn acquire(self: &Arc<Self>, caller: String) -> Option<Slot> {
+        let mut open = self.open.lock().ok()?;
+        let n = open.entry(caller.clone()).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            limits: self.clone(),
+            caller,
+        })
+    }
+
+    /// Calls in flight for `caller` now.
+    pub fn open(&self, caller: &str) -> usize {
+        self.open
+            .lock()
+            .map(|o| o.get(caller).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+/// One call's place in its caller's count, given back when dropped.
+#[derive(Debug)]
+struct Slot {
+    limits: Arc<CallLimits>,
+    caller: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.limits.open.lock()
+            && let Some(n) = open.get_mut(&self.caller)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// Who is calling: the certificate's identity URI, else the address.
+fn caller_of<B>(req: &http::Request<B>) -> String {
+    if let Some(tls) = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>() {
+        if let Some(id) = tls
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|c| yrd_identity::peer_id_from_der(c).ok()))
+        {
+            return id.uri();
+        }
+        return tls
+            .get_ref()
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+    }
+    req.extensions()
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// The layer: wraps a service so that each caller has at most the
+/// limits' maximum of calls in flight.
+#[derive(Debug, Clone)]
+pub struct CallLimitLayer {
+    limits: Arc<CallLimits>,
+}
+
+impl CallLimitLayer {
+    /// A layer counting in `limits`.
+    pub fn new(limits: Arc<CallLimits>) -> Self {
+        Self { limits }
+    }
+}
+
+impl<S> tower::Layer<S> for CallLimitLayer {
+    type Service = CallLimit<S>;
+
+    fn layer(&self, inner: S) -> CallLimit<S> {
+        CallLimit {
+            inner,
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+/// See [`CallLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct CallLimit<S> {
+    inner: S,
+    limits: Arc<CallLimits>,
+}
+
+impl<S: NamedService> NamedService for CallLimit<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<http::Request<Body>> for CallLimit<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: HttpBody<Data = tonic::codegen::Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let Some(slot) = self.limits.acquire(caller_of(&req)) else {
+            let status = Status::resource_exhausted(format!(
+                "this application already has {} calls in flight at the gateway, the limit {LIMIT_KEY}; \
+                 finish or cancel one and retry",
+                self.limits.max
+            ));
+            return futures::future::ready(Ok(status.into_http())).boxed();
+        };
+        let call = self.inner.call(req);
+        async move {
+            let response = call.await?;
+            Ok(response.map(|body| {
+                Body::new(SlotBody {
+                    inner: body,
+                    _slot: slot,
+                })
+            }))
+        }
+        .boxed()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its call's slot until it ends or is dropped.
+    struct SlotBody<B> {
+        #[pin]
+        inner: B,
+        _slot: Slot,
+    }
+}
+
+impl<B: HttpBody> HttpBody for SlotBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_counted_per_caller_and_given_back() {
+        let limits = CallLimits::new(2);
+        let a1 = limits.acquire("a".into()).unwrap();
+        let _a2 = limits.acquire("a".into()).unwrap();
+        assert!(limits.acquire("a".into()).is_none(), "a third call of a is refused");
+        let _b = limits.acquire("b".into()).unwrap();
+        assert_eq!(limits.open("a"), 2);
+        drop(a1);
+        assert_eq!(limits.open("a"), 1);
+        assert!(
+            limits.acquire("a".into()).is_some(),
+            "a slot given back is usable again"
+        );
+    }
+}
