@@ -1,0 +1,3 @@
+
+
+registered_capital

@@ -1,0 +1,3 @@
+
+
+enterprisestatus = active"city**registered_capitalBlicence check

@@ -1,0 +1,8 @@
+
+
+enterprise
+
+city
+320100
+registered_capital
+credit_code"name(d
