@@ -99,17 +99,25 @@ pub fn filter_tree(data: &[u8]) {
     }
 }
 
-/// Page tokens: arbitrary text is refused (it cannot carry this secret's
-/// MAC); cursors made from the bytes seal and open back to themselves,
-/// and one changed byte of a sealed token is refused.
+/// Page tokens: arbitrary text is refused by a secret nothing here seals
+/// with (the fuzzer sees every token sealed under the harness's own
+/// secret, and the seed corpus holds one, so those may open); under the
+/// harness's secret it opens or is refused without a panic. Cursors made
+/// from the bytes seal and open back to themselves, and one changed byte
+/// of a sealed token is refused.
 pub fn page_token(data: &[u8]) {
     let tokens = PageTokens::new(b"fuzzing secret, sixteen bytes+", Duration::from_secs(300));
+    let stranger = PageTokens::new(b"a secret this harness never seals with", Duration::from_secs(300));
     let now = UNIX_EPOCH + Duration::from_secs(1_750_000_000);
     let fingerprint = [7u8; 32];
     if let Ok(text) = std::str::from_utf8(data) {
-        match tokens.open(text, &fingerprint, now) {
+        match stranger.open(text, &fingerprint, now) {
             Err(QueryError::PageToken { .. }) => {}
-            other => panic!("{text:?} opened: {other:?}"),
+            other => panic!("{text:?} opened under a secret nothing sealed with: {other:?}"),
+        }
+        match tokens.open(text, &fingerprint, now) {
+            Ok(_) | Err(QueryError::PageToken { .. }) => {}
+            Err(other) => panic!("{text:?} refused naming another parameter: {other:?}"),
         }
     }
     let cursors: Vec<Cursor> = data
