@@ -266,24 +266,11 @@ impl GatewayConfig {
         let Some(paths) = self.tls.as_ref().filter(|_| !self.insecure) else {
             return Ok(None);
         };
-        let err = |key: &str, reason: String| ConfigError::new(origin, key, reason);
-        let material = paths.load().map_err(|e| err("tls", e.to_string()))?;
+        let id = yrd_server::own_identity(origin, paths, &self.trust_domain, "this gateway")?;
         let cert = paths.cert.display();
-        let id = material
-            .peer_id()
-            .map_err(|e| err("tls.cert", format!("{cert} carries no mesh identity: {e}")))?;
-        if id.trust_domain != self.trust_domain {
-            return Err(err(
-                "trust_domain",
-                format!(
-                    "{:?} is not the trust domain of this gateway's certificate tls.cert ({cert}: {id}); \
-                     every identity of a mesh is in one trust domain",
-                    self.trust_domain
-                ),
-            ));
-        }
         if id.role != yrd_identity::Role::Gateway {
-            return Err(err(
+            return Err(ConfigError::new(
+                origin,
                 "tls.cert",
                 format!(
                     "{cert} carries {id}, an identity of kind {}; a gateway serves with a gateway identity \

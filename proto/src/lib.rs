@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod build;
 pub mod codec;
 pub mod datetime;
 pub mod schema;

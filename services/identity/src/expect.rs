@@ -21,7 +21,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use crate::error::IdentityError;
 use crate::id::Role;
 use crate::pki::peer_id_from_der;
-use crate::tls::{ALPN_H2, TlsMaterial, crypto_provider};
+use crate::tls::{TlsMaterial, client_builder, crypto_provider, with_own_cert};
 
 /// The identity a server must carry: a role (for a region's endpoint,
 /// `Role::Node { region }`) in a trust domain.
@@ -104,22 +104,10 @@ pub fn expecting_client_config(
         expected,
         refusals: refusals.clone(),
     });
-    let (certs, key) = m.own_cert()?;
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|source| IdentityError::Tls {
-            what: "client TLS protocol versions",
-            source,
-        })?
+    let builder = client_builder(provider)?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(certs, key)
-        .map_err(|source| IdentityError::Tls {
-            what: "client certificate and key",
-            source,
-        })?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok((Arc::new(config), refusals))
+        .with_custom_certificate_verifier(verifier);
+    Ok((with_own_cert(m, builder)?, refusals))
 }
 
 /// Why a server's identity was refused.

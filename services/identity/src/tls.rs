@@ -6,9 +6,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::client::WantsClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ConfigBuilder, RootCertStore, ServerConfig, WantsVerifier};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -133,14 +134,31 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<ServerConfig>, IdentityError
 /// this process's certificate, ALPN `h2`. For callers that build their own
 /// connector; tonic channels use [`tonic_client_tls`].
 pub fn client_config(m: &TlsMaterial) -> Result<Arc<ClientConfig>, IdentityError> {
-    let (certs, key) = m.own_cert()?;
-    let mut config = ClientConfig::builder_with_provider(crypto_provider())
+    let builder = client_builder(crypto_provider())?.with_root_certificates(m.roots()?);
+    with_own_cert(m, builder)
+}
+
+/// The first step of every client configuration: `provider` and the safe
+/// default protocol versions.
+pub(crate) fn client_builder(
+    provider: Arc<CryptoProvider>,
+) -> Result<ConfigBuilder<ClientConfig, WantsVerifier>, IdentityError> {
+    ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|source| IdentityError::Tls {
             what: "client TLS protocol versions",
             source,
-        })?
-        .with_root_certificates(m.roots()?)
+        })
+}
+
+/// The last step of every client configuration: this process's
+/// certificate and ALPN `h2`.
+pub(crate) fn with_own_cert(
+    m: &TlsMaterial,
+    builder: ConfigBuilder<ClientConfig, WantsClientCert>,
+) -> Result<Arc<ClientConfig>, IdentityError> {
+    let (certs, key) = m.own_cert()?;
+    let mut config = builder
         .with_client_auth_cert(certs, key)
         .map_err(|source| IdentityError::Tls {
             what: "client certificate and key",

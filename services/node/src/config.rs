@@ -434,21 +434,8 @@ impl NodeConfig {
             return Ok(None);
         };
         let err = |key: &str, reason: String| ConfigError::new(origin, key, reason);
-        let material = paths.load().map_err(|e| err("tls", e.to_string()))?;
+        let id = yrd_server::own_identity(origin, paths, &self.trust_domain, "this node")?;
         let cert = paths.cert.display();
-        let id = material
-            .peer_id()
-            .map_err(|e| err("tls.cert", format!("{cert} carries no mesh identity: {e}")))?;
-        if id.trust_domain != self.trust_domain {
-            return Err(err(
-                "trust_domain",
-                format!(
-                    "{:?} is not the trust domain of this node's certificate tls.cert ({cert}: {id}); \
-                     every identity of a mesh is in one trust domain",
-                    self.trust_domain
-                ),
-            ));
-        }
         match id.region() {
             Some(region) if id.kind() == "node" && region == self.region => Ok(Some(id)),
             Some(region) if id.kind() == "node" => Err(err(

@@ -737,6 +737,12 @@ struct Tx {
     stall: Duration,
 }
 
+/// Sends a batch of rows (see [`send`]).
+async fn send_batch(tx: &Tx, batch: RowBatch, deadline: Instant) -> Result<(), NodeError> {
+    let kind = Some(node_query_response::Kind::Batch(batch));
+    send(tx, Ok(NodeQueryResponse { kind }), deadline).await
+}
+
 /// Sends one message of a query stream, waiting for room in the bounded
 /// channel, but never past the deadline, and never longer than the stall
 /// timeout: a caller that stops reading ends its query (the store stops
@@ -868,16 +874,8 @@ async fn run_query(
                 .into());
             }
             if !batch.rows.is_empty() && batch_bytes + row_bytes > shown.batch_bytes {
-                let full = std::mem::replace(&mut batch, new_batch());
                 batch_bytes = 0;
-                send(
-                    tx,
-                    Ok(NodeQueryResponse {
-                        kind: Some(node_query_response::Kind::Batch(full)),
-                    }),
-                    deadline,
-                )
-                .await?;
+                send_batch(tx, std::mem::replace(&mut batch, new_batch()), deadline).await?;
             }
             batch_bytes += row_bytes;
             bytes += buf.len() as u64;
@@ -888,30 +886,15 @@ async fn run_query(
             batch.sort_keys.push(key.as_bytes().to_vec());
             count += 1;
             if batch.rows.len() >= batch_rows {
-                let full = std::mem::replace(&mut batch, new_batch());
                 batch_bytes = 0;
-                send(
-                    tx,
-                    Ok(NodeQueryResponse {
-                        kind: Some(node_query_response::Kind::Batch(full)),
-                    }),
-                    deadline,
-                )
-                .await?;
+                send_batch(tx, std::mem::replace(&mut batch, new_batch()), deadline).await?;
             }
         }
     }
     // Stops the store's work at once when the page is full.
     drop(rows);
     if !batch.rows.is_empty() {
-        send(
-            tx,
-            Ok(NodeQueryResponse {
-                kind: Some(node_query_response::Kind::Batch(batch)),
-            }),
-            deadline,
-        )
-        .await?;
+        send_batch(tx, batch, deadline).await?;
     }
     yrd_telemetry::rows_streamed(&plan.schema.id, count, bytes);
     let summary = NodeQuerySummary {

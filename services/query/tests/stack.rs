@@ -11,7 +11,7 @@
 use std::process::Command;
 
 use prost::Message as _;
-use yrd_proto::mesh::{CompareOp, Comparison, FilterExpr, FilterList, NodeQueryRequest, Value, filter_expr, value};
+use yrd_proto::mesh::{CompareOp, FilterExpr, FilterList, NodeQueryRequest, Value, filter_expr};
 use yrd_proto::schema::{DatasetSchema, Registry};
 use yrd_query::filter::{MAX_TREE_DEPTH, check_filter, parse_filter, regions_matched, to_text};
 use yrd_query::limits::MAX_FILTER_DEPTH_BOUND;
@@ -37,22 +37,11 @@ fn limits(depth: usize) -> Limits {
 }
 
 fn city(v: &str) -> FilterExpr {
-    FilterExpr {
-        kind: Some(filter_expr::Kind::Comparison(Comparison {
-            field: "city".into(),
-            op: CompareOp::Eq as i32,
-            value: Some(Value {
-                kind: Some(value::Kind::StringValue(v.into())),
-            }),
-            prefix: false,
-        })),
-    }
+    FilterExpr::compare("city", CompareOp::Eq, Value::string(v))
 }
 
 fn not(e: FilterExpr) -> FilterExpr {
-    FilterExpr {
-        kind: Some(filter_expr::Kind::Not(Box::new(e))),
-    }
+    e.negate()
 }
 
 /// `depth` levels alternating AND and OR, each with a comparison beside

@@ -65,6 +65,34 @@ pub fn check_insecure_flag(origin: &str, insecure: bool, flag: bool) -> Result<(
     }
 }
 
+/// Reads this process's own certificate from `tls` and returns the mesh
+/// identity it carries, checked to be in `trust_domain` (`what` names the
+/// process in the error: "this node", "this gateway"). The caller checks
+/// the kind and region it needs. Errors name `origin`, the key and why.
+pub fn own_identity(
+    origin: &str,
+    tls: &yrd_identity::TlsPaths,
+    trust_domain: &str,
+    what: &str,
+) -> Result<yrd_identity::PeerId, ConfigError> {
+    let err = |key: &str, reason: String| ConfigError::new(origin, key, reason);
+    let material = tls.load().map_err(|e| err("tls", e.to_string()))?;
+    let cert = tls.cert.display();
+    let id = material
+        .peer_id()
+        .map_err(|e| err("tls.cert", format!("{cert} carries no mesh identity: {e}")))?;
+    if id.trust_domain != trust_domain {
+        return Err(err(
+            "trust_domain",
+            format!(
+                "{trust_domain:?} is not the trust domain of {what}'s certificate tls.cert ({cert}: {id}); \
+                 every identity of a mesh is in one trust domain"
+            ),
+        ));
+    }
+    Ok(id)
+}
+
 /// Reads a config file: its text and the name to show in errors.
 pub fn read_config(path: &Path) -> Result<(String, String), ConfigError> {
     let shown = path.display().to_string();

@@ -47,7 +47,7 @@ mod routes;
 mod serve;
 mod signal;
 
-pub use config_file::{ConfigError, check_insecure_flag, check_loopback, parse_toml, read_config};
+pub use config_file::{ConfigError, check_insecure_flag, check_loopback, own_identity, parse_toml, read_config};
 pub use error::ServerError;
 pub use incoming::{WARN_INTERVAL, tls_incoming, tls_incoming_with};
 pub use layers::{Deadline, DeadlinePolicy};

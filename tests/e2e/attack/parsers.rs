@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 use yrd_gateway::GatewayConfig;
 use yrd_node::NodeConfig;
-use yrd_proto::mesh::{CompareOp, Comparison, FilterExpr, NodeQueryRequest, QueryRequest, Value, filter_expr, value};
+use yrd_proto::mesh::{CompareOp, FilterExpr, NodeQueryRequest, QueryRequest, Value};
 use yrd_query::limits::{MAX_FILTER_DEPTH_BOUND, MAX_FILTER_LENGTH_BOUND};
 
 use crate::gateway::{fed_query, req};
@@ -53,22 +53,11 @@ fn refusal(err: &tonic::Status) -> (Code, String, String) {
 }
 
 fn city(v: &str) -> FilterExpr {
-    FilterExpr {
-        kind: Some(filter_expr::Kind::Comparison(Comparison {
-            field: "city".into(),
-            op: CompareOp::Eq as i32,
-            value: Some(Value {
-                kind: Some(value::Kind::StringValue(v.into())),
-            }),
-            prefix: false,
-        })),
-    }
+    FilterExpr::compare("city", CompareOp::Eq, Value::string(v))
 }
 
 fn nots(n: usize) -> FilterExpr {
-    (0..n).fold(city("320100"), |e, _| FilterExpr {
-        kind: Some(filter_expr::Kind::Not(Box::new(e))),
-    })
+    (0..n).fold(city("320100"), |e, _| e.negate())
 }
 
 /// A request message whose field `filter_tag` (a FilterExpr) is `n` nested
