@@ -18,7 +18,10 @@ mod node_query;
 #[path = "../../services/telemetry/tests/common/mod.rs"]
 mod otlp;
 mod policy;
+mod procs;
 mod region_client;
 mod shutdown;
+#[path = "../../services/server/tests/slowloris/mod.rs"]
+mod slowloris;
 mod status;
 mod telemetry;

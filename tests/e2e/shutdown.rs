@@ -1,6 +1,6 @@
 //! Graceful shutdown of the real binaries: `yrd-node` and `yrd-gateway`
 //! started as separate processes from the `deploy/local` configs (listen
-//! addresses moved into this suite's port range, certificates made at test
+//! addresses moved to free loopback ports, certificates made at test
 //! time), sent SIGTERM in the middle of a long streaming query. Each exits
 //! 0 within its grace period, and the client gets the whole stream or a
 //! clean `UNAVAILABLE`, never a hang.
@@ -8,8 +8,8 @@
 //! The binaries are built by cargo before they run (see [`binary`]).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -21,6 +21,7 @@ use yrd_proto::mesh::{Consistency, QueryRequest, QueryResponse, query_response};
 
 use crate::harness::generate_store;
 use crate::mesh::{TD, issue};
+use crate::procs::{Process, free_port};
 
 /// The grace period both processes are configured with.
 const GRACE: Duration = Duration::from_secs(1);
@@ -33,101 +34,22 @@ const BATCH_ROWS: i64 = 5;
 /// The region both processes serve.
 const REGION: &str = "310000";
 
-/// A mesh process, killed if a test leaves it running.
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn start(name: &'static str, config: &Path, dir: &Path) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let mut command = Command::new(binary(name));
-        command
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for var in [
-            "YRD_REGION",
-            "YRD_LISTEN",
-            "YRD_STORE_PATH",
-            "YRD_PAGE_TOKEN_SECRET",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_SERVICE_NAME",
-        ] {
-            command.env_remove(var);
+/// Waits for `process` to exit, at most `limit`.
+async fn exit_within(process: &mut Process, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            return status;
         }
-        let child = command.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Self { name, child, log }
+        assert!(
+            Instant::now() < deadline,
+            "{} still running {limit:?} after SIGTERM:\n{}",
+            process.name,
+            process.logs()
+        );
+        // No exit notification without a process reaper: poll.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn terminate(&self) {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -TERM {}", self.name);
-    }
-
-    /// Waits for the process to exit, at most `limit`.
-    async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still running {limit:?} after SIGTERM:\n{}",
-                self.name,
-                self.logs()
-            );
-            // No exit notification without a process reaper: poll.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A workspace binary, built (or found up to date) by cargo first: a
-/// workspace test run builds the binaries of a package only for its own
-/// integration tests, and these belong to other packages. Cargo-nextest,
-/// the suite's runner, holds no build lock while tests run.
-fn binary(name: &str) -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-    BUILT.call_once(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let target = dir.parent().unwrap();
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "yrd-node", "-p", "yrd-gateway", "--bins"])
-            .env("CARGO_TARGET_DIR", target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the binaries failed");
-    });
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing", path.display());
-    path
 }
 
 /// One node and a gateway in front of it, each its own process.
@@ -163,8 +85,9 @@ fn table<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
 }
 
 impl LocalMesh {
-    /// Starts the Shanghai node and the gateway on `base`..`base + 3`.
-    async fn start(base: u16) -> Self {
+    /// Starts the Shanghai node and the gateway, on free loopback ports.
+    async fn start() -> Self {
+        let [node_port, node_admin, gateway_port, gateway_admin] = std::array::from_fn(|_| free_port());
         let dir = tempfile::tempdir().unwrap();
         let pki = dir.path().join("pki");
         yrd_identity::init_ca(&pki, TD).unwrap();
@@ -173,8 +96,8 @@ impl LocalMesh {
         let db = dir.path().join("shanghai.sqlite");
         generate_store(db.clone(), REGION.to_owned()).await;
         let mut node = deploy_config("shanghai.toml");
-        node.insert("listen".into(), local(base).into());
-        node.insert("admin_listen".into(), local(base + 1).into());
+        node.insert("listen".into(), local(node_port).into());
+        node.insert("admin_listen".into(), local(node_admin).into());
         node.insert("shutdown_grace".into(), grace.clone().into());
         let node_tls = issue(&pki, &PeerId::node(TD, REGION, "node-1").unwrap(), true);
         node.insert("tls".into(), paths_table(&node_tls));
@@ -187,9 +110,9 @@ impl LocalMesh {
         std::fs::write(&node_path, toml::to_string(&node).unwrap()).unwrap();
 
         let mut gateway = deploy_config("gateway.toml");
-        let gateway_addr: SocketAddr = local(base + 2).parse().unwrap();
+        let gateway_addr: SocketAddr = local(gateway_port).parse().unwrap();
         gateway.insert("listen".into(), gateway_addr.to_string().into());
-        gateway.insert("admin_listen".into(), local(base + 3).into());
+        gateway.insert("admin_listen".into(), local(gateway_admin).into());
         gateway.insert("shutdown_grace".into(), grace.into());
         let gateway_tls = issue(&pki, &PeerId::gateway(TD, "gateway").unwrap(), true);
         gateway.insert("tls".into(), paths_table(&gateway_tls));
@@ -200,15 +123,15 @@ impl LocalMesh {
         regions[0]
             .as_table_mut()
             .unwrap()
-            .insert("endpoints".into(), vec![format!("https://{}", local(base))].into());
+            .insert("endpoints".into(), vec![format!("https://{}", local(node_port))].into());
         let gateway_path = dir.path().join("gateway.toml");
         std::fs::write(&gateway_path, toml::to_string(&gateway).unwrap()).unwrap();
         // The rewritten files are still valid configs.
         yrd_node::NodeConfig::load(&node_path).unwrap();
         yrd_gateway::GatewayConfig::load(&gateway_path).unwrap();
 
-        let node = Process::start("yrd-node", &node_path, dir.path());
-        let gateway = Process::start("yrd-gateway", &gateway_path, dir.path());
+        let node = Process::start("yrd-node", &node_path, &[], dir.path());
+        let gateway = Process::start("yrd-gateway", &gateway_path, &[], dir.path());
         let mesh = Self {
             dir,
             node,
@@ -216,7 +139,7 @@ impl LocalMesh {
             gateway_addr,
         };
         // The gateway is ready once the region answers its health checks.
-        mesh.wait_ready(local(base + 3).parse().unwrap()).await;
+        mesh.wait_ready(local(gateway_admin).parse().unwrap()).await;
         mesh
     }
 
@@ -296,8 +219,8 @@ async fn read_slowly(mut stream: tonic::Streaming<QueryResponse>, mut batches: u
 
 /// Starts a long query, sends SIGTERM to the process `stop` picks once the
 /// first batch has come, and checks the exit and what the client got.
-async fn sigterm_during_a_stream(base: u16, stop: fn(&mut LocalMesh) -> &mut Process) {
-    let mut mesh = LocalMesh::start(base).await;
+async fn sigterm_during_a_stream(stop: fn(&mut LocalMesh) -> &mut Process) {
+    let mut mesh = LocalMesh::start().await;
     let mut app = mesh.app().await;
     let mut stream = app
         .query(QueryRequest {
@@ -320,7 +243,7 @@ async fn sigterm_during_a_stream(base: u16, stop: fn(&mut LocalMesh) -> &mut Pro
     let outcome = tokio::time::timeout(GRACE + EXIT_SLACK + Duration::from_secs(10), read_slowly(stream, 1))
         .await
         .unwrap_or_else(|_| panic!("the client still waits:\n{}", process.logs()));
-    let status = process.exit_within(GRACE + EXIT_SLACK).await;
+    let status = exit_within(process, GRACE + EXIT_SLACK).await;
     let took = sent.elapsed();
     assert!(
         status.success(),
@@ -345,10 +268,10 @@ async fn sigterm_during_a_stream(base: u16, stop: fn(&mut LocalMesh) -> &mut Pro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_sent_sigterm_mid_stream_drains_and_exits_0() {
-    sigterm_during_a_stream(52010, |mesh| &mut mesh.node).await;
+    sigterm_during_a_stream(|mesh| &mut mesh.node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_sent_sigterm_mid_stream_drains_and_exits_0() {
-    sigterm_during_a_stream(52020, |mesh| &mut mesh.gateway).await;
+    sigterm_during_a_stream(|mesh| &mut mesh.gateway).await;
 }

@@ -30,6 +30,9 @@ use yrd_identity::{
 };
 use yrd_server::{ConnectionLimits, tls_incoming, tls_incoming_with};
 
+mod slowloris;
+use slowloris::Slowloris;
+
 const TD: &str = "yrd.mesh";
 
 /// A PKI directory with a CA, a node (server) and a gateway (client).
@@ -593,53 +596,13 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// Idle TCP sockets from `source` that never send a byte, each reopened
-/// (after a pause) when the server drops it; returns (open, reopened)
-/// counters and the stop flag.
-fn slowloris(
-    target: SocketAddr,
-    source: std::net::IpAddr,
-    sockets: usize,
-) -> (
-    Arc<std::sync::atomic::AtomicUsize>,
-    Arc<std::sync::atomic::AtomicUsize>,
-    Arc<std::sync::atomic::AtomicBool>,
-) {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let open = Arc::new(AtomicUsize::new(0));
-    let reopened = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    for _ in 0..sockets {
-        let (open, reopened, stop) = (open.clone(), reopened.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut first = true;
-            while !stop.load(Ordering::Relaxed) {
-                let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                socket.bind(SocketAddr::new(source, 0)).unwrap();
-                if let Ok(mut tcp) = socket.connect(target).await {
-                    open.fetch_add(1, Ordering::Relaxed);
-                    if !first {
-                        reopened.fetch_add(1, Ordering::Relaxed);
-                    }
-                    first = false;
-                    let mut buf = [0u8; 16];
-                    let _ = tcp.read(&mut buf).await;
-                    open.fetch_sub(1, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        });
-    }
-    (open, reopened, stop)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowloris_does_not_keep_clients_out() {
     use std::sync::atomic::Ordering;
     let pki = Pki::new();
     let addr = start_echo_server(&pki, ConnectionLimits::default()).await;
     let good = client_config(&pki.material(&pki.gateway)).unwrap();
-    let (open, reopened, stop) = slowloris(addr, "127.0.0.2".parse().unwrap(), 1000);
+    let attacker = Slowloris::start(addr, "127.0.0.2".parse().unwrap(), 1000, Duration::from_millis(250));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut worst = Duration::ZERO;
     for i in 0..3 {
@@ -650,11 +613,11 @@ async fn a_slowloris_does_not_keep_clients_out() {
             "listener slowloris: attempt {i}: handshake+answer {:.1} ms ({:?}), {} idle open, {} reopened",
             took.as_secs_f64() * 1e3,
             served.as_ref().map(|r| r.is_ok()),
-            open.load(Ordering::Relaxed),
-            reopened.load(Ordering::Relaxed)
+            attacker.open.load(Ordering::Relaxed),
+            attacker.reopened.load(Ordering::Relaxed)
         );
         worst = worst.max(took);
     }
-    stop.store(true, Ordering::Relaxed);
+    attacker.stop();
     assert!(worst < Duration::from_secs(1), "{worst:?}");
 }

@@ -11,9 +11,8 @@
 //! seconds with an error naming the file, the key and the reason, and the
 //! good configs, secure and insecure, still start and listen.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use yrd_gateway::config::{GatewayConfig, RegionConfig};
@@ -22,108 +21,13 @@ use yrd_node::NodeConfig;
 use yrd_node::config::{SqliteConfig, StoreConfig};
 
 use crate::mesh::{TD, issue};
+use crate::procs::{Process, free_port};
 
 /// How long a refused process may take to exit: loading the config and
 /// the certificate, nothing more (generous for a loaded machine).
 const REFUSE_WITHIN: Duration = Duration::from_secs(10);
 /// How long a good process may take to listen.
 const LISTEN_WITHIN: Duration = Duration::from_secs(30);
-
-/// A process of this test, killed when the test ends.
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(binary_name: &str, config: &Path, extra: &[&str], dir: &Path) -> Self {
-        let stem = config.file_stem().and_then(|s| s.to_str()).unwrap_or("config");
-        let log = dir.join(format!("{stem}.stderr"));
-        let mut command = Command::new(binary(binary_name));
-        command
-            .arg("--config")
-            .arg(config)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for var in [
-            "YRD_NODE_CONFIG",
-            "YRD_GATEWAY_CONFIG",
-            "YRD_REGION",
-            "YRD_LISTEN",
-            "YRD_STORE_PATH",
-            "YRD_PAGE_TOKEN_SECRET",
-            "YRD_LOG_FORMAT",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        ] {
-            command.env_remove(var);
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {binary_name}: {e}"));
-        Self {
-            name: format!("{binary_name} --config {}", config.display()),
-            child,
-            log,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The exit status and how long it took, or `None` if still running
-    /// after `limit`.
-    fn exit_within(&mut self, limit: Duration) -> Option<(ExitStatus, Duration)> {
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some((status, started.elapsed()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A workspace binary, built (or found up to date) by cargo first, as in
-/// `shutdown.rs`: the binaries belong to other packages.
-fn binary(name: &str) -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-    BUILT.call_once(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let target = dir.parent().unwrap();
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "yrd-node", "-p", "yrd-gateway", "--bins"])
-            .env("CARGO_TARGET_DIR", target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the binaries failed");
-    });
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing", path.display());
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -235,15 +139,15 @@ fn refused(pki: &Pki, name: &str, config: impl Into<Config>, extra: &[&str], key
     let config = config.into();
     let binary = config.binary();
     let path = pki.write(name, &config);
-    let mut p = Proc::start(binary, &path, extra, pki.path());
+    let mut p = Process::start(binary, &path, extra, pki.path());
     let Some((status, took)) = p.exit_within(REFUSE_WITHIN) else {
         panic!(
             "{} {extra:?} is still running after {REFUSE_WITHIN:?}: the misconfiguration ({key}) was accepted\n{}",
             p.name,
-            p.stderr()
+            p.logs()
         );
     };
-    let err = p.stderr();
+    let err = p.logs();
     println!(
         "{name}: {binary} refused in {} ms, {status}: {}",
         took.as_millis(),
@@ -262,15 +166,15 @@ fn refused(pki: &Pki, name: &str, config: impl Into<Config>, extra: &[&str], key
 
 /// Starts `binary` with `config` and checks that it serves: `addr` accepts
 /// connections within [`LISTEN_WITHIN`] and the process is still running.
-fn starts(pki: &Pki, name: &str, config: impl Into<Config>, extra: &[&str], addr: SocketAddr) -> Proc {
+fn starts(pki: &Pki, name: &str, config: impl Into<Config>, extra: &[&str], addr: SocketAddr) -> Process {
     let config = config.into();
     let binary = config.binary();
     let path = pki.write(name, &config);
-    let mut p = Proc::start(binary, &path, extra, pki.path());
+    let mut p = Process::start(binary, &path, extra, pki.path());
     let started = Instant::now();
     loop {
         if let Some(status) = p.child.try_wait().unwrap() {
-            panic!("{} {extra:?} exited with {status}:\n{}", p.name, p.stderr());
+            panic!("{} {extra:?} exited with {status}:\n{}", p.name, p.logs());
         }
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             break;
@@ -279,7 +183,7 @@ fn starts(pki: &Pki, name: &str, config: impl Into<Config>, extra: &[&str], addr
             started.elapsed() < LISTEN_WITHIN,
             "{} does not listen on {addr} after {LISTEN_WITHIN:?}:\n{}",
             p.name,
-            p.stderr()
+            p.logs()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -292,7 +196,7 @@ fn starts(pki: &Pki, name: &str, config: impl Into<Config>, extra: &[&str], addr
         p.child.try_wait().unwrap().is_none(),
         "{} stopped after it listened:\n{}",
         p.name,
-        p.stderr()
+        p.logs()
     );
     p
 }

@@ -8,12 +8,10 @@
 //! attackers speak raw TCP, raw HTTP/2 frames over rustls, or gRPC.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpSocket;
 use tonic::transport::Channel;
 use yrd_gateway::{GatewayConfig, RunningGateway};
 use yrd_identity::{Ca, IssueRequest, PeerId, TlsMaterial, issue_in_memory};
@@ -23,6 +21,7 @@ use yrd_proto::mesh::federation_client::FederationClient;
 
 use crate::harness::generate_store;
 use crate::mesh::{Mesh, TD, issue};
+use crate::slowloris::Slowloris;
 
 /// The one region of the edge fixture.
 const REGION: &str = "320000";
@@ -160,60 +159,6 @@ async fn connect_and_call(edge: &Edge, id: &PeerId) -> Result<Duration, String> 
 }
 
 // --- (a) slowloris ----------------------------------------------------------
-
-/// Idle TCP sockets from one source address to `target` that never send a
-/// byte; each is reopened (after `pause`) whenever the server drops it.
-struct Slowloris {
-    stop: Arc<AtomicBool>,
-    open: Arc<AtomicUsize>,
-    reopened: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Slowloris {
-    fn start(target: SocketAddr, source: std::net::IpAddr, sockets: usize, pause: Duration) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let open = Arc::new(AtomicUsize::new(0));
-        let reopened = Arc::new(AtomicUsize::new(0));
-        let tasks = (0..sockets)
-            .map(|_| {
-                let (stop, open, reopened) = (stop.clone(), open.clone(), reopened.clone());
-                tokio::spawn(async move {
-                    let mut first = true;
-                    while !stop.load(Ordering::Relaxed) {
-                        let socket = TcpSocket::new_v4().unwrap();
-                        socket.bind(SocketAddr::new(source, 0)).unwrap();
-                        if let Ok(mut tcp) = socket.connect(target).await {
-                            open.fetch_add(1, Ordering::Relaxed);
-                            if !first {
-                                reopened.fetch_add(1, Ordering::Relaxed);
-                            }
-                            first = false;
-                            // Never writes; returns when the server closes.
-                            let mut buf = [0u8; 64];
-                            let _ = tcp.read(&mut buf).await;
-                            open.fetch_sub(1, Ordering::Relaxed);
-                        }
-                        tokio::time::sleep(pause).await;
-                    }
-                })
-            })
-            .collect();
-        Slowloris {
-            stop,
-            open,
-            reopened,
-            tasks,
-        }
-    }
-
-    fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.abort();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_of_idle_sockets_does_not_keep_clients_out() {
@@ -402,7 +347,10 @@ fn grpc_headers(path: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_cannot_open_more_streams_than_allowed() {
-    let edge = Edge::start(|_| {}).await;
+    // The per-application call limit (8 by default) would answer most of
+    // these calls at once with RESOURCE_EXHAUSTED, closing their streams
+    // and letting more in: raised, so that only the stream limit acts.
+    let edge = Edge::start(|c| c.query.max_calls_per_application = 4096).await;
     let mut h2 = RawH2::connect(edge.gateway_addr(), &edge.material(&app())).await;
 
     // The server's SETTINGS: its stream limit.

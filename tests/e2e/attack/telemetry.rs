@@ -24,7 +24,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -40,6 +39,7 @@ use yrd_telemetry::{SpanRecord, TelemetryConfig, TraceSummary};
 
 use crate::harness::http_get;
 use crate::mesh::{Mesh, MeshOptions, TD, issue};
+use crate::procs::{Process, binary, free_port};
 
 /// The size of each hostile name.
 const BIG: usize = 3_500_000;
@@ -55,52 +55,33 @@ const MAX_ERROR_BYTES: usize = 1024;
 
 /// The gateway, its own process, killed when the test ends.
 struct Gateway {
-    child: Child,
-    log: PathBuf,
+    process: Process,
     addr: SocketAddr,
 }
 
 impl Gateway {
     /// Starts `yrd-gateway --config <config>` and waits until it serves.
     async fn start(config: &Path, dir: &Path) -> Self {
-        let log = dir.join("gateway.stderr");
-        let mut command = Command::new(gateway_binary());
-        command
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for var in [
-            "YRD_LISTEN",
-            "YRD_PAGE_TOKEN_SECRET",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_SERVICE_NAME",
-            "OTEL_TRACES_SAMPLER",
-        ] {
-            command.env_remove(var);
-        }
-        let mut child = command.spawn().unwrap();
+        let mut process = Process::start_path(&gateway_binary(), config, &[], dir);
         // The gateway listens on a port of its choosing and says which.
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let text = process.logs();
             if let Some(addr) = serving_addr(&text) {
                 break addr;
             }
-            if let Some(status) = child.try_wait().unwrap() {
+            if let Some(status) = process.child.try_wait().unwrap() {
                 panic!("the gateway exited with {status}:\n{text}");
             }
             assert!(Instant::now() < deadline, "the gateway does not serve:\n{text}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        Self { child, log, addr }
+        Self { process, addr }
     }
 
     /// Resident memory, in kB (`VmRSS` of `/proc/<pid>/status`).
     fn rss_kb(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.child.id())).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -109,14 +90,7 @@ impl Gateway {
     }
 
     fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.logs()
     }
 }
 
@@ -131,31 +105,16 @@ fn serving_addr(log: &str) -> Option<SocketAddr> {
 /// (or found up to date) by cargo first. Cargo-nextest, the suite's
 /// runner, holds no build lock while tests run.
 fn gateway_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("YRD_ATTACK_GATEWAY") {
-        return path.into();
+    match std::env::var_os("YRD_ATTACK_GATEWAY") {
+        Some(path) => path.into(),
+        None => binary("yrd-gateway"),
     }
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/e2e-<hash> → target/<profile>/yrd-gateway
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "yrd-gateway", "--bin", "yrd-gateway"])
-        .env("CARGO_TARGET_DIR", dir.parent().unwrap())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "building yrd-gateway failed");
-    dir.join("yrd-gateway")
 }
 
 /// A free loopback port nothing listens on (a region that never answers:
 /// every request here is refused before any region is called).
 fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_port()
 }
 
 /// A gateway config with the keys every version of it knows, so that an
