@@ -244,6 +244,8 @@ pub fn read_line(input: &mut impl BufRead, cap: usize, out: &mut Vec<u8>) -> io:
     out.clear();
     let mut len = 0u64;
     let mut any = false;
+    // The line's last byte so far, across read buffers.
+    let mut last = None;
     loop {
         let buf = input.fill_buf()?;
         if buf.is_empty() {
@@ -257,6 +259,7 @@ pub fn read_line(input: &mut impl BufRead, cap: usize, out: &mut Vec<u8>) -> io:
         let room = cap.saturating_sub(out.len());
         out.extend_from_slice(&chunk[..chunk.len().min(room)]);
         len += chunk.len() as u64;
+        last = chunk.last().copied().or(last);
         input.consume(used);
         if done {
             break;
@@ -265,9 +268,12 @@ pub fn read_line(input: &mut impl BufRead, cap: usize, out: &mut Vec<u8>) -> io:
     if !any {
         return Ok(None);
     }
-    // A `\r\n` ending: the `\r` is no part of the line.
-    if len <= cap as u64 && out.last() == Some(&b'\r') {
-        out.pop();
+    // A `\r\n` ending: the `\r` is no part of the line, whether or not the
+    // line was cut before it.
+    if last == Some(b'\r') {
+        if out.len() as u64 == len {
+            out.pop();
+        }
         len -= 1;
     }
     Ok(Some(len))
@@ -296,6 +302,21 @@ mod tests {
 
     fn lines_of(text: &[u8]) -> Vec<u64> {
         records(text, 100, 8).unwrap().into_iter().map(|r| r.0).collect()
+    }
+
+    #[test]
+    fn a_cut_crlf_line_has_the_length_of_its_text() {
+        // Found by the property test: the `\r` of a line longer than its cap
+        // was counted, so a CRLF line of exactly the cap was one too long.
+        for buffer in [1, 3, 64] {
+            let mut input = io::BufReader::with_capacity(buffer, &b"abcd\r\nef\r\n"[..]);
+            let mut out = Vec::new();
+            assert_eq!(read_line(&mut input, 2, &mut out).unwrap(), Some(4), "buffer {buffer}");
+            assert_eq!(out, b"ab");
+            assert_eq!(read_line(&mut input, 2, &mut out).unwrap(), Some(2), "buffer {buffer}");
+            assert_eq!(out, b"ef");
+            assert_eq!(read_line(&mut input, 2, &mut out).unwrap(), None);
+        }
     }
 
     #[test]
