@@ -1,6 +1,7 @@
 //! Property tests (proptest, on stable) of the query language's parsers and
 //! encodings: the filter parser against the typed tree it produces, the
-//! order-preserving sort keys, and the signed page tokens. Case counts are
+//! order-preserving sort keys, the signed page tokens, and whole requests
+//! as the gateway and then a node check them. Case counts are
 //! modest so that the whole file runs in a few seconds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -9,12 +10,15 @@ use std::cmp::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proptest::prelude::*;
-use yrd_proto::mesh::{CompareOp, Comparison, FilterExpr, FilterList, Value, filter_expr, value};
+use prost::Message;
+use yrd_proto::mesh::{
+    CompareOp, Comparison, FilterExpr, FilterList, NodeQueryRequest, QueryRequest, Value, filter_expr, value,
+};
 use yrd_proto::schema::{DatasetSchema, FieldType, Registry};
 use yrd_query::filter::{check_filter, parse_filter, to_text};
 use yrd_query::sortkey::{KeyWriter, decode_key};
 use yrd_query::token::{Cursor, PageTokens};
-use yrd_query::{Limits, QueryError};
+use yrd_query::{CheckedQuery, Limits, QueryError};
 
 /// Cases per property: enough to find the usual slips, few enough that the
 /// file stays fast in CI.
@@ -192,8 +196,63 @@ fn names_a_filter_param(e: &QueryError) -> bool {
     e.param() == "filter" && !e.to_string().is_empty()
 }
 
+/// A query request of `enterprise` from parts that are each valid or
+/// nearly so: a generated filter (as text), some field names (one of them
+/// perhaps unknown), an order on a sortable field or on any field, a page
+/// size from 0 past the limit.
+fn query_request() -> impl Strategy<Value = QueryRequest> {
+    let ds = schema("enterprise");
+    let names: Vec<String> = ds.fields.iter().map(|f| f.name.clone()).collect();
+    let name = prop_oneof![9 => proptest::sample::select(names), 1 => Just("no_such_field".to_owned())];
+    (
+        proptest::option::of(tree(ds)),
+        proptest::collection::vec(name.clone(), 0..4),
+        proptest::option::of((name, any::<bool>())),
+        -1i32..1200,
+    )
+        .prop_map(|(filter, fields, order, page_size)| QueryRequest {
+            dataset: "enterprise".into(),
+            filter: filter.map(|f| to_text(&f)).unwrap_or_default(),
+            fields,
+            order_by: order
+                .map(|(f, desc)| if desc { format!("{f} desc") } else { f })
+                .unwrap_or_default(),
+            page_size,
+            ..QueryRequest::default()
+        })
+}
+
 proptest! {
     #![proptest_config(config())]
+
+    /// A request the gateway accepts becomes a node request that a node
+    /// accepts as the same query (the same filter, order, projection and
+    /// fingerprint); a refusal names its parameter and is the caller's
+    /// fault, never `INTERNAL`.
+    #[test]
+    fn what_the_gateway_accepts_a_node_accepts_as_the_same_query(req in query_request()) {
+        let schemas = Registry::standard().unwrap();
+        for limits in [Limits::default(), wide()] {
+            match CheckedQuery::from_request(&req, schemas, &limits) {
+                Ok(q) => {
+                    let node = q.node_request(&[], q.page_size);
+                    let node = NodeQueryRequest::decode(node.encode_to_vec().as_slice()).unwrap();
+                    let (back, resume) = CheckedQuery::from_node_request(&node, schemas, &limits)
+                        .map_err(|e| TestCaseError::fail(format!("the gateway accepted {req:?}, a node refused it: {e}")))?;
+                    prop_assert!(resume.is_none());
+                    prop_assert_eq!(&back.filter, &q.filter);
+                    prop_assert_eq!(&back.order_keys, &q.order_keys);
+                    prop_assert_eq!(&back.projection, &q.projection);
+                    prop_assert_eq!(back.fingerprint(&[]), q.fingerprint(&[]));
+                }
+                Err(e) => {
+                    prop_assert!(!e.param().is_empty(), "{:?}", e);
+                    let code = tonic::Status::from(e).code();
+                    prop_assert!(code != tonic::Code::Internal && code != tonic::Code::Ok);
+                }
+            }
+        }
+    }
 
     /// Printing a tree and parsing it back gives the same tree, and the
     /// tree passes the typed checks.
