@@ -349,15 +349,22 @@ pub fn region_state(code: Code) -> RegionState {
 /// gateway's checks, but the region's own limits refused it (a node may be
 /// configured stricter than the gateway, and `max_groups` can only be known
 /// once a region has grouped its rows). Such an answer is an error for the
-/// whole request, in either consistency mode, never a partial `OK`.
-fn is_refusal(code: Code) -> bool {
-    matches!(code, Code::InvalidArgument | Code::ResourceExhausted)
+/// whole request, in either consistency mode, never a partial `OK`. Only
+/// a refusal of the request check says so (it carries the mesh's
+/// `ErrorInfo`): a node that cannot decode what the gateway built (a
+/// version skew) or a transport limit is that region's failure.
+fn is_refusal(status: &Status) -> bool {
+    use tonic_types::StatusExt;
+    matches!(status.code(), Code::InvalidArgument | Code::ResourceExhausted)
+        && status
+            .get_details_error_info()
+            .is_some_and(|i| i.domain == yrd_query::error::ERROR_DOMAIN)
 }
 
 /// The first caller-fault refusal among the regions' failures.
 pub fn refusal<'a>(mut failures: impl Iterator<Item = (&'a str, &'a Status)>) -> Option<GatewayError> {
     failures
-        .find(|(_, s)| is_refusal(s.code()))
+        .find(|(_, s)| is_refusal(s))
         .map(|(region, s)| GatewayError::Refused {
             region: region.to_owned(),
             status: s.clone(),
@@ -626,7 +633,12 @@ impl Federator {
         }
         let mut from = 0;
         while sent < page {
-            let Some((i, event)) = next_event(runs, &mut from).await else {
+            let event = tokio::select! {
+                biased;
+                () = out.gone() => return Err(sent),
+                event = next_event(runs, &mut from) => event,
+            };
+            let Some((i, event)) = event else {
                 break;
             };
             let run = &mut runs[i];
@@ -657,7 +669,11 @@ impl Federator {
 
     /// An order asked: k-way merges the regions' rows on their sort keys.
     async fn merge(&self, plan: &QueryPlan, runs: &mut [RegionRun], out: &Out) -> Result<u64, u64> {
-        futures::future::join_all(runs.iter_mut().map(RegionRun::fill)).await;
+        tokio::select! {
+            biased;
+            () = out.gone() => return Err(0),
+            _ = futures::future::join_all(runs.iter_mut().map(RegionRun::fill)) => {}
+        }
         if plan.consistency == Consistency::AllRegions && runs.iter().any(|r| r.failure.is_some()) {
             return Ok(0);
         }
@@ -698,7 +714,11 @@ impl Federator {
                 .map_err(|_| delivered)?;
             }
             if emitted < u64::from(plan.page_size()) {
-                run.fill().await;
+                tokio::select! {
+                    biased;
+                    () = out.gone() => return Err(emitted - batch.rows.len() as u64),
+                    () = run.fill() => {}
+                }
             }
             if let Some((_, k)) = run.pending.front() {
                 heap.push(Reverse((k.clone(), i)));
@@ -744,7 +764,38 @@ pub struct Out {
     tx: mpsc::Sender<Result<QueryResponse, Status>>,
     stall: Duration,
     deadline: Instant,
+    ending: Arc<Ending>,
+}
+
+/// How a call's stream to the application ended, shared with the stream
+/// the application reads (see [`Out::ending`]).
+#[derive(Debug, Default)]
+pub struct Ending {
+    /// A send gave up because the application stopped reading.
     stalled: std::sync::atomic::AtomicBool,
+    /// The application was handed the call's answer: its summary or an
+    /// error status.
+    answered: std::sync::atomic::AtomicBool,
+}
+
+impl Ending {
+    /// The status that ends a stream that closed without its answer (the
+    /// page's task gave up on the application), or `None` when it had it.
+    pub fn unanswered(&self) -> Option<Status> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.answered.load(Relaxed) {
+            None
+        } else if self.stalled.load(Relaxed) {
+            Some(Status::cancelled(
+                "the call was ended: the application left a message unread longer than \
+                 query.client_stall_timeout, and its region calls were cancelled",
+            ))
+        } else {
+            Some(Status::deadline_exceeded(
+                "the call was ended at its deadline before its summary could be sent",
+            ))
+        }
+    }
 }
 
 /// The application did not take a message: it went away or stopped reading.
@@ -759,7 +810,7 @@ impl Out {
             tx,
             stall,
             deadline,
-            stalled: std::sync::atomic::AtomicBool::new(false),
+            ending: Arc::default(),
         }
     }
 
@@ -768,19 +819,44 @@ impl Out {
         // The regions' deadline is a little before the caller's; the
         // summary after it still gets the stall timeout's second chance.
         let until_deadline = self.deadline.saturating_duration_since(Instant::now()) + STALL_PAST_DEADLINE;
+        let answer = match &msg {
+            Ok(QueryResponse { kind }) => matches!(kind, Some(query_response::Kind::Summary(_))),
+            Err(_) => true,
+        };
         match self.tx.send_timeout(msg, self.stall.min(until_deadline)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if answer {
+                    self.ending.answered.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            }
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                self.stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+                // Past the deadline the call ends anyway: not a stall.
+                if self.stall < until_deadline {
+                    self.ending.stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 Err(Gone)
             }
             Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Gone),
         }
     }
 
+    /// Resolves when the application has gone (it reset the stream or its
+    /// connection closed), so that waits for regions end at once.
+    pub async fn gone(&self) {
+        self.tx.closed().await;
+    }
+
     /// Whether a send gave up because the application stopped reading.
     pub fn stalled(&self) -> bool {
-        self.stalled.load(std::sync::atomic::Ordering::Relaxed)
+        self.ending.stalled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How the stream ended, for the stream the application reads: a
+    /// stream that closes without its answer ends with a status saying
+    /// why, never with a bare `OK`.
+    pub fn ending(&self) -> Arc<Ending> {
+        self.ending.clone()
     }
 }
 

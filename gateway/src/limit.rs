@@ -1,17 +1,22 @@
 //! Per-application limit on calls in flight at the gateway, as a tower
 //! layer around the Federation service.
 //!
-//! A call counts from its request until its response body ends (for a
-//! `Query`, until the last page message has gone or the stream was cut),
-//! so one application cannot hold more than its share of the gateway's
-//! calls to the regions, whatever it does with them. Past the limit a call
+//! A call counts from its request until its response body ends or is
+//! dropped. A handler that goes on working for a call after it answered
+//! (a `Query`, whose page is streamed by a task of its own) takes the
+//! call's [`CallSlot`] from the request into that task, and the call then
+//! counts until the task ends: a client that stops reading or resets the
+//! stream cannot free its slot while its region calls still run, nor keep
+//! it once they have been ended. So one application cannot hold more than
+//! its share of the gateway's calls to the regions, whatever it does with
+//! them. Past the limit a call
 //! is refused at once with `RESOURCE_EXHAUSTED`, naming the limit's key.
 //! Callers are told apart by their certificate's identity; on a plaintext
 //! (insecure, loopback-only) connection by their address.
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures::future::{BoxFuture, FutureExt};
@@ -43,7 +48,7 @@ impl CallLimits {
 
     /// A slot for `caller`, or `None` at its limit.
     fn acquire(self: &Arc<Self>, caller: String) -> Option<Slot> {
-        let mut open = self.open.lock().ok()?;
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let n = open.entry(caller.clone()).or_insert(0);
         if *n >= self.max {
             return None;
@@ -57,30 +62,42 @@ impl CallLimits {
 
     /// Calls in flight for `caller` now.
     pub fn open(&self, caller: &str) -> usize {
-        self.open
-            .lock()
-            .map(|o| o.get(caller).copied().unwrap_or(0))
-            .unwrap_or(0)
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.get(caller).copied().unwrap_or(0)
     }
 }
 
 /// One call's place in its caller's count, given back when dropped.
 #[derive(Debug)]
-struct Slot {
+pub struct Slot {
     limits: Arc<CallLimits>,
     caller: String,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.limits.open.lock()
-            && let Some(n) = open.get_mut(&self.caller)
-        {
+        let mut open = self.limits.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.caller) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 open.remove(&self.caller);
             }
         }
+    }
+}
+
+/// A call's slot, in the request's extensions and held by its response
+/// body: whoever holds the slot when the last of them goes gives it back,
+/// unless a handler took it (see the module docs).
+#[derive(Debug, Clone)]
+pub struct CallSlot(Arc<Mutex<Option<Slot>>>);
+
+impl CallSlot {
+    /// Takes the slot out, so that the call counts until the returned
+    /// slot is dropped instead of until its response body ends. `None`
+    /// when taken already.
+    pub fn take(&self) -> Option<Slot> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
@@ -158,7 +175,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let Some(slot) = self.limits.acquire(caller_of(&req)) else {
             let status = Status::resource_exhausted(format!(
                 "this application already has {} calls in flight at the gateway, the limit {LIMIT_KEY}; \
@@ -167,6 +184,8 @@ where
             ));
             return futures::future::ready(Ok(status.into_http())).boxed();
         };
+        let slot = CallSlot(Arc::new(Mutex::new(Some(slot))));
+        req.extensions_mut().insert(slot.clone());
         let call = self.inner.call(req);
         async move {
             let response = call.await?;
@@ -182,11 +201,12 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that holds its call's slot until it ends or is dropped.
+    /// A response body that holds its call's slot (unless a handler took
+    /// it) until it is dropped.
     struct SlotBody<B> {
         #[pin]
         inner: B,
-        _slot: Slot,
+        _slot: CallSlot,
     }
 }
 
@@ -225,5 +245,27 @@ mod tests {
             limits.acquire("a".into()).is_some(),
             "a slot given back is usable again"
         );
+    }
+
+    #[test]
+    fn a_taken_slot_counts_until_its_taker_drops_it() {
+        let limits = CallLimits::new(1);
+        // Not taken: given back with the last holder (the response body).
+        let slot = CallSlot(Arc::new(Mutex::new(limits.acquire("a".into()))));
+        let body = slot.clone();
+        drop(slot);
+        assert_eq!(limits.open("a"), 1);
+        drop(body);
+        assert_eq!(limits.open("a"), 0);
+        // Taken by the task streaming the call: the body going (a client
+        // that reset its stream) does not give it back, the task ending does.
+        let slot = CallSlot(Arc::new(Mutex::new(limits.acquire("a".into()))));
+        let task = slot.take().unwrap();
+        assert!(slot.take().is_none(), "taken once");
+        drop(slot);
+        assert_eq!(limits.open("a"), 1);
+        assert!(limits.acquire("a".into()).is_none());
+        drop(task);
+        assert_eq!(limits.open("a"), 0);
     }
 }

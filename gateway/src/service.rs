@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -246,11 +247,13 @@ impl Federation for GatewayService {
         Ok(Response::new(info))
     }
 
-    type QueryStream = ReceiverStream<Result<QueryResponse, Status>>;
+    type QueryStream = futures::stream::BoxStream<'static, Result<QueryResponse, Status>>;
 
     async fn query(&self, req: Request<QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
         let deadline = self.deadline(&req);
         let peer = yrd_identity::peer_id(&req);
+        // The page's task holds the application's call slot (see crate::limit).
+        let slot = req.extensions().get::<crate::limit::CallSlot>().and_then(|s| s.take());
         let req = req.into_inner();
         let (plan_span, plan) = planned(&req.dataset, || self.plan(&req, peer.clone()));
         let plan = match plan {
@@ -286,17 +289,19 @@ impl Federation for GatewayService {
         let trace_id = yrd_telemetry::current_trace_id();
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let federator = self.inner.federator.clone();
+        let out = crate::federate::Out::new(tx, self.inner.config.query.client_stall_timeout, deadline);
+        let ending = out.ending();
         let run = federator
-            .run(
-                plan,
-                deadline,
-                trace_id.clone(),
-                record,
-                crate::federate::Out::new(tx, self.inner.config.query.client_stall_timeout, deadline),
-            )
+            .run(plan, deadline, trace_id.clone(), record, out)
             .instrument(fanout);
-        tokio::spawn(run);
-        let mut response = Response::new(ReceiverStream::new(rx));
+        tokio::spawn(async move {
+            let _slot = slot;
+            run.await
+        });
+        // The page's messages, then, if the task gave up before the
+        // summary, the status saying why.
+        let last = futures::stream::once(async move { ending.unanswered().map(Err) }).filter_map(std::future::ready);
+        let mut response = Response::new(ReceiverStream::new(rx).chain(last).boxed());
         if let Ok(v) = trace_id.parse() {
             response.metadata_mut().insert(TRACE_ID_HEADER, v);
         }

@@ -203,6 +203,27 @@ async fn a_client_that_stops_reading_slows_no_one_and_holds_no_slot() {
         "the stalled client's {allowance} queries ended at every node {:?} after the measurement (stall timeout 1s)",
         started.elapsed()
     );
+
+    // The attacker's allowance is back once its pages' tasks have ended,
+    // though its connection still holds every unread stream: a call's slot
+    // lasts as long as the work done for it, not as long as a client keeps
+    // a stream open.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = unread_query(&mut send, 5).await;
+        let response = tokio::time::timeout(Duration::from_secs(5), response)
+            .await
+            .expect("the gateway answers the call's headers")
+            .unwrap();
+        match response.headers().get("grpc-status") {
+            None => break,
+            Some(status) => assert!(
+                Instant::now() < until,
+                "the stalled calls still hold the application's slots: grpc-status {status:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(unread);
 }
 
