@@ -352,7 +352,7 @@ fn node_channel(
 ) -> Result<Channel, GatewayError> {
     let bad = |e: &dyn std::fmt::Display| GatewayError::Config(format!("endpoint {address}: {e}"));
     let uri: Uri = address.parse().map_err(|e| bad(&e))?;
-    let authority = uri.authority().ok_or_else(|| bad(&"no host and port"))?.clone();
+    let authority = dial_address(&uri).ok_or_else(|| bad(&"no host"))?;
     let target = match tls {
         // tonic dials `http://` itself; the connector below brings TLS.
         Some(_) => format!("http://{authority}"),
@@ -374,8 +374,18 @@ fn node_channel(
     Ok(ep.connect_with_connector_lazy(NodeConnector {
         tls: TlsConnector::from(config),
         name,
-        authority: authority.to_string(),
+        authority,
     }))
+}
+
+/// The `host:port` to dial for `uri`: the scheme's port (443 for
+/// `https`, 80 for `http`) when the URI names none, as tonic would dial.
+fn dial_address(uri: &Uri) -> Option<String> {
+    let host = uri.host()?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+    Some(format!("{host}:{port}"))
 }
 
 /// Dials a node: TCP with `TCP_NODELAY` to the endpoint's host and port
@@ -539,6 +549,16 @@ async fn check_health(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_endpoint_without_a_port_is_dialled_on_its_schemes_port() {
+        let dial = |u: &str| super::dial_address(&u.parse().unwrap());
+        assert_eq!(dial("https://node.example").as_deref(), Some("node.example:443"));
+        assert_eq!(dial("http://node.example/").as_deref(), Some("node.example:80"));
+        assert_eq!(dial("https://127.0.0.1:50071").as_deref(), Some("127.0.0.1:50071"));
+        assert_eq!(dial("https://[::1]:9").as_deref(), Some("[::1]:9"));
+        assert_eq!(dial("https://[::1]").as_deref(), Some("[::1]:443"));
+    }
+
     use super::host_of;
 
     #[test]
