@@ -10,6 +10,9 @@ use yrd_audit::{AuditLog, Decision, Entry};
 use yrd_proto::mesh::FilterExpr;
 use yrd_query::filter;
 
+use yrd_query::check::MAX_NAME_BYTES;
+use yrd_query::limits::{MAX_FIELDS_BOUND, MAX_FILTER_LENGTH_BOUND};
+
 use crate::error::NodeError;
 use crate::principal::Principal;
 
@@ -58,8 +61,11 @@ impl NodeAudit {
         e.subject = who.subject.as_ref().map(|p| p.uri());
         e.purpose = who.purpose.clone();
         e.region = Some(self.region.clone());
-        e.dataset = (!dataset.is_empty()).then(|| dataset.to_owned());
-        e.filter = filter.map(filter::to_text);
+        e.dataset = (!dataset.is_empty()).then(|| recorded_name(dataset));
+        e.filter = filter.map(|f| {
+            let text = filter::to_text(f);
+            yrd_telemetry::truncate_for_record(&text, MAX_FILTER_LENGTH_BOUND).into_owned()
+        });
         e.trace_id = Some(yrd_telemetry::current_trace_id()).filter(|t| !t.is_empty());
         e
     }
@@ -115,5 +121,44 @@ pub fn fail_reason(err: &NodeError) -> &'static str {
         NodeError::Cancelled => "CANCELLED",
         NodeError::Audit(_) => "AUDIT_UNAVAILABLE",
         _ => "FAILED",
+    }
+}
+
+/// A name of a request as an audit record keeps it. Records are written
+/// before the request's checks have run (a refusal is recorded too), so a
+/// name is cut at the longest a check accepts, [`MAX_NAME_BYTES`], its
+/// length said; a filter likewise at the longest filter text a node may be
+/// configured to accept.
+pub fn recorded_name(name: &str) -> String {
+    yrd_telemetry::truncate_for_record(name, MAX_NAME_BYTES).into_owned()
+}
+
+/// The names of a request (fields, group-by) as an audit record keeps
+/// them: each cut as [`recorded_name`], at most [`MAX_FIELDS_BOUND`] of
+/// them, then how many more there were.
+pub fn recorded_names<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> Vec<String> {
+    let total = names.len();
+    let mut kept: Vec<String> = names.take(MAX_FIELDS_BOUND).map(recorded_name).collect();
+    if total > MAX_FIELDS_BOUND {
+        kept.push(format!("…({} more)", total - MAX_FIELDS_BOUND));
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_names_are_bounded_in_length_and_number() {
+        let long = "f".repeat(3_500_000);
+        let cut = recorded_name(&long);
+        assert!(cut.len() < MAX_NAME_BYTES + 32, "{} bytes", cut.len());
+        assert!(cut.contains("3500000 bytes"), "{cut}");
+        assert_eq!(recorded_name("city"), "city");
+        let many: Vec<String> = (0..MAX_FIELDS_BOUND + 5).map(|i| format!("f{i}")).collect();
+        let kept = recorded_names(many.iter().map(String::as_str));
+        assert_eq!(kept.len(), MAX_FIELDS_BOUND + 1);
+        assert_eq!(kept.last().map(String::as_str), Some("…(5 more)"));
     }
 }

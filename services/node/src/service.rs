@@ -453,7 +453,7 @@ impl DataNode for NodeService {
 
     async fn query(&self, req: Request<NodeQueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
         let DataCall(started, deadline, caller, req, span, mut entry) = self.open(req, "Query", "query").await?;
-        entry.fields = req.fields.clone();
+        entry.fields = crate::audit::recorded_names(req.fields.iter().map(String::as_str));
         let plan = span.in_scope(|| self.plan_query(&req)).map_err(NodeError::from);
         let plan = self.checked(&entry, &span, plan).await?;
         let authorized = span.in_scope(|| self.authorize_query(&caller, &plan));
@@ -541,9 +541,14 @@ impl DataNode for NodeService {
     async fn aggregate(&self, req: Request<NodeAggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
         let DataCall(started, deadline, caller, req, span, mut entry) =
             self.open(req, "Aggregate", "aggregate").await?;
-        entry.fields = req.group_by.clone();
+        entry.fields = crate::audit::recorded_names(req.group_by.iter().map(String::as_str));
+        let metrics: Vec<String> = req
+            .metrics
+            .iter()
+            .map(|m| format!("{}({})", m.function().as_str_name(), m.field))
+            .collect();
         entry.detail = Some(serde_json::json!({
-            "metrics": req.metrics.iter().map(|m| format!("{}({})", m.function().as_str_name(), m.field)).collect::<Vec<_>>(),
+            "metrics": crate::audit::recorded_names(metrics.iter().map(String::as_str)),
         }));
         let plan = span.in_scope(|| self.plan_aggregate(&req)).map_err(NodeError::from);
         let plan = self.checked(&entry, &span, plan).await?;
