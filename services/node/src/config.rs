@@ -185,8 +185,19 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// a gateway accepts from a node.
 pub const MAX_BATCH_BYTES_RANGE: std::ops::RangeInclusive<usize> = 64 * 1024..=16 * 1024 * 1024;
 
-/// Bounds of `query.stall_timeout`.
-pub const STALL_TIMEOUT_BOUNDS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
+/// The shortest `query.stall_timeout`. A gateway keeps a call unread
+/// between pages for up to its `query.keep_open`, which it caps at 20 s
+/// (`MAX_KEEP_OPEN` in the gateway's config). This bound is kept well
+/// above that, so a node never ends a call that a gateway keeps open on
+/// purpose. If the gateway's cap is raised, raise this too.
+pub const MIN_STALL_TIMEOUT: Duration = Duration::from_secs(25);
+// Longer than the gateway's 20 s cap on `query.keep_open`, checked when built.
+const _: () = assert!(MIN_STALL_TIMEOUT.as_secs() > 20);
+/// The longest `query.stall_timeout`.
+pub const MAX_STALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bounds of `query.stall_timeout`: [`MIN_STALL_TIMEOUT`] to
+/// [`MAX_STALL_TIMEOUT`].
+pub const STALL_TIMEOUT_BOUNDS: (Duration, Duration) = (MIN_STALL_TIMEOUT, MAX_STALL_TIMEOUT);
 
 /// How queries run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,8 +217,10 @@ pub struct QueryConfig {
     pub max_concurrent: usize,
     /// How long a query's next message may wait for the caller (the
     /// gateway) to read it (`"30s"`) before the query is ended and its slot
-    /// given back. Longer than a gateway's `query.keep_open` (at most 20 s),
-    /// which leaves calls unread between pages on purpose.
+    /// given back. It must be longer than a gateway's `query.keep_open`
+    /// (at most 20 s), which leaves calls unread between pages on purpose,
+    /// so it is at least [`MIN_STALL_TIMEOUT`] (25 s) and at most
+    /// [`MAX_STALL_TIMEOUT`] (300 s).
     #[serde(with = "humantime_serde")]
     pub stall_timeout: Duration,
 }
@@ -369,7 +382,8 @@ impl NodeConfig {
             return Err(err(
                 "query.stall_timeout",
                 format!(
-                    "{:?} is outside the bounds {:?}..={:?}",
+                    "{:?} is outside the bounds {:?}..={:?} (it must be longer than a gateway's \
+                     query.keep_open, which may be up to 20s)",
                     self.query.stall_timeout, STALL_TIMEOUT_BOUNDS.0, STALL_TIMEOUT_BOUNDS.1
                 ),
             ));
@@ -547,6 +561,25 @@ mod tests {
             (e.key.as_str(), e.reason.as_str()),
             ("query.max_query_time", "must be at least 1s")
         );
+    }
+
+    #[test]
+    fn stall_timeout_is_longer_than_any_gateway_keep_open() {
+        let check = |value: &str| {
+            let text = format!("region = \"320000\"\ninsecure = true\n[query]\nstall_timeout = \"{value}\"\n");
+            NodeConfig::parse(&text, "t.toml").and_then(|c| c.validate("t.toml").map(|()| c))
+        };
+        assert_eq!(QueryConfig::default().stall_timeout, Duration::from_secs(30));
+        // The gateway's longest keep_open is 20 s: a node must wait longer.
+        for refused in ["1s", "20s", "24s", "5m 1s"] {
+            let e = check(refused).unwrap_err();
+            assert_eq!(e.key, "query.stall_timeout", "{refused}: {e}");
+            assert!(e.reason.contains("25s..=300s"), "{refused}: {e}");
+        }
+        for allowed in ["25s", "30s", "5m"] {
+            let c = check(allowed).unwrap();
+            assert!(c.query.stall_timeout > Duration::from_secs(20), "{allowed}");
+        }
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! by their length; a row larger than `import.max_row_bytes` encoded is
 //! refused; and rejected rows are counted as they stream past, the first
 //! `import.max_rejections_shown` kept in full ([`LoadOutcome::reject`]).
+//! A rejected row describes at most [`MAX_VIOLATIONS_SHOWN_PER_ROW`] of
+//! its problems, each cut to [`MAX_VIOLATION_REASON_BYTES`], counts the
+//! rest, and names each cause once, so one rejection stays a few KiB
+//! whatever its line holds.
 
 mod reader;
 
@@ -46,6 +50,13 @@ pub const JSON_LINE_FACTOR: usize = 8;
 pub const SCALAR_FIELD_BYTES: usize = 256;
 /// Bytes kept of a CSV header field (a field name).
 const HEADER_FIELD_BYTES: usize = 256;
+/// Problems described in one row's rejection; past these, the reason only
+/// says how many more there were. A JSON line may hold tens of thousands of
+/// unknown keys, and its rejection must stay small.
+pub const MAX_VIOLATIONS_SHOWN_PER_ROW: usize = 8;
+/// Bytes kept of each problem described in a rejection's reason; a longer
+/// description is cut there and says so.
+pub const MAX_VIOLATION_REASON_BYTES: usize = 512;
 /// Characters of a value quoted in a reason (fields that are not personal).
 const SHOWN_CHARS: usize = 64;
 /// The read buffer of an import file.
@@ -156,7 +167,8 @@ pub fn check_row_within(
     cells: Vec<Option<Cell>>,
     max_row_bytes: usize,
 ) -> Result<(u64, Vec<Option<Cell>>), Rejection> {
-    let mut violations = validate_row(schema, &cells);
+    let mut violations = RowViolations::default();
+    violations.extend(validate_row(schema, &cells));
     let region_field = &schema.fields[schema.region_field];
     if let Some(Some(Cell::Text(r))) = cells.get(schema.region_field)
         && r != region
@@ -181,21 +193,101 @@ pub fn check_row_within(
     if violations.is_empty() {
         Ok((line, cells))
     } else {
-        Err(rejection(line, &violations))
+        Err(violations.into_rejection(line))
     }
 }
 
-/// One rejection for a row's violations: every reason, every cause.
-fn rejection(line: u64, violations: &[Violation]) -> Rejection {
-    Rejection {
-        line,
-        reason: violations
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; "),
-        causes: violations.iter().map(Violation::cause).collect(),
+/// One row's problems, gathered as they are found and bounded whatever the
+/// row holds: the first [`MAX_VIOLATIONS_SHOWN_PER_ROW`] are kept to be
+/// described, the rest are only counted, and each cause is kept once (at
+/// most [`crate::store::MAX_CAUSES`] of them, the rest as
+/// [`crate::store::OTHER_CAUSES`]).
+#[derive(Debug, Default)]
+struct RowViolations {
+    /// The problems to describe, in the order found.
+    shown: Vec<Violation>,
+    /// Problems found past `shown`, only counted.
+    more: u64,
+    /// Each cause once, in the order first found.
+    causes: Vec<String>,
+}
+
+impl RowViolations {
+    /// Adds one problem.
+    fn push(&mut self, violation: Violation) {
+        let cause = violation.cause();
+        if !self.causes.contains(&cause) {
+            if self.causes.len() < crate::store::MAX_CAUSES {
+                self.causes.push(cause);
+            } else if !self.causes.iter().any(|c| c == crate::store::OTHER_CAUSES) {
+                self.causes.push(crate::store::OTHER_CAUSES.to_owned());
+            }
+        }
+        if self.shown.len() < MAX_VIOLATIONS_SHOWN_PER_ROW {
+            self.shown.push(violation);
+        } else {
+            self.more += 1;
+        }
     }
+
+    /// Adds each of `violations`.
+    fn extend(&mut self, violations: impl IntoIterator<Item = Violation>) {
+        for v in violations {
+            self.push(v);
+        }
+    }
+
+    /// Whether no problem was found.
+    fn is_empty(&self) -> bool {
+        self.shown.is_empty()
+    }
+
+    /// The row's rejection: the problems kept, each cut to
+    /// [`MAX_VIOLATION_REASON_BYTES`], how many more there were, and each
+    /// cause once.
+    fn into_rejection(self, line: u64) -> Rejection {
+        let mut reason = self
+            .shown
+            .iter()
+            .map(|v| cut_reason(v.to_string()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if self.more > 0 {
+            reason.push_str(&format!(
+                "; and {} more, not described (MAX_VIOLATIONS_SHOWN_PER_ROW = {MAX_VIOLATIONS_SHOWN_PER_ROW})",
+                self.more
+            ));
+        }
+        Rejection {
+            line,
+            reason,
+            causes: self.causes,
+        }
+    }
+}
+
+/// One rejection for a row's violations.
+fn rejection(line: u64, violations: impl IntoIterator<Item = Violation>) -> Rejection {
+    let mut row = RowViolations::default();
+    row.extend(violations);
+    row.into_rejection(line)
+}
+
+/// A problem's description cut to [`MAX_VIOLATION_REASON_BYTES`] (on a
+/// character boundary), saying so when it is.
+fn cut_reason(mut text: String) -> String {
+    if text.len() <= MAX_VIOLATION_REASON_BYTES {
+        return text;
+    }
+    let mut end = MAX_VIOLATION_REASON_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&format!(
+        "... (cut at MAX_VIOLATION_REASON_BYTES = {MAX_VIOLATION_REASON_BYTES})"
+    ));
+    text
 }
 
 /// Imports a file into a dataset, appending to its rows, under the default
@@ -312,7 +404,7 @@ impl<R: BufRead> CsvRows<R> {
             ));
         }
         let mut cells = vec![None; schema.fields.len()];
-        let mut violations = Vec::new();
+        let mut violations = RowViolations::default();
         for (&col, field) in columns.iter().zip(&rec.fields) {
             let f = &schema.fields[col];
             if field.is_cut() {
@@ -329,7 +421,7 @@ impl<R: BufRead> CsvRows<R> {
             }
         }
         if !violations.is_empty() {
-            return Err(rejection(rec.line, &violations));
+            return Err(violations.into_rejection(rec.line));
         }
         check_row_within(schema, &self.region, rec.line, cells, self.max_row_bytes)
     }
@@ -505,7 +597,7 @@ pub async fn generate(store: &dyn Store, region: &str, spec: &DemoSpec) -> Resul
         let (rows_schema, region_owned) = (Arc::clone(schema), region.to_owned());
         let checked = rows.enumerate().map(move |(i, named)| {
             let line = i as u64 + 1;
-            let cells = cells_from_named(&rows_schema, named).map_err(|v| rejection(line, &[v]))?;
+            let cells = cells_from_named(&rows_schema, named).map_err(|v| rejection(line, [v]))?;
             check_row(&rows_schema, &region_owned, line, cells)
         });
         let outcome = store
@@ -605,7 +697,7 @@ fn json_row(schema: &DatasetSchema, line: u64, text: &str) -> Result<Vec<Option<
         .as_object()
         .ok_or_else(|| Rejection::new(line, "json", "not a JSON object"))?;
     let mut cells = vec![None; schema.fields.len()];
-    let mut violations = Vec::new();
+    let mut violations = RowViolations::default();
     for (key, v) in object {
         let Some((i, f)) = schema.field(key) else {
             violations.push(Violation::row(
@@ -644,7 +736,7 @@ fn json_row(schema: &DatasetSchema, line: u64, text: &str) -> Result<Vec<Option<
     if violations.is_empty() {
         Ok(cells)
     } else {
-        Err(rejection(line, &violations))
+        Err(violations.into_rejection(line))
     }
 }
 
@@ -842,6 +934,70 @@ mod tests {
             report.ends_with("20000 rows rejected; nothing was imported\n"),
             "{report}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_json_line_of_many_unknown_keys_is_one_small_rejection() {
+        const KEYS: usize = 50_000;
+        // Room for the line: the default limit would refuse it by length.
+        let limits = ImportConfig {
+            max_row_bytes: 128 * 1024,
+            ..ImportConfig::default()
+        };
+        let keys: Vec<String> = (0..KEYS).map(|n| format!("\"k{n}\":0")).collect();
+        let json = format!("{{{}}}\n", keys.join(","));
+        assert!(json.len() > 512 * 1024, "{} bytes", json.len());
+        let outcome = import(json.as_bytes(), Format::JsonLines, &limits).await;
+        assert_eq!(outcome.rejected_rows, 1);
+        assert_eq!(lines(&outcome), [1]);
+        let r = &outcome.rejected[0];
+        assert!(r.reason.len() < 4096, "{} bytes: {}", r.reason.len(), r.reason);
+        assert_eq!(r.causes, ["unknown_field"]);
+        assert!(
+            r.reason.ends_with(&format!(
+                "; and {} more, not described (MAX_VIOLATIONS_SHOWN_PER_ROW = 8)",
+                KEYS - MAX_VIOLATIONS_SHOWN_PER_ROW
+            )),
+            "{}",
+            r.reason
+        );
+        assert_eq!(r.reason.matches("has no field").count(), MAX_VIOLATIONS_SHOWN_PER_ROW);
+        let counted: Vec<(&str, u64)> = outcome.causes.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(counted, [("unknown_field", 1)], "a cause counts rows");
+        let report = rejection_report(&outcome, limits.max_rejections_shown);
+        assert!(report.len() < 4096, "{report}");
+        assert!(report.contains("  unknown_field: 1\n"), "{report}");
+    }
+
+    #[tokio::test]
+    async fn a_csv_row_describes_at_most_a_few_problems_too() {
+        // Every one of the nine fields is bad: nine problems, nine causes.
+        let mut text = format!("{HEADER}\n").into_bytes();
+        text.extend_from_slice(b"\xff,\xff,");
+        text.extend_from_slice("x".repeat(20_000).as_bytes());
+        text.extend_from_slice(b",many,much,maybe,soon,\xff,\xff\n");
+        let outcome = import(&text, Format::Csv, &ImportConfig::default()).await;
+        assert_eq!(lines(&outcome), [2]);
+        let r = &outcome.rejected[0];
+        assert_eq!(r.causes.len(), 9, "{r:?}");
+        assert_eq!(outcome.causes.values().sum::<u64>(), 9, "{:?}", outcome.causes);
+        assert!(
+            r.reason
+                .ends_with("; and 1 more, not described (MAX_VIOLATIONS_SHOWN_PER_ROW = 8)"),
+            "{r:?}"
+        );
+        assert!(r.reason.len() < 4096, "{r:?}");
+    }
+
+    #[test]
+    fn a_long_description_is_cut_on_a_character_boundary() {
+        let cut = cut_reason("字".repeat(1000));
+        let suffix = "... (cut at MAX_VIOLATION_REASON_BYTES = 512)";
+        assert!(cut.ends_with(suffix), "{cut}");
+        let kept = &cut[..cut.len() - suffix.len()];
+        assert!(kept.len() <= MAX_VIOLATION_REASON_BYTES && kept.len() > MAX_VIOLATION_REASON_BYTES - 4);
+        assert!(kept.chars().all(|c| c == '字'));
+        assert_eq!(cut_reason("short".into()), "short");
     }
 
     #[tokio::test]

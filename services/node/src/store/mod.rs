@@ -14,7 +14,7 @@
 pub mod conformance;
 pub mod sqlite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -200,7 +200,8 @@ pub struct Rejection {
     pub reason: String,
     /// What kinds of problem, without values, for counting: a field and
     /// the rule it broke (`address: max_length`) or a rule of the row as a
-    /// whole (`csv`, `duplicate_key`).
+    /// whole (`csv`, `duplicate_key`). A cause is counted once a row,
+    /// however often the row breaks it.
     pub causes: Vec<String>,
 }
 
@@ -263,26 +264,43 @@ pub struct LoadOutcome {
     pub rejected: Vec<Rejection>,
     /// Rows rejected in all.
     pub rejected_rows: u64,
-    /// Rejected rows per cause ([`Rejection::causes`]); a row with two
-    /// causes counts under both.
+    /// Rejected rows per cause ([`Rejection::causes`]): a row with two
+    /// causes counts once under each, and a row that breaks one rule many
+    /// times (many unknown fields, say) counts once under it.
     pub causes: BTreeMap<String, u64>,
 }
 
 impl LoadOutcome {
     /// Counts a rejection, keeping it in full while fewer than `max_shown`
-    /// are kept. Memory stays bounded by `max_shown` and [`MAX_CAUSES`].
-    pub fn reject(&mut self, rejection: Rejection, max_shown: usize) {
+    /// are kept. Each of the row's causes is counted once, even if it is
+    /// listed more than once, so [`Self::causes`] counts rows. Memory
+    /// stays bounded by `max_shown`, [`MAX_CAUSES`] and the size of each
+    /// kept rejection (the importer's are bounded by
+    /// [`crate::import::MAX_VIOLATIONS_SHOWN_PER_ROW`]).
+    pub fn reject(&mut self, mut rejection: Rejection, max_shown: usize) {
         self.rejected_rows += 1;
+        let mut counted: BTreeSet<&str> = BTreeSet::new();
+        let mut other_counted = false;
         for cause in &rejection.causes {
+            if !counted.insert(cause.as_str()) {
+                continue;
+            }
             if let Some(n) = self.causes.get_mut(cause) {
                 *n += 1;
             } else if self.causes.len() < MAX_CAUSES {
                 self.causes.insert(cause.clone(), 1);
-            } else {
+            } else if !other_counted {
+                // The row counts once under the other causes, too.
+                other_counted = true;
                 *self.causes.entry(OTHER_CAUSES.to_owned()).or_default() += 1;
             }
         }
+        let distinct = counted.len();
         if self.rejected.len() < max_shown {
+            if distinct < rejection.causes.len() {
+                let mut seen = BTreeSet::new();
+                rejection.causes.retain(|c| seen.insert(c.clone()));
+            }
             self.rejected.push(rejection);
         }
     }
@@ -451,6 +469,25 @@ mod tests {
         NodeConfig::parse(&format!("region = \"320000\"\n{text}"), "t.toml")
             .map(|c| c.store)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_cause_is_counted_once_a_row() {
+        let mut outcome = LoadOutcome::default();
+        let causes = |list: &[&str]| list.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
+        outcome.reject(
+            Rejection {
+                line: 1,
+                reason: "many unknown fields".into(),
+                causes: causes(&["unknown_field", "s: type", "unknown_field", "unknown_field"]),
+            },
+            10,
+        );
+        outcome.reject(Rejection::new(2, "unknown_field", "one unknown field"), 10);
+        let counted: Vec<(&str, u64)> = outcome.causes.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(counted, [("s: type", 1), ("unknown_field", 2)]);
+        assert_eq!(outcome.rejected_rows, 2);
+        assert_eq!(outcome.rejected[0].causes, ["unknown_field", "s: type"]);
     }
 
     #[test]

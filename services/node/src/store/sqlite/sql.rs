@@ -4,7 +4,7 @@
 
 use rusqlite::types::Value as SqlValue;
 use yrd_proto::mesh::{AggregateFunction, CompareOp, FilterExpr, Value, filter_expr, value};
-use yrd_proto::schema::{DatasetSchema, FieldType};
+use yrd_proto::schema::{DatasetSchema, FieldSchema, FieldType};
 use yrd_query::QueryError;
 
 use crate::store::SortColumn;
@@ -92,11 +92,20 @@ pub fn insert(schema: &DatasetSchema) -> String {
     format!("INSERT INTO {} ({}) VALUES ({marks})", table(schema), names.join(", "))
 }
 
-/// The SQL value of a typed literal for a field of type `ty`.
-pub fn bind_value(ty: FieldType, v: &Value) -> Result<SqlValue, QueryError> {
+/// The SQL value of a typed literal for `field`. A literal of the wrong
+/// type is refused by the field's name and the two types, never by its
+/// value: [`QueryError::redacted`] passes `Invalid` messages on to spans
+/// and logs as they are.
+pub fn bind_value(field: &FieldSchema, v: &Value) -> Result<SqlValue, QueryError> {
+    let ty = field.ty;
     let mismatch = || QueryError::Invalid {
         param: "filter_expr",
-        message: format!("value {v:?} does not fit a {}", ty.name()),
+        message: format!(
+            "field {}: {} does not fit a {} field",
+            field.name,
+            literal_kind(v.kind.as_ref()),
+            ty.name()
+        ),
     };
     let kind = v.kind.as_ref().ok_or_else(mismatch)?;
     Ok(match (ty, kind) {
@@ -111,6 +120,19 @@ pub fn bind_value(ty: FieldType, v: &Value) -> Result<SqlValue, QueryError> {
         (FieldType::Timestamp, value::Kind::TimestampValue(ts)) => SqlValue::Integer(ts.seconds),
         _ => return Err(mismatch()),
     })
+}
+
+/// The type of a literal, for an error: what it is, never what it holds.
+fn literal_kind(kind: Option<&value::Kind>) -> &'static str {
+    match kind {
+        None => "a literal without a value",
+        Some(value::Kind::StringValue(_)) => "a string literal",
+        Some(value::Kind::IntValue(_)) => "an integer literal",
+        Some(value::Kind::DoubleValue(_)) => "a number literal",
+        Some(value::Kind::BoolValue(_)) => "a boolean literal",
+        Some(value::Kind::TimestampValue(_)) => "a timestamp literal",
+        Some(value::Kind::DateValue(_)) => "a date literal",
+    }
 }
 
 /// Appends the SQL of a filter tree to `out`, binding values to `params`.
@@ -154,7 +176,7 @@ fn filter_at(
             })?;
             let col = ident(&field.name);
             let v = c.value.as_ref().ok_or_else(|| invalid("a comparison has no value"))?;
-            let bound = bind_value(field.ty, v)?;
+            let bound = bind_value(field, v)?;
             let op = CompareOp::try_from(c.op).unwrap_or(CompareOp::Unspecified);
             match op {
                 CompareOp::Has if c.prefix => {
@@ -238,7 +260,7 @@ pub fn keyset(
         let marks = vec!["?"; order.len()].join(", ");
         out.push_str(&format!("({}) {sym} ({marks})", names.join(", ")));
         for (key, value) in order.iter().zip(after) {
-            params.push(bind_value(schema.fields[key.field].ty, value).map_err(wrong_type)?);
+            params.push(bind_value(&schema.fields[key.field], value).map_err(wrong_type)?);
         }
         return Ok(());
     }
@@ -261,7 +283,7 @@ pub fn keyset(
                 out.push_str(" AND ");
             }
             out.push_str(&format!("{} {sym} ?", ident(&f.name)));
-            params.push(bind_value(f.ty, &after[j]).map_err(wrong_type)?);
+            params.push(bind_value(f, &after[j]).map_err(wrong_type)?);
         }
         out.push(')');
     }
@@ -478,6 +500,47 @@ mod tests {
             value::Kind::StringValue("big".into()),
         );
         assert!(filter(&schema, &e, &mut String::new(), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_type_mismatch_names_the_field_and_types_never_the_value() {
+        let schema = ent();
+        let literal = "a-literal-9f3c that must not be logged";
+        let e = cmp(
+            "registered_capital",
+            CompareOp::Gt,
+            value::Kind::StringValue(literal.into()),
+        );
+        let err = filter(&schema, &e, &mut String::new(), &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                QueryError::Invalid {
+                    param: "filter_expr",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        for message in [err.to_string(), err.redacted(), format!("{err:?}")] {
+            assert!(!message.contains(literal), "{message}");
+            assert!(!message.contains("9f3c"), "{message}");
+            assert!(
+                message.contains("registered_capital") && message.contains("a string literal"),
+                "{message}"
+            );
+        }
+        // Whatever the literal's type, its value stays out.
+        let f = &schema.fields[schema.field("city").unwrap().0];
+        let err = bind_value(
+            f,
+            &Value {
+                kind: Some(value::Kind::IntValue(987_654_321)),
+            },
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("987654321"), "{err}");
+        assert!(err.to_string().contains("field city"), "{err}");
     }
 
     #[test]
