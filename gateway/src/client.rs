@@ -342,7 +342,7 @@ impl CallRecord {
                 let description = yrd_query::error::redacted_status(status)
                     .unwrap_or_else(|| yrd_telemetry::truncate_for_record(status.message(), 512).into_owned());
                 self.span.record("otel.status_description", description.as_str());
-                (region_state(status.code()), status.code())
+                (region_state(status), status.code())
             }
         };
         self.span.record("yrd.region.state", state.as_str_name());

@@ -321,7 +321,7 @@ async fn next_event(runs: &mut [RegionRun], from: &mut usize) -> Option<(usize, 
 pub fn failed_status(region: &str, s: &Status, rows: u64, elapsed: Duration) -> RegionStatus {
     RegionStatus {
         reason: reason_of(s),
-        ..RegionStatus::failed(region, region_state(s.code()), s.message(), rows, elapsed)
+        ..RegionStatus::failed(region, region_state(s), s.message(), rows, elapsed)
     }
 }
 
@@ -331,18 +331,29 @@ pub fn reason_of(s: &Status) -> String {
     s.get_details_error_info().map(|i| i.reason).unwrap_or_default()
 }
 
-/// The state a failed call leaves its region in.
-pub fn region_state(code: Code) -> RegionState {
-    match code {
+/// The state a failed call leaves its region in. "Rejected the request"
+/// is only a refusal a region's checks gave (it carries the mesh's
+/// `ErrorInfo`); the same codes from the transport (`ENHANCE_YOUR_CALM`
+/// is `RESOURCE_EXHAUSTED` in gRPC) are a failure.
+pub fn region_state(s: &Status) -> RegionState {
+    match s.code() {
         Code::Ok => RegionState::Ok,
         Code::Unavailable => RegionState::Unavailable,
         Code::DeadlineExceeded | Code::Cancelled => RegionState::DeadlineExceeded,
         Code::PermissionDenied | Code::Unauthenticated => RegionState::PermissionDenied,
-        Code::InvalidArgument | Code::NotFound | Code::ResourceExhausted | Code::FailedPrecondition => {
+        Code::InvalidArgument | Code::NotFound | Code::ResourceExhausted | Code::FailedPrecondition if from_mesh(s) => {
             RegionState::InvalidArgument
         }
         _ => RegionState::Failed,
     }
+}
+
+/// Whether `s` carries the mesh's `ErrorInfo`: it is an answer of a
+/// mesh process's checks, not of the transport.
+fn from_mesh(s: &Status) -> bool {
+    use tonic_types::StatusExt;
+    s.get_details_error_info()
+        .is_some_and(|i| i.domain == yrd_query::error::ERROR_DOMAIN)
 }
 
 /// Whether a region's failure is the caller's fault: the request passed the
@@ -354,11 +365,7 @@ pub fn region_state(code: Code) -> RegionState {
 /// `ErrorInfo`): a node that cannot decode what the gateway built (a
 /// version skew) or a transport limit is that region's failure.
 fn is_refusal(status: &Status) -> bool {
-    use tonic_types::StatusExt;
-    matches!(status.code(), Code::InvalidArgument | Code::ResourceExhausted)
-        && status
-            .get_details_error_info()
-            .is_some_and(|i| i.domain == yrd_query::error::ERROR_DOMAIN)
+    matches!(status.code(), Code::InvalidArgument | Code::ResourceExhausted) && from_mesh(status)
 }
 
 /// The first caller-fault refusal among the regions' failures.
@@ -991,4 +998,30 @@ async fn region_task(
         _ => Ok(()),
     });
     let _ = tx.send(event).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_regions_checks_reject_a_request() {
+        // A region's request check: the caller's fault, the whole answer.
+        let refused = Status::from(yrd_query::QueryError::UnknownField {
+            param: "fields",
+            dataset: "enterprise".into(),
+            field: "nope".into(),
+        });
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(is_refusal(&refused));
+        assert_eq!(region_state(&refused), RegionState::InvalidArgument);
+        // The same codes from the transport or the codec: that region failed.
+        for s in [
+            Status::resource_exhausted("h2 protocol error: connection error: ENHANCE_YOUR_CALM"),
+            Status::invalid_argument("the request could not be decoded: invalid wire type value: 7"),
+        ] {
+            assert!(!is_refusal(&s), "{s:?}");
+            assert_eq!(region_state(&s), RegionState::Failed, "{s:?}");
+        }
+    }
 }

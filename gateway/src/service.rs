@@ -178,7 +178,7 @@ impl GatewayService {
                     .with_elapsed(*elapsed),
                     None => RegionStatus::skipped(region.id.as_str(), "the region does not serve this dataset"),
                 },
-                Err(s) => RegionStatus::failed(region.id.as_str(), region_state(s.code()), s.message(), 0, *elapsed),
+                Err(s) => RegionStatus::failed(region.id.as_str(), region_state(s), s.message(), 0, *elapsed),
             };
             info.regions.push(status);
         }
@@ -446,7 +446,7 @@ impl Federation for GatewayService {
                         allowed: false,
                         reason: Some(reason_of(&s))
                             .filter(|r| !r.is_empty())
-                            .unwrap_or_else(|| format!("{:?}", region_state(s.code()))),
+                            .unwrap_or_else(|| format!("{:?}", region_state(&s))),
                         message: s.message().to_owned(),
                         ..PolicyDecision::default()
                     },
