@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use yrd_proto::mesh::value::Kind as ValueKind;
-use yrd_proto::mesh::{AggregateFunction, AggregateRequest, Metric, Value};
+use yrd_proto::mesh::{AggregateFunction, AggregateRequest, AggregateResponse, Metric, Value};
 use yrd_proto::schema::{DatasetSchema, Registry};
 use yrd_query::order::{metric_name, parse_metric};
 
@@ -46,6 +46,29 @@ fn is_number(value: Option<&Value>) -> bool {
         value.and_then(|v| v.kind.as_ref()),
         Some(ValueKind::IntValue(_) | ValueKind::DoubleValue(_))
     )
+}
+
+/// The lines under the region table: the number of groups, a note when
+/// the answer is partial, the trace and the gateway's audit record (the
+/// gateway's text, shown through [`output::escape_text`]).
+fn footer(answer: &AggregateResponse) -> String {
+    let groups = answer.groups.len();
+    let mut footer = format!("{groups} group{}", if groups == 1 { "" } else { "s" });
+    if let Some(note) = output::partial_note(&answer.regions) {
+        footer.push('\n');
+        footer.push_str(&note);
+    }
+    if !answer.trace_id.is_empty() {
+        footer.push('\n');
+        footer.push_str(&output::trace_hint(&answer.trace_id));
+    }
+    if !answer.audit_id.is_empty() {
+        footer.push_str(&format!(
+            "\ngateway audit record: {}",
+            output::escape_text(&answer.audit_id)
+        ));
+    }
+    footer
 }
 
 /// Runs `yrdctl aggregate`.
@@ -96,19 +119,7 @@ pub async fn aggregate(conn: &Connection, args: &AggregateArgs) -> anyhow::Resul
 
     let mut out = std::io::stdout().lock();
     output::write_records(&mut out, args.output, &headers, rows, &numeric)?;
-    let groups = answer.groups.len();
-    let mut footer = format!("{groups} group{}", if groups == 1 { "" } else { "s" });
-    if let Some(note) = output::partial_note(&answer.regions) {
-        footer.push('\n');
-        footer.push_str(&note);
-    }
-    if !answer.trace_id.is_empty() {
-        footer.push('\n');
-        footer.push_str(&output::trace_hint(&answer.trace_id));
-    }
-    if !answer.audit_id.is_empty() {
-        footer.push_str(&format!("\ngateway audit record: {}", answer.audit_id));
-    }
+    let footer = footer(&answer);
     let regions = output::region_table(&answer.regions);
     if args.output == Format::Table {
         writeln!(out, "\n{regions}\n{footer}")?;
@@ -138,6 +149,20 @@ mod tests {
         let e = metrics(schema, &["sum(name)".into()]).unwrap_err();
         assert!(format!("{e:#}").starts_with("--metric \"sum(name)\": "), "{e:#}");
         assert!(metrics(schema, &["median(registered_capital)".into()]).is_err());
+    }
+
+    #[test]
+    fn footer_ids_are_escaped() {
+        let answer = AggregateResponse {
+            trace_id: "t\x1b[31m".into(),
+            audit_id: "gateway-g-1\u{202e}\x1b[2J".into(),
+            ..AggregateResponse::default()
+        };
+        assert_eq!(
+            footer(&answer),
+            "0 groups\ntrace: t\\x1b[31m  (yrdctl traces --trace-id t\\x1b[31m)\n\
+             gateway audit record: gateway-g-1\\u{202e}\\x1b[2J"
+        );
     }
 
     #[test]

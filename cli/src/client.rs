@@ -12,6 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 use yrd_proto::mesh::federation_client::FederationClient;
 
+use crate::output::escape_text;
 use crate::profile::Profile;
 
 /// Longest wait for the TCP and TLS handshake, whatever `--timeout` says:
@@ -146,6 +147,10 @@ impl From<tonic::Status> for StatusError {
     }
 }
 
+/// Shown through [`escape_text`]: the message and the details are the
+/// gateway's text, and a line break or an escape sequence in them must not
+/// reach the terminal as such. The lines this adds for the details are
+/// line breaks of its own.
 impl fmt::Display for StatusError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.client_timeout {
@@ -155,18 +160,33 @@ impl fmt::Display for StatusError {
                 "no answer from the gateway within the request timeout (raise --timeout); the call was cancelled"
             );
         }
-        write!(f, "the gateway answered {}: {}", code_name(self.code), self.message)?;
+        write!(
+            f,
+            "the gateway answered {}: {}",
+            code_name(self.code),
+            escape_text(&self.message)
+        )?;
         for (field, description) in &self.violations {
             // The gateway often repeats its message as the one violation;
             // print only what adds to it.
             if format!("{field}: {description}") != self.message {
-                write!(f, "\n  bad request: {field}: {description}")?;
+                write!(
+                    f,
+                    "\n  bad request: {}: {}",
+                    escape_text(field),
+                    escape_text(description)
+                )?;
             }
         }
         if let Some(info) = &self.info {
-            write!(f, "\n  error info: {} ({})", info.reason, info.domain)?;
+            write!(
+                f,
+                "\n  error info: {} ({})",
+                escape_text(&info.reason),
+                escape_text(&info.domain)
+            )?;
             for (key, value) in &info.metadata {
-                write!(f, " {key}={value}")?;
+                write!(f, " {}={}", escape_text(key), escape_text(value))?;
             }
         }
         Ok(())
@@ -209,5 +229,18 @@ mod tests {
         assert_eq!(echoed, "the gateway answered CANCELLED: deadline");
         let plain = StatusError::from(tonic::Status::unavailable("no region answered")).to_string();
         assert_eq!(plain, "the gateway answered UNAVAILABLE: no region answered");
+    }
+
+    #[test]
+    fn the_gateway_text_is_escaped() {
+        let mut details = tonic_types::ErrorDetails::with_bad_request_violation("f\u{202e}", "d\x1b[2J");
+        details.set_error_info("R\r", "mesh.yrd", [("k\u{9b}".to_owned(), "v\x07".to_owned())]);
+        let status = tonic::Status::with_error_details(Code::InvalidArgument, "bad\x1b[31m\nforged line", details);
+        assert_eq!(
+            StatusError::from(status).to_string(),
+            "the gateway answered INVALID_ARGUMENT: bad\\x1b[31m\\nforged line\n  \
+             bad request: f\\u{202e}: d\\x1b[2J\n  \
+             error info: R\\r (mesh.yrd) k\\u{9b}=v\\x07"
+        );
     }
 }

@@ -59,7 +59,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         // error of ours: stop quietly, as Unix tools do.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("yrdctl: {}", error_text(&e));
+            eprintln!("yrdctl: {}", error_lines(&e));
             ExitCode::FAILURE
         }
     }
@@ -79,6 +79,19 @@ pub fn error_text(e: &anyhow::Error) -> String {
         }
     }
     parts.join(": ")
+}
+
+/// [`error_text`] as printed for people: each of its lines shown through
+/// [`output::escape_text`], so that the text of a server (a status
+/// message, an endpoint's answer) quoted in an error cannot send escape
+/// sequences or bidi controls to the terminal. The line breaks between
+/// the lines are kept.
+pub fn error_lines(e: &anyhow::Error) -> String {
+    error_text(e)
+        .split('\n')
+        .map(output::escape_text)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Runs the command `cli` names.
@@ -141,5 +154,22 @@ mod tests {
         assert_eq!(error_text(&e), "loading the CA: /x/ca.pem: No such file");
         let e = anyhow::anyhow!("tcp connect error: refused").context("tcp connect error");
         assert_eq!(error_text(&e), "tcp connect error: refused");
+    }
+
+    #[test]
+    fn a_status_message_is_printed_escaped() {
+        let status = tonic::Status::internal("boom\x1b[31m\u{202e}\nyrdctl: all good");
+        let e = client::status_error(status).context("region 320000");
+        let text = error_lines(&e);
+        assert_eq!(
+            text,
+            "region 320000: the gateway answered INTERNAL: boom\\x1b[31m\\u{202e}\\nyrdctl: all good"
+        );
+        // Other errors are escaped line by line, their own line breaks kept.
+        let e = anyhow::anyhow!("no admin endpoint answered:\n  http://a: \u{202e}x\x1b]0;t\x07");
+        assert_eq!(
+            error_lines(&e),
+            "no admin endpoint answered:\n  http://a: \\u{202e}x\\x1b]0;t\\x07"
+        );
     }
 }

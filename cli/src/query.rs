@@ -156,7 +156,8 @@ impl Summary {
             .collect()
     }
 
-    /// The lines under the region table.
+    /// The lines under the region table. The trace and audit ids are the
+    /// gateway's text, shown through [`output::escape_text`].
     fn footer(&self, more: bool, limit: u64) -> String {
         let mut text = format!(
             "{} row{} in {} page{}",
@@ -174,16 +175,29 @@ impl Summary {
             // Each page is a call of its own, so a trace of its own.
             many => text.push_str(&format!(
                 "\ntraces, one per page: {}  (yrdctl traces --trace-id ID)",
-                many.join(", ")
+                escaped_list(many)
             )),
         }
         match self.audit_ids.as_slice() {
             [] => {}
-            [one] => text.push_str(&format!("\ngateway audit record: {one}")),
-            many => text.push_str(&format!("\ngateway audit records, one per page: {}", many.join(", "))),
+            [one] => text.push_str(&format!("\ngateway audit record: {}", output::escape_text(one))),
+            many => text.push_str(&format!(
+                "\ngateway audit records, one per page: {}",
+                escaped_list(many)
+            )),
         }
         text
     }
+}
+
+/// Texts of the gateway, each shown through [`output::escape_text`], joined
+/// with commas.
+fn escaped_list(texts: &[String]) -> String {
+    texts
+        .iter()
+        .map(|t| output::escape_text(t))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs `yrdctl query`.
@@ -332,10 +346,16 @@ pub async fn explain(conn: &Connection, args: &QueryArgs) -> anyhow::Result<()> 
             let order: Vec<String> = plan
                 .order_keys
                 .iter()
-                .map(|k| format!("{}{}", k.field, if k.descending { " desc" } else { "" }))
+                .map(|k| {
+                    format!(
+                        "{}{}",
+                        output::escape_text(&k.field),
+                        if k.descending { " desc" } else { "" }
+                    )
+                })
                 .collect();
-            writeln!(out, "dataset          {}", plan.dataset)?;
-            writeln!(out, "plan             {}", plan.description)?;
+            writeln!(out, "dataset          {}", output::escape_text(&plan.dataset))?;
+            writeln!(out, "plan             {}", output::escape_text(&plan.description))?;
             writeln!(out, "order            {}", order.join(", "))?;
             writeln!(out, "page size        {}", plan.page_size)?;
             let deadline = plan
@@ -416,6 +436,35 @@ mod tests {
             s.footer(true, 18),
             "18 rows in 2 pages; more rows: raise --limit (now 18)\ntrace: abc  (yrdctl traces --trace-id abc)\n\
              gateway audit records, one per page: gateway-g-1, gateway-g-3"
+        );
+    }
+
+    #[test]
+    fn footer_ids_are_escaped() {
+        let page = |trace: &str, audit: &str| QuerySummary {
+            trace_id: trace.into(),
+            audit_id: audit.into(),
+            rows: 1,
+            ..QuerySummary::default()
+        };
+        let mut one = Summary::default();
+        one.add(&page("t\x1b[31m", "a\u{202e}"));
+        one.rows = 1;
+        assert_eq!(
+            one.footer(false, 10),
+            "1 row in 1 page\ntrace: t\\x1b[31m  (yrdctl traces --trace-id t\\x1b[31m)\n\
+             gateway audit record: a\\u{202e}"
+        );
+        let mut many = Summary::default();
+        many.add(&page("t1\x1b[31m", "a1\u{202e}"));
+        many.add(&page("t2\u{202e}", "a2\x1b[0m"));
+        many.rows = 2;
+        let footer = many.footer(false, 10);
+        assert!(!footer.lines().any(|l| l.chars().any(output::is_hidden)), "{footer:?}");
+        assert_eq!(
+            footer,
+            "2 rows in 2 pages\ntraces, one per page: t1\\x1b[31m, t2\\u{202e}  (yrdctl traces --trace-id ID)\n\
+             gateway audit records, one per page: a1\\u{202e}, a2\\x1b[0m"
         );
     }
 

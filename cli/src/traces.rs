@@ -15,7 +15,13 @@
 //! node its own, so the profile lists every admin endpoint and the spans
 //! are merged by span id. A span whose parent no endpoint recorded (a
 //! remote caller's span, or one already evicted) is drawn as a root.
+//!
+//! Spans carry text that callers chose (a dataset name, an error
+//! description), so it is made harmless as [`output`] describes: the
+//! drawing shows every span-derived piece through [`output::escape_text`],
+//! and JSON goes out through [`output::json_text`].
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
@@ -65,7 +71,7 @@ pub async fn traces(profile: Option<&Path>, timeout: Duration, args: &TracesArgs
                 );
             }
             match args.output {
-                Format::Json => writeln!(out, "{}", serde_json::to_string(&spans)?)?,
+                Format::Json => writeln!(out, "{}", json_line(&spans)?)?,
                 Format::Csv => write_span_csv(&mut out, &spans)?,
                 Format::Table => {
                     for line in draw_trace(&spans, BAR_WIDTH) {
@@ -83,7 +89,7 @@ pub async fn traces(profile: Option<&Path>, timeout: Duration, args: &TracesArgs
             let lists: Vec<Vec<TraceSummary>> = fetch_all(&profile.admin, &path, timeout).await?;
             let summaries = merge_summaries(lists, order, usize::from(*n), args.include_health);
             match args.output {
-                Format::Json => writeln!(out, "{}", serde_json::to_string(&summaries)?)?,
+                Format::Json => writeln!(out, "{}", json_line(&summaries)?)?,
                 format => {
                     let (headers, rows) = summary_rows(&summaries);
                     output::write_records(
@@ -112,6 +118,12 @@ pub async fn traces(profile: Option<&Path>, timeout: Duration, args: &TracesArgs
     }
     out.flush()?;
     Ok(())
+}
+
+/// `value` as one line of JSON, with the characters a terminal would act
+/// on escaped by [`output::json_text`]: what `--output json` prints.
+pub fn json_line<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
+    Ok(output::json_text(serde_json::to_string(value)?))
 }
 
 /// The admin endpoint's path and query string for `query`. Unless health
@@ -169,6 +181,8 @@ async fn fetch_all<T: serde::de::DeserializeOwned>(
         bail!("no admin endpoint answered:\n  {}", failures.join("\n  "));
     }
     for failure in failures {
+        // The failure quotes the endpoint's answer.
+        let failure = output::escape_text(&failure);
         eprintln!("yrdctl: warning: {failure} (what it holds is missing below)");
     }
     Ok(parsed)
@@ -183,7 +197,12 @@ async fn fetch_json<T: serde::de::DeserializeOwned>(
     let response = admin::get(url, path, timeout).await?;
     if response.status != http::StatusCode::OK {
         // The status's Display is the code and its reason: `400 Bad Request`.
-        bail!("HTTP {}: {}", response.status, response.body_excerpt(200));
+        // The body is the endpoint's text: it may hold line breaks too.
+        bail!(
+            "HTTP {}: {}",
+            response.status,
+            output::escape_text(&response.body_excerpt(200))
+        );
     }
     serde_json::from_slice(&response.body).context("the answer is not the JSON yrdctl expects of /traces")
 }
@@ -379,7 +398,9 @@ pub fn bar(start: u64, end: u64, from: u64, to: u64, width: usize) -> String {
 
 /// The attributes worth a place on a span's line, as `key=value` texts:
 /// region and dataset (unless an ancestor's line shows the same), rows,
-/// region state, a gRPC status other than OK, and an error status.
+/// region state, a gRPC status other than OK, and an error status. The
+/// values are shown through [`output::escape_text`]; the attributes shown,
+/// the second part, are kept as they are, for comparing.
 fn span_notes(s: &SpanRecord, inherited: &[(&'static str, String)]) -> (Vec<String>, Vec<(&'static str, String)>) {
     let attr = |key: &str| s.attributes.get(key).map(String::as_str).filter(|v| !v.is_empty());
     let mut notes = Vec::new();
@@ -387,20 +408,20 @@ fn span_notes(s: &SpanRecord, inherited: &[(&'static str, String)]) -> (Vec<Stri
     for (key, label) in [("yrd.region", "region"), ("yrd.dataset", "dataset")] {
         if let Some(value) = attr(key) {
             if !inherited.iter().any(|(k, v)| *k == key && v == value) {
-                notes.push(format!("{label}={value}"));
+                notes.push(format!("{label}={}", output::escape_text(value)));
             }
             shown.push((key, value.to_owned()));
         }
     }
     if let Some(rows) = attr("yrd.rows") {
-        notes.push(format!("rows={rows}"));
+        notes.push(format!("rows={}", output::escape_text(rows)));
     }
     if let Some(state) = attr("yrd.region.state") {
         let state = state
             .strip_prefix("REGION_STATE_")
             .unwrap_or(state)
             .to_ascii_lowercase();
-        notes.push(format!("state={state}"));
+        notes.push(format!("state={}", output::escape_text(&state)));
     }
     let mut grpc = None;
     if let Some(code) = attr("rpc.grpc.status_code")
@@ -410,7 +431,7 @@ fn span_notes(s: &SpanRecord, inherited: &[(&'static str, String)]) -> (Vec<Stri
             .parse::<i32>()
             .map(|c| crate::client::code_name(tonic::Code::from_i32(c)))
             .unwrap_or(code);
-        notes.push(format!("grpc={name}"));
+        notes.push(format!("grpc={}", output::escape_text(name)));
         grpc = Some(name);
     }
     if s.status == "error" {
@@ -425,10 +446,9 @@ fn span_notes(s: &SpanRecord, inherited: &[(&'static str, String)]) -> (Vec<Stri
                 } else {
                     ""
                 };
-                format!(
-                    "error: {}{cut}",
-                    message.chars().take(MAX_ERROR_TEXT).collect::<String>()
-                )
+                // Cut first, then escaped: an escape is never cut in two.
+                let shown: String = message.chars().take(MAX_ERROR_TEXT).collect();
+                format!("error: {}{cut}", output::escape_text(&shown))
             },
         );
     }
@@ -449,6 +469,8 @@ struct Line {
 /// line per span (tree prefix, name, notes in brackets, duration, time
 /// bar), and a note on spans drawn as roots because their parent is
 /// missing. `spans` should hold each span once (see [`merge_spans`]).
+/// Every text taken from the spans is shown through
+/// [`output::escape_text`], and widths are those of the escaped text.
 pub fn draw_trace(spans: &[SpanRecord], width: usize) -> Vec<String> {
     let mut order: Vec<usize> = (0..spans.len()).collect();
     order.sort_by(|&a, &b| {
@@ -504,7 +526,7 @@ pub fn draw_trace(spans: &[SpanRecord], width: usize) -> Vec<String> {
             regions.insert(region);
         }
     }
-    let trace_id = spans.first().map_or("", |s| s.trace_id.as_str());
+    let trace_id = output::escape_text(spans.first().map_or("", |s| s.trace_id.as_str()));
     let total = format!("{} ms", millis_text(to - from));
     let mut header = format!(
         "trace {trace_id} · {} span{} · {total}",
@@ -514,13 +536,21 @@ pub fn draw_trace(spans: &[SpanRecord], width: usize) -> Vec<String> {
     if !services.is_empty() {
         header.push_str(&format!(
             " · services: {}",
-            services.into_iter().collect::<Vec<_>>().join(", ")
+            services
+                .into_iter()
+                .map(output::escape_text)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if !regions.is_empty() {
         header.push_str(&format!(
             " · regions: {}",
-            regions.into_iter().collect::<Vec<_>>().join(", ")
+            regions
+                .into_iter()
+                .map(output::escape_text)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
 
@@ -548,7 +578,7 @@ pub fn draw_trace(spans: &[SpanRecord], width: usize) -> Vec<String> {
             .map(|l| format!("{:<label_width$}  {:>duration_width$}  {}", l.label, l.duration, l.bar)),
     );
     if !orphans.is_empty() {
-        let names: Vec<&str> = orphans.iter().map(|&i| spans[i].name.as_str()).collect();
+        let names: Vec<Cow<'_, str>> = orphans.iter().map(|&i| output::escape_text(&spans[i].name)).collect();
         out.push(format!(
             "note: the parent of {} was not recorded by any admin endpoint of the profile \
              (a remote caller, a process not listed, or evicted); drawn as a root",
@@ -597,7 +627,7 @@ impl Draw<'_> {
             ),
         };
         let (notes, shown) = span_notes(s, inherited);
-        let mut label = format!("{prefix}{}", s.name);
+        let mut label = format!("{prefix}{}", output::escape_text(&s.name));
         if !notes.is_empty() {
             label.push_str(&format!(" [{}]", notes.join(" ")));
         }
@@ -778,6 +808,104 @@ mod tests {
             ("yrd.dataset", "enterprise".to_owned()),
         ];
         assert_eq!(span_notes(&s, &inherited).0, ["region=310000"]);
+    }
+
+    /// Text a caller chose, with an escape sequence and a bidi override.
+    const HOSTILE: &str = "x\x1b[31m\u{202e}y";
+    /// [`HOSTILE`] as [`output::escape_text`] shows it.
+    const HOSTILE_SHOWN: &str = "x\\x1b[31m\\u{202e}y";
+
+    fn hostile_spans() -> Vec<SpanRecord> {
+        let mut root = span(
+            "00000000000000a1",
+            "",
+            &format!("root{HOSTILE}"),
+            0.0,
+            10.0,
+            &[
+                ("yrd.dataset", &format!("dataset{HOSTILE}")),
+                ("yrd.region", &format!("region{HOSTILE}")),
+                ("yrd.rows", HOSTILE),
+                ("yrd.region.state", HOSTILE),
+                ("rpc.grpc.status_code", HOSTILE),
+            ],
+        );
+        root.status = "error".into();
+        root.status_message = format!("failed{HOSTILE}");
+        root.service = format!("service{HOSTILE}");
+        root.trace_id = format!("trace{HOSTILE}");
+        // A span whose parent is missing, named in the note under the tree.
+        let orphan = span(
+            "00000000000000b1",
+            "00000000000000ff",
+            &format!("orphan{HOSTILE}"),
+            1.0,
+            2.0,
+            &[],
+        );
+        vec![root, orphan]
+    }
+
+    /// Whether `text` holds a character a terminal would act on.
+    fn has_hidden(text: &str) -> bool {
+        text.chars().any(output::is_hidden)
+    }
+
+    #[test]
+    fn span_text_is_escaped_in_the_drawing() {
+        let lines = draw_trace(&merge_spans(vec![hostile_spans()]), 10);
+        let all = lines.join("\n");
+        for line in &lines {
+            assert!(!has_hidden(line), "{line:?}");
+        }
+        for shown in [
+            format!("trace trace{HOSTILE_SHOWN} · 2 spans"),
+            format!("services: service{HOSTILE_SHOWN}"),
+            format!("regions: region{HOSTILE_SHOWN}"),
+            format!("root{HOSTILE_SHOWN} ["),
+            format!("region=region{HOSTILE_SHOWN}"),
+            format!("dataset=dataset{HOSTILE_SHOWN}"),
+            format!("rows={HOSTILE_SHOWN}"),
+            format!("grpc={HOSTILE_SHOWN}"),
+            format!("error: failed{HOSTILE_SHOWN}]"),
+            format!("the parent of orphan{HOSTILE_SHOWN} was not recorded"),
+        ] {
+            assert!(all.contains(&shown), "{shown:?} in\n{all}");
+        }
+        assert!(all.contains(&format!("state={HOSTILE_SHOWN}")), "{all}");
+        // Widths are those of the escaped text: the columns still line up.
+        let bar_at = |line: &str| line.chars().count() - 10;
+        assert_eq!(bar_at(&lines[2]), bar_at(&lines[3]), "{all}");
+        // A long error is cut before it is escaped, never inside an escape.
+        let mut long = span("00000000000000c1", "", "s", 0.0, 1.0, &[]);
+        long.status = "error".into();
+        long.status_message = format!("{}\u{202e}tail", "e".repeat(59));
+        assert_eq!(
+            span_notes(&long, &[]).0,
+            [format!("error: {}\\u{{202e}}…", "e".repeat(59))]
+        );
+    }
+
+    #[test]
+    fn span_text_is_escaped_in_json() {
+        let spans = hostile_spans();
+        let text = json_line(&spans).unwrap();
+        assert!(!has_hidden(&text), "{text:?}");
+        assert!(text.contains("rootx\\u001b[31m\\u202ey"), "{text}");
+        let back: Vec<SpanRecord> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, spans, "the escaped JSON reads back to the same spans");
+
+        let summaries = [TraceSummary {
+            trace_id: TRACE.into(),
+            root_name: format!("root{HOSTILE}"),
+            start_unix_nanos: T0,
+            duration_nanos: 1,
+            span_count: 1,
+            error: false,
+        }];
+        let text = json_line(&summaries).unwrap();
+        assert!(!has_hidden(&text), "{text:?}");
+        assert!(text.contains("rootx\\u001b[31m\\u202ey"), "{text}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -80,20 +81,38 @@ impl TracesAccess {
     }
 
     /// Reads the token of `telemetry.traces_token_file`: the file's text
-    /// trimmed, at least [`MIN_TOKEN_BYTES`]. Errors name the key and the
+    /// trimmed, at least [`MIN_TOKEN_BYTES`]. The path must name a regular
+    /// file (not a FIFO or a device such as `/dev/zero`), and at most 4096
+    /// bytes are read from it, so that a file that grows while it is read
+    /// cannot make the read last for ever. Errors name the key and the
     /// file, never its content.
     pub async fn read_token(path: &Path) -> Result<Vec<u8>, TelemetryError> {
         let err = |reason: String| TelemetryError::Config {
             key: TRACES_TOKEN_KEY,
             reason: format!("{}: {reason}", path.display()),
         };
-        let size = tokio::fs::metadata(path).await.map_err(|e| err(e.to_string()))?.len();
-        if size > MAX_TOKEN_FILE_BYTES {
+        let not_regular = || err("is not a regular file; a token file must be one".to_owned());
+        // Opening a FIFO waits for a writer: look at the path first, then
+        // check the opened file again, which is what is read.
+        let before = tokio::fs::metadata(path).await.map_err(|e| err(e.to_string()))?;
+        if !before.is_file() {
+            return Err(not_regular());
+        }
+        let file = tokio::fs::File::open(path).await.map_err(|e| err(e.to_string()))?;
+        let opened = file.metadata().await.map_err(|e| err(e.to_string()))?;
+        if !opened.is_file() {
+            return Err(not_regular());
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_TOKEN_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_TOKEN_FILE_BYTES {
             return Err(err(format!(
-                "is {size} bytes, more than the limit of {MAX_TOKEN_FILE_BYTES} for a token file"
+                "is longer than the limit of {MAX_TOKEN_FILE_BYTES} bytes for a token file"
             )));
         }
-        let bytes = tokio::fs::read(path).await.map_err(|e| err(e.to_string()))?;
         let token = bytes.trim_ascii();
         if token.len() < MIN_TOKEN_BYTES {
             return Err(err(format!(
@@ -127,8 +146,7 @@ impl TracesAccess {
             Self::Token(token) => {
                 let presented = headers
                     .get(header::AUTHORIZATION)
-                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-                    .map(<[u8]>::trim_ascii);
+                    .and_then(|v| bearer_credentials(v.as_bytes()));
                 match presented {
                     Some(presented) if constant_time_eq(presented, token) => None,
                     _ => Some(
@@ -143,6 +161,18 @@ impl TracesAccess {
             }
         }
     }
+}
+
+/// The credentials of an `Authorization` value of the `Bearer` scheme, the
+/// scheme's name in any case (RFC 7235 makes it case-insensitive) and
+/// followed by a space, trimmed; `None` for any other scheme.
+fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"Bearer";
+    let scheme = value.get(..SCHEME.len())?;
+    if !scheme.eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    value.get(SCHEME.len()..)?.strip_prefix(b" ").map(<[u8]>::trim_ascii)
 }
 
 /// Whether `a` and `b` are equal, in time that depends on their lengths
@@ -364,4 +394,96 @@ fn limited(name: &str, n: usize, list: impl FnOnce(usize) -> Vec<TraceSummary>) 
 
 fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, message).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "s3cret-token-of-32-bytes-0123456";
+
+    #[tokio::test]
+    async fn an_oversized_token_file_is_refused_naming_key_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.token");
+        std::fs::write(&path, "a".repeat(5000)).unwrap();
+        let err = TracesAccess::read_token(&path).await.unwrap_err().to_string();
+        assert!(err.contains(TRACES_TOKEN_KEY), "{err}");
+        assert!(
+            err.contains("is longer than the limit of 4096 bytes for a token file"),
+            "{err}"
+        );
+        assert!(!err.contains("aaaa"), "the content is never shown: {err}");
+
+        // Exactly the limit is read, and accepted.
+        std::fs::write(&path, "a".repeat(4096)).unwrap();
+        assert_eq!(TracesAccess::read_token(&path).await.unwrap().len(), 4096);
+        std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+        assert_eq!(TracesAccess::read_token(&path).await.unwrap(), TOKEN.as_bytes());
+    }
+
+    #[tokio::test]
+    async fn a_token_path_that_is_not_a_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = TracesAccess::read_token(dir.path()).await.unwrap_err().to_string();
+        assert!(
+            err.contains(TRACES_TOKEN_KEY) && err.contains("not a regular file"),
+            "{err}"
+        );
+    }
+
+    /// A FIFO reports a length of 0 and gives whatever its writer sends:
+    /// refused before anything is read from it.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_fifo_is_refused_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("token.fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        // Read and write, so that opening does not wait for a reader; far
+        // more than the limit is waiting in the pipe. The writer goes away
+        // later, so that a reader of the FIFO would see its end.
+        let mut writer = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+        std::io::Write::write_all(&mut writer, "a".repeat(8192).as_bytes()).unwrap();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            drop(writer);
+        });
+        let result = tokio::time::timeout(std::time::Duration::from_secs(10), TracesAccess::read_token(&fifo))
+            .await
+            .unwrap();
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains(TRACES_TOKEN_KEY) && err.contains("not a regular file"),
+            "{err}"
+        );
+    }
+
+    fn authorization(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_bearer_scheme_matches_in_any_case() {
+        let access = TracesAccess::Token(TOKEN.as_bytes().into());
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let headers = authorization(&format!("{scheme} {TOKEN}"));
+            assert!(access.refusal(&headers).is_none(), "{scheme}");
+        }
+        for value in [
+            format!("Basic {TOKEN}"),
+            format!("Bearer{TOKEN}"),
+            format!("Bearerx {TOKEN}"),
+            format!("bearer {TOKEN}x"),
+            "Bearer".to_owned(),
+            "bear".to_owned(),
+        ] {
+            let refusal = access.refusal(&authorization(&value));
+            assert_eq!(refusal.map(|r| r.status()), Some(StatusCode::UNAUTHORIZED), "{value}");
+        }
+        assert!(access.refusal(&HeaderMap::new()).is_some());
+    }
 }
