@@ -1,7 +1,8 @@
 //! The regions the gateway federates: per region, calls balanced across
 //! its healthy node replicas (tower's p2c balancer over one connection per
 //! replica, fed by health checks over the standard gRPC health service on
-//! that same connection).
+//! a second connection of its own, so that a probe never waits behind the
+//! calls for one of the node's stream slots).
 //!
 //! Every connection to a node is made by [`NodeConnector`]: TCP, then
 //! mutual TLS with a verifier that accepts only a certificate carrying a
@@ -15,6 +16,19 @@
 //! application stopped reading hold at most their own window of unread
 //! rows and can never exhaust the connection's window for every other
 //! call (finding 1 of issue 10).
+//!
+//! Cancelled calls: the gateway cancels many calls on purpose (a region
+//! still streaming when the page filled, an application gone), and the
+//! node's frames already on the wire for such a call arrive after the
+//! reset. h2 ignores them while it remembers the reset stream
+//! ([`RESET_STREAMS_REMEMBERED`] of them, for a second); a frame for a
+//! stream it has forgotten is answered with a reset that h2 counts, for
+//! the connection's whole life, against a limit that closes the
+//! connection with `ENHANCE_YOUR_CALM` (1024 by default). On a connection
+//! meant to live for days under thousands of calls a second that limit
+//! is always reached, so the calls' connection remembers enough resets
+//! and has no lifetime limit: its peer is an authenticated node of the
+//! region, whose frames can at worst spoil that region's own answers.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -64,6 +78,10 @@ pub const NODE_STREAM_WINDOW: u32 = 1 << 20;
 /// connection can hold unread is at most the node's
 /// `connections.max_concurrent_streams` times [`NODE_STREAM_WINDOW`].
 pub const NODE_CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+/// How many reset streams the calls' connection remembers (for h2's one
+/// second), so that the node's frames still in flight for them are
+/// ignored: more than the calls it cancels in a second at full load.
+pub const RESET_STREAMS_REMEMBERED: usize = 8192;
 
 /// The balancer behind a [`RegionChannel`].
 type Balanced = Buffer<http::Request<Body>, BoxFuture<'static, Result<http::Response<Body>, tower::BoxError>>>;
@@ -340,42 +358,83 @@ impl Registry {
     }
 }
 
-/// The endpoint for `address`, over plaintext (`insecure`) or, with
-/// `tls`, over mutual TLS made by a [`NodeConnector`] that accepts only
-/// `expected` (tonic's own TLS checks only the host name). Either way the
-/// windows are those of this module's documentation.
-fn node_channel(
-    address: &str,
-    server_name: &str,
-    tls: Option<(&yrd_identity::TlsMaterial, ExpectedPeer)>,
-    refusals: &mut PeerRefusals,
-) -> Result<Channel, GatewayError> {
-    let bad = |e: &dyn std::fmt::Display| GatewayError::Config(format!("endpoint {address}: {e}"));
-    let uri: Uri = address.parse().map_err(|e| bad(&e))?;
-    let authority = dial_address(&uri).ok_or_else(|| bad(&"no host"))?;
-    let target = match tls {
-        // tonic dials `http://` itself; the connector below brings TLS.
-        Some(_) => format!("http://{authority}"),
-        None => address.to_owned(),
-    };
-    let ep = Endpoint::from_shared(target)
-        .map_err(|e| bad(&e))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(NODE_STREAM_WINDOW)
-        .initial_connection_window_size(NODE_CONNECTION_WINDOW);
-    let Some((material, expected)) = tls else {
-        return Ok(ep.connect_lazy());
-    };
-    let (config, checked) = yrd_identity::expecting_client_config(material, expected).map_err(|e| bad(&e))?;
-    *refusals = checked;
-    let name =
-        ServerName::try_from(server_name.to_owned()).map_err(|e| bad(&format!("server name {server_name}: {e}")))?;
-    Ok(ep.connect_with_connector_lazy(NodeConnector {
-        tls: TlsConnector::from(config),
-        name,
-        authority,
-    }))
+/// How to reach one node endpoint: over plaintext (`insecure`) or over
+/// mutual TLS made by a [`NodeConnector`] that accepts only the expected
+/// node (tonic's own TLS checks only the host name). Each
+/// [`connect`](Self::connect) is a connection of its own, with the
+/// windows of this module's documentation.
+struct NodeDialer {
+    endpoint: Endpoint,
+    connector: Option<NodeConnector>,
+}
+
+impl NodeDialer {
+    /// The dialer of `address`; with `tls`, what its verifier refuses is
+    /// recorded in `refusals`.
+    fn new(
+        address: &str,
+        server_name: &str,
+        tls: Option<(&yrd_identity::TlsMaterial, ExpectedPeer)>,
+        refusals: &mut PeerRefusals,
+    ) -> Result<Self, GatewayError> {
+        let bad = |e: &dyn std::fmt::Display| GatewayError::Config(format!("endpoint {address}: {e}"));
+        let uri: Uri = address.parse().map_err(|e| bad(&e))?;
+        let authority = dial_address(&uri).ok_or_else(|| bad(&"no host"))?;
+        let target = match tls {
+            // tonic dials `http://` itself; the connector brings TLS.
+            Some(_) => format!("http://{authority}"),
+            None => address.to_owned(),
+        };
+        let endpoint = Endpoint::from_shared(target)
+            .map_err(|e| bad(&e))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(NODE_STREAM_WINDOW)
+            .initial_connection_window_size(NODE_CONNECTION_WINDOW);
+        let Some((material, expected)) = tls else {
+            return Ok(Self {
+                endpoint,
+                connector: None,
+            });
+        };
+        let (config, checked) = yrd_identity::expecting_client_config(material, expected).map_err(|e| bad(&e))?;
+        *refusals = checked;
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| bad(&format!("server name {server_name}: {e}")))?;
+        Ok(Self {
+            endpoint,
+            connector: Some(NodeConnector {
+                tls: TlsConnector::from(config),
+                name,
+                authority,
+            }),
+        })
+    }
+
+    /// The connection for calls: it remembers [`RESET_STREAMS_REMEMBERED`]
+    /// reset streams and has no lifetime limit on the resets it sends
+    /// (see the module documentation).
+    fn calls(&self) -> Channel {
+        self.connect(
+            self.endpoint
+                .clone()
+                .http2_max_concurrent_reset_streams(RESET_STREAMS_REMEMBERED)
+                .http2_max_local_error_reset_streams(None),
+        )
+    }
+
+    /// The connection for health probes, with h2's defaults: it cancels
+    /// nothing but a probe that timed out.
+    fn probes(&self) -> Channel {
+        self.connect(self.endpoint.clone())
+    }
+
+    fn connect(&self, endpoint: Endpoint) -> Channel {
+        match &self.connector {
+            Some(connector) => endpoint.connect_with_connector_lazy(connector.clone()),
+            None => endpoint.connect_lazy(),
+        }
+    }
 }
 
 /// The `host:port` to dial for `uri`: the scheme's port (443 for
@@ -430,7 +489,7 @@ fn start_region(
     for (i, address) in rc.endpoints.iter().enumerate() {
         let server_name = rc.tls_server_name.clone().unwrap_or_else(|| host_of(address));
         let mut state = RegionEndpoint::new(address.clone());
-        let replica = node_channel(
+        let dialer = NodeDialer::new(
             address,
             &server_name,
             tls.map(|m| (m, ExpectedPeer::node(trust_domain, &rc.id))),
@@ -439,7 +498,8 @@ fn start_region(
         let state = Arc::new(state);
         tokio::spawn(check_health(
             i,
-            replica,
+            dialer.calls(),
+            dialer.probes(),
             state.clone(),
             changes.clone(),
             health.clone(),
@@ -468,19 +528,22 @@ fn host_of(address: &str) -> String {
     authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_owned()
 }
 
-/// Checks one endpoint forever; inserts it into the region's balancer when
-/// it turns healthy and removes it when it stops answering.
+/// Checks one endpoint forever over `probes`; inserts its calls'
+/// connection `replica` into the region's balancer when it turns healthy
+/// and removes it when it stops answering.
 async fn check_health(
     key: usize,
     replica: Channel,
+    probes: Channel,
     state: Arc<RegionEndpoint>,
     changes: mpsc::Sender<Result<Change<usize, Replica>, Infallible>>,
     config: HealthConfig,
     region: String,
 ) {
-    // The probe shares the calls' connection: it checks what they use,
-    // the node's identity included.
-    let mut client = HealthClient::new(replica.clone());
+    // The probe's connection is dialled and verified exactly as the
+    // calls' is (the node's identity included), but never queues behind
+    // them for one of the node's stream slots.
+    let mut client = HealthClient::new(probes);
     let mut in_balancer = false;
     // The last failure logged, so that a lasting one is logged once.
     let mut logged: Option<String> = None;

@@ -41,6 +41,8 @@ enum Script {
     RowThenUnavailable,
     /// A Query sends one row, then nothing more.
     RowThenHang,
+    /// A Query sends rows as fast as it can until it is cancelled.
+    Flood,
 }
 
 struct ScriptedNode {
@@ -90,6 +92,7 @@ impl DataNode for ScriptedNode {
                     let _ = tx.send(Err(Status::unavailable("scripted failure mid-stream"))).await;
                 }
                 Script::RowThenHang => tx.closed().await,
+                Script::Flood => while tx.send(Ok(batch())).await.is_ok() {},
                 _ => {
                     let summary = NodeQueryResponse {
                         kind: Some(node_query_response::Kind::Summary(NodeQuerySummary::default())),
@@ -171,10 +174,13 @@ impl Fixture {
             script,
             calls: calls.clone(),
         });
+        // Serving, for the gateway's registry's probes.
+        let (_, health) = tonic_health::server::health_reporter();
         tokio::spawn(async move {
             Server::builder()
                 .tls_config(tls)
                 .unwrap()
+                .add_service(health)
                 .add_service(service)
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await
@@ -421,4 +427,68 @@ async fn a_region_without_a_healthy_endpoint_fails_at_once() {
     assert!(err.message().contains("scripted: not serving"), "{err:?}");
     assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(fx.calls(), 0, "the node was never called");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_calls_never_get_the_nodes_connection_closed() {
+    // The gateway cancels calls all the time (a page filled before a
+    // region finished, an application gone), and the node's frames for
+    // them still arrive. With h2's defaults the connection forgot all
+    // but 50 of the streams it reset, answered each late frame with a
+    // reset of its own, and after 1024 of those in its life closed itself
+    // (`ENHANCE_YOUR_CALM`), failing every call on it (issue 10's bench).
+    // Here the registry's own connection, as the gateway dials it.
+    let fx = Fixture::start(Script::Flood).await;
+    let config = yrd_gateway::GatewayConfig::parse(
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[query]\npage_token_secret = \"test-secret-0123456789\"\n\
+             [health]\ninterval = \"100ms\"\n\
+             [[regions]]\nid = \"310000\"\nendpoints = [\"https://{}\"]\ntls_server_name = \"localhost\"\n",
+            fx.addr
+        ),
+        "test",
+    )
+    .unwrap();
+    let registry = yrd_gateway::registry::Registry::start(
+        &config,
+        Some(&fx.gateway),
+        Arc::new(yrd_gateway::assertion::Asserter::default()),
+    )
+    .unwrap();
+    assert!(
+        registry.wait_healthy(Duration::from_secs(10)).await,
+        "the node is healthy"
+    );
+    let region = registry.get("310000").unwrap().clone();
+
+    const ROUNDS: usize = 30;
+    const AT_ONCE: usize = 100;
+    let mut failed = Vec::new();
+    for _ in 0..ROUNDS {
+        let calls: Vec<_> = (0..AT_ONCE)
+            .map(|_| {
+                let region = region.clone();
+                tokio::spawn(async move {
+                    // One batch read, then the call is dropped mid-stream.
+                    let mut stream = client::call(&region, query(), within(5000)).await?;
+                    stream.message().await.map(|_| ())
+                })
+            })
+            .collect();
+        for call in calls {
+            if let Err(status) = call.await.unwrap() {
+                failed.push(status);
+            }
+        }
+    }
+    println!(
+        "cancelled {} flooding calls, {AT_ONCE} at a time: {} failed",
+        ROUNDS * AT_ONCE,
+        failed.len()
+    );
+    assert!(failed.is_empty(), "the first failure: {:?}", failed.first());
+    // The connection, and the region, are still there.
+    assert!(region.healthy());
+    client::call(&region, GetCatalogRequest {}, within(5000)).await.unwrap();
+    assert_eq!(fx.calls(), ROUNDS * AT_ONCE);
 }
