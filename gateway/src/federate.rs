@@ -333,19 +333,35 @@ pub fn reason_of(s: &Status) -> String {
 
 /// The state a failed call leaves its region in. "Rejected the request"
 /// is only a refusal a region's checks gave (it carries the mesh's
-/// `ErrorInfo`); the same codes from the transport (`ENHANCE_YOUR_CALM`
-/// is `RESOURCE_EXHAUSTED` in gRPC) are a failure.
+/// `ErrorInfo`); the same codes from the transport are not. A failure of
+/// the HTTP/2 connection or stream (a protocol or flow-control error, a
+/// GOAWAY: `ENHANCE_YOUR_CALM` is `RESOURCE_EXHAUSTED` in gRPC) leaves
+/// the region unavailable.
 pub fn region_state(s: &Status) -> RegionState {
     match s.code() {
         Code::Ok => RegionState::Ok,
-        Code::Unavailable => RegionState::Unavailable,
         Code::DeadlineExceeded | Code::Cancelled => RegionState::DeadlineExceeded,
+        Code::Unavailable => RegionState::Unavailable,
+        _ if from_transport(s) => RegionState::Unavailable,
         Code::PermissionDenied | Code::Unauthenticated => RegionState::PermissionDenied,
         Code::InvalidArgument | Code::NotFound | Code::ResourceExhausted | Code::FailedPrecondition if from_mesh(s) => {
             RegionState::InvalidArgument
         }
         _ => RegionState::Failed,
     }
+}
+
+/// Whether HTTP/2 itself failed the call: an `h2` error in the status's
+/// source chain (tonic keeps it there when it makes the status).
+fn from_transport(s: &Status) -> bool {
+    let mut cause = std::error::Error::source(s);
+    while let Some(err) = cause {
+        if err.is::<h2::Error>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// Whether `s` carries the mesh's `ErrorInfo`: it is an answer of a
@@ -1023,5 +1039,23 @@ mod tests {
             assert!(!is_refusal(&s), "{s:?}");
             assert_eq!(region_state(&s), RegionState::Failed, "{s:?}");
         }
+    }
+
+    #[test]
+    fn a_failed_http2_connection_or_stream_leaves_its_region_unavailable() {
+        // As tonic makes them: the h2 error kept as the status's source.
+        for (reason, code) in [
+            (h2::Reason::ENHANCE_YOUR_CALM, Code::ResourceExhausted),
+            (h2::Reason::PROTOCOL_ERROR, Code::Internal),
+            (h2::Reason::FLOW_CONTROL_ERROR, Code::Internal),
+        ] {
+            let s = Status::from_error(Box::new(h2::Error::from(reason)));
+            assert_eq!(s.code(), code, "{s:?}");
+            assert!(!is_refusal(&s), "{s:?}");
+            assert_eq!(region_state(&s), RegionState::Unavailable, "{s:?}");
+        }
+        // A stream the node cancelled is still a deadline, not an outage.
+        let cancelled = Status::from_error(Box::new(h2::Error::from(h2::Reason::CANCEL)));
+        assert_eq!(region_state(&cancelled), RegionState::DeadlineExceeded);
     }
 }
