@@ -9,7 +9,7 @@
 //! lone `\r` each as one line end, so a record is reported at the line it
 //! starts on whatever the file's line endings, quoted line breaks included.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
 
 /// The byte-order mark some editors write at the start of a UTF-8 file.
 const BOM: &[u8] = b"\xef\xbb\xbf";
@@ -76,7 +76,9 @@ enum State {
 /// given number of bytes of each field.
 #[derive(Debug)]
 pub struct CsvReader<R> {
-    input: R,
+    /// The input, after the first bytes read to look for a BOM (kept
+    /// when they are not one).
+    input: io::Chain<io::Cursor<Vec<u8>>, R>,
     lines: LineCounter,
     started: bool,
 }
@@ -85,10 +87,30 @@ impl<R: BufRead> CsvReader<R> {
     /// A reader of `input` (a `BufReader` of a file, usually).
     pub fn new(input: R) -> Self {
         Self {
-            input,
+            input: io::Cursor::new(Vec::new()).chain(input),
             lines: LineCounter::default(),
             started: false,
         }
+    }
+
+    /// Drops a leading BOM, however the input's reads are cut (a pipe may
+    /// deliver it a byte at a time); other first bytes are read again.
+    fn skip_bom(&mut self) -> io::Result<()> {
+        let (head, rest) = self.input.get_mut();
+        let mut first = Vec::with_capacity(BOM.len());
+        while first.len() < BOM.len() {
+            let buf = rest.fill_buf()?;
+            if buf.is_empty() {
+                break;
+            }
+            let n = buf.len().min(BOM.len() - first.len());
+            first.extend_from_slice(&buf[..n]);
+            rest.consume(n);
+        }
+        if first != BOM {
+            *head = io::Cursor::new(first);
+        }
+        Ok(())
     }
 
     /// Reads the next record into `out`: `Ok(false)` at the end of the
@@ -99,10 +121,7 @@ impl<R: BufRead> CsvReader<R> {
         out.count = 0;
         if !self.started {
             self.started = true;
-            let buf = self.input.fill_buf()?;
-            if buf.starts_with(BOM) {
-                self.input.consume(BOM.len());
-            }
+            self.skip_bom()?;
         }
         // Line ends before the record: blank lines, or the `\n` of a `\r\n`.
         loop {
@@ -345,6 +364,15 @@ mod tests {
         .unwrap();
         let want = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(got[0], (1, want(&["a", "b", "c"]), 3), "the BOM is dropped");
+        for buffer in [1, 2, 3] {
+            // Reads cut inside the BOM (a pipe) still drop it...
+            let got = records(b"\xef\xbb\xbfa,b\n", 100, buffer).unwrap();
+            assert_eq!(got, [(1, want(&["a", "b"]), 2)], "buffer {buffer}");
+            // ...and first bytes that only begin like one are kept: U+FF0C.
+            let got = records("，,b\n".as_bytes(), 100, buffer).unwrap();
+            assert_eq!(got, [(1, want(&["，", "b"]), 2)], "buffer {buffer}");
+            assert_eq!(records(b"\xef", 100, buffer).unwrap().len(), 1, "buffer {buffer}");
+        }
         assert_eq!(got[1], (2, want(&["x,1", "say \"hi\"", ""]), 3));
         assert_eq!(got[2], (3, want(&["qz", "un\"quoted", ""]), 3));
         // No line end after the last record, and an empty last field.
