@@ -318,7 +318,12 @@ pub async fn import_file_with(
             dataset: dataset.to_owned(),
         })?
         .clone();
-    let file = File::open(path).map_err(|source| NodeError::Io {
+    // Opening may block (a network file system): not on this task's thread.
+    let owned = path.to_owned();
+    let opened = tokio::task::spawn_blocking(move || File::open(owned))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let file = opened.map_err(|source| NodeError::Io {
         path: path.display().to_string(),
         source,
     })?;
@@ -650,13 +655,9 @@ fn shown(field: &FieldSchema, text: &str) -> String {
     }
 }
 
-/// Text quoted for a message, cut to a few dozen characters.
+/// Text quoted for a message, cut to [`SHOWN_CHARS`].
 fn quoted(text: &str) -> String {
-    let mut chars = text.char_indices();
-    match chars.nth(SHOWN_CHARS) {
-        Some((end, _)) => format!("{:?}... ({} bytes)", &text[..end], text.len()),
-        None => format!("{text:?}"),
-    }
+    yrd_query::error::quoted_excerpt(text, SHOWN_CHARS)
 }
 
 fn parse_text(field: &FieldSchema, text: &str) -> Result<Option<Cell>, Violation> {

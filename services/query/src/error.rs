@@ -42,7 +42,14 @@ fn shown(text: &str) -> Cow<'_, str> {
 /// A caller's string quoted (`"..."`, escapes as Rust writes them), cut
 /// to [`MAX_QUOTED_CHARS`] first.
 fn quoted(text: &str) -> String {
-    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+    quoted_excerpt(text, MAX_QUOTED_CHARS)
+}
+
+/// `text` quoted (`"..."`, escapes as Rust writes them, so no control
+/// character is left raw), cut to `max` characters first, with `…(N
+/// bytes)` (its whole length) after the quotes when anything was cut.
+pub fn quoted_excerpt(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
         None => format!("{text:?}"),
         Some((end, _)) => format!("{:?}…({} bytes)", &text[..end], text.len()),
     }
