@@ -294,11 +294,14 @@ pub fn csv_raw() -> bool {
 }
 
 /// One CSV cell made safe to open in a spreadsheet: a cell starting with
-/// `=`, `+`, `-`, `@`, tab or CR gets a leading `'`, so that it is shown as
-/// text instead of run as a formula (`=cmd|' /C calc'!A0`), unless it is a
-/// plain number such as `-12.5`, which stays a number.
+/// `=`, `+`, `-`, `@`, tab or CR — after any spaces, no-break spaces, line
+/// feeds or BOMs, which a spreadsheet may trim when it imports — gets a
+/// leading `'`, so that it is shown as text instead of run as a formula
+/// (`=cmd|' /C calc'!A0`), unless it is a plain number such as `-12.5`,
+/// which stays a number.
 pub fn csv_cell(text: &str) -> Cow<'_, str> {
-    match text.chars().next() {
+    let trimmed = text.trim_start_matches([' ', '\u{a0}', '\n', '\u{feff}']);
+    match trimmed.chars().next() {
         Some('=' | '+' | '-' | '@' | '\t' | '\r') if !is_plain_number(text) => Cow::Owned(format!("'{text}")),
         _ => Cow::Borrowed(text),
     }
@@ -848,6 +851,12 @@ mod tests {
             ("-inf", "'-inf"),
             ("a=b", "a=b"),
             ("", ""),
+            // What a spreadsheet may trim before it looks for a formula.
+            (" =1+1", "' =1+1"),
+            ("\u{feff}=1+1", "'\u{feff}=1+1"),
+            ("\u{a0}\n@SUM(A1)", "'\u{a0}\n@SUM(A1)"),
+            (" -12", "' -12"),
+            ("  ", "  "),
         ] {
             assert_eq!(csv_cell(cell), out, "{cell:?}");
         }
