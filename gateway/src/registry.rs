@@ -4,8 +4,8 @@
 //! a second connection of its own, so that a probe never waits behind the
 //! calls for one of the node's stream slots).
 //!
-//! Every connection to a node is made by [`NodeConnector`]: TCP, then
-//! mutual TLS with a verifier that accepts only a certificate carrying a
+//! Every connection to a node over TLS is made by [`NodeConnector`]: TCP,
+//! then mutual TLS with a verifier that accepts only a certificate carrying a
 //! node identity *of that region* in the gateway's trust domain
 //! (`yrd_identity::expecting_client_config`), so a misconfigured or
 //! redirected endpoint — another region's node, the gateway itself — is
