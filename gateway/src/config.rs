@@ -179,13 +179,23 @@ pub struct HealthConfig {
     /// Time a check may take (`"1s"`).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// How many checks in a row may go unanswered within `timeout` before
+    /// a healthy endpoint is taken out of its region's balancer (3; 1 ..=
+    /// [`MAX_UNHEALTHY_AFTER`]): a node busy for a moment keeps its
+    /// calls. A node that answers that it is not serving, a connection
+    /// refused, or a certificate refused takes the endpoint out at once.
+    pub unhealthy_after: u32,
 }
+
+/// Upper bound of `health.unhealthy_after`.
+pub const MAX_UNHEALTHY_AFTER: u32 = 10;
 
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(2),
             timeout: Duration::from_secs(1),
+            unhealthy_after: 3,
         }
     }
 }
@@ -434,6 +444,15 @@ impl GatewayConfig {
         if self.health.interval.is_zero() || self.health.timeout.is_zero() {
             return Err(err("health", "interval and timeout must be more than 0s".into()));
         }
+        if !(1..=MAX_UNHEALTHY_AFTER).contains(&self.health.unhealthy_after) {
+            return Err(err(
+                "health.unhealthy_after",
+                format!(
+                    "is {}; it must be 1 ..= {MAX_UNHEALTHY_AFTER} checks",
+                    self.health.unhealthy_after
+                ),
+            ));
+        }
         if !self.query.page_token_secret.is_empty() && self.query.page_token_secret.len() < 16 {
             return Err(err("query.page_token_secret", "must be at least 16 bytes long".into()));
         }
@@ -478,6 +497,20 @@ endpoints = ["http://127.0.0.1:50062"]
         for bad in ["0s", "500ms", "31s"] {
             let c = GatewayConfig::parse(&format!("on_behalf_of_ttl = \"{bad}\"\n{OK}"), "g.toml").unwrap();
             assert_eq!(c.validate("g.toml").unwrap_err().key, "on_behalf_of_ttl", "{bad}");
+        }
+    }
+
+    #[test]
+    fn unhealthy_after_is_bounded() {
+        let c = GatewayConfig::parse(&format!("{OK}[health]\nunhealthy_after = 5\n"), "g.toml").unwrap();
+        c.validate("g.toml").unwrap();
+        assert_eq!(c.health.unhealthy_after, 5);
+        assert_eq!(GatewayConfig::default().health.unhealthy_after, 3);
+        for bad in [0, MAX_UNHEALTHY_AFTER + 1] {
+            let c = GatewayConfig::parse(&format!("{OK}[health]\nunhealthy_after = {bad}\n"), "g.toml").unwrap();
+            let e = c.validate("g.toml").unwrap_err();
+            assert_eq!(e.key, "health.unhealthy_after", "{bad}");
+            assert!(e.reason.contains(&format!("is {bad}")), "{e}");
         }
     }
 

@@ -530,7 +530,9 @@ fn host_of(address: &str) -> String {
 
 /// Checks one endpoint forever over `probes`; inserts its calls'
 /// connection `replica` into the region's balancer when it turns healthy
-/// and removes it when it stops answering.
+/// and removes it when it stops serving: at once when the node says so or
+/// cannot be reached (refused connection or certificate), after
+/// `unhealthy_after` checks in a row without an answer otherwise.
 async fn check_health(
     key: usize,
     replica: Channel,
@@ -545,6 +547,8 @@ async fn check_health(
     // them for one of the node's stream slots.
     let mut client = HealthClient::new(probes);
     let mut in_balancer = false;
+    // Checks missed in a row (no answer within the timeout).
+    let mut missed = 0u32;
     // The last failure logged, so that a lasting one is logged once.
     let mut logged: Option<String> = None;
     loop {
@@ -556,7 +560,10 @@ async fn check_health(
         )
         .await;
         let (healthy, error) = match result {
-            Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => (true, None),
+            Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => {
+                missed = 0;
+                (true, None)
+            }
             Ok(Ok(resp)) => (false, Some(format!("health status {}", resp.get_ref().status))),
             Ok(Err(status)) => (
                 false,
@@ -565,7 +572,24 @@ async fn check_health(
                     None => format!("{}: {}", status.code(), status.message()),
                 }),
             ),
-            Err(_) => (false, Some(format!("no answer within {:?}", config.timeout))),
+            // A busy node may miss a check: an endpoint in the balancer
+            // stays there until it has missed `unhealthy_after` in a row.
+            Err(_) => {
+                missed = missed.saturating_add(1);
+                let kept = in_balancer && missed < config.unhealthy_after;
+                let error = format!("no answer within {:?}", config.timeout);
+                if kept {
+                    (
+                        true,
+                        Some(format!(
+                            "{error} ({missed} of {} checks missed)",
+                            config.unhealthy_after
+                        )),
+                    )
+                } else {
+                    (false, Some(error))
+                }
+            }
         };
         state.record(EndpointHealth {
             healthy,

@@ -485,6 +485,50 @@ async fn a_hung_region_costs_no_more_than_the_deadline() {
     }
 }
 
+#[tokio::test]
+async fn one_missed_health_check_does_not_take_a_region_out() {
+    // A node busy for a moment misses a check; its endpoint stays in until
+    // it has missed `health.unhealthy_after` (3) in a row. Checks every
+    // 100 ms, each allowed 500 ms (the test mesh's).
+    let (mesh, proxy) = Mesh::start_with(MeshOptions {
+        proxied: Some(2),
+        ..MeshOptions::default()
+    })
+    .await;
+    let proxy = proxy.unwrap();
+    let region = mesh.gateway.registry.get("330000").unwrap().clone();
+    let endpoint = region.endpoints[0].clone();
+    proxy.stall();
+    let mut kept = Vec::new();
+    let out = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let h = endpoint.health();
+            if !h.healthy {
+                return h;
+            }
+            if let Some(e) = h.error
+                && !kept.contains(&e)
+            {
+                kept.push(e);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the stalled endpoint is taken out in the end");
+    println!("while kept in: {kept:?}; then out: {:?}", out.error);
+    assert_eq!(
+        kept,
+        [
+            "no answer within 500ms (1 of 3 checks missed)",
+            "no answer within 500ms (2 of 3 checks missed)"
+        ],
+        "healthy through two missed checks, saying so"
+    );
+    assert_eq!(out.error.as_deref(), Some("no answer within 500ms"));
+    assert!(!region.healthy());
+}
+
 async fn node_client_with(
     mesh: &Mesh,
     region: usize,
