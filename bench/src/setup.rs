@@ -190,11 +190,7 @@ impl Workspace {
     /// The `[tls]` paths of `id`.
     pub fn tls(&self, id: &PeerId) -> TlsPaths {
         let files = CertFiles::for_id(&self.pki(), id);
-        TlsPaths {
-            ca: CaFiles::in_dir(&self.pki()).cert,
-            cert: files.cert,
-            key: files.key,
-        }
+        TlsPaths::new(CaFiles::in_dir(&self.pki()).cert, files.cert, files.key)
     }
 
     /// The store of `region` at demo `scale`, generated when missing.

@@ -358,11 +358,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 fn tls_paths(id: &PeerId) -> TlsPaths {
     let pki = Path::new("pki");
     let files = CertFiles::for_id(pki, id);
-    TlsPaths {
-        ca: CaFiles::in_dir(pki).cert,
-        cert: files.cert,
-        key: files.key,
-    }
+    TlsPaths::new(CaFiles::in_dir(pki).cert, files.cert, files.key)
 }
 
 /// The config of one region's node, paths relative to the data directory.

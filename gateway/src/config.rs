@@ -630,11 +630,11 @@ endpoints = ["http://127.0.0.1:50062"]
             let files = yrd_identity::issue(pki, &IssueRequest::local_server(id.clone())).unwrap();
             let mut c = GatewayConfig::parse(&OK.replace("insecure = true", ""), "g.toml").unwrap();
             c.trust_domain = trust_domain.to_owned();
-            c.tls = Some(TlsPaths {
-                ca: pki.join(yrd_identity::CA_CERT_FILE),
-                cert: files.cert,
-                key: files.key,
-            });
+            c.tls = Some(TlsPaths::new(
+                pki.join(yrd_identity::CA_CERT_FILE),
+                files.cert,
+                files.key,
+            ));
             c
         };
         let own = PeerId::gateway("yrd.mesh", "gw-1").unwrap();

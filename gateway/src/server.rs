@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tower::Layer;
-use yrd_identity::{Authorizer, Signer, TlsMaterial};
+use yrd_identity::{Authorizer, Signer};
 use yrd_proto::mesh::access_server::AccessServer;
 use yrd_proto::mesh::audit_server::AuditServer;
 use yrd_proto::mesh::federation_server::FederationServer;
@@ -72,8 +72,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         (Some(paths), false) => Some(paths.load()?),
         (None, false) => return Err(GatewayError::Config("tls is required unless insecure = true".into())),
     };
-    if let Some((id, at)) = tls.as_ref().and_then(TlsMaterial::expiry) {
-        yrd_telemetry::certificate_expiry(&id, at);
+    if let (Some(material), Some(paths)) = (&tls, &config.tls) {
+        yrd_server::watch_certificate_expiry(material.clone(), paths.expiry_warning);
     }
     // Assertions are signed with the key of the gateway's own certificate,
     // the one nodes see on the connection; an insecure gateway has none.

@@ -82,11 +82,7 @@ pub fn issue(dir: &Path, id: &PeerId, server: bool) -> TlsPaths {
         IssueRequest::new(id.clone())
     };
     let files = yrd_identity::issue(dir, &req).unwrap();
-    TlsPaths {
-        ca: dir.join(yrd_identity::CA_CERT_FILE),
-        cert: files.cert,
-        key: files.key,
-    }
+    TlsPaths::new(dir.join(yrd_identity::CA_CERT_FILE), files.cert, files.key)
 }
 
 impl Mesh {

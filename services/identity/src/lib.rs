@@ -48,10 +48,10 @@ pub use authz::{AllowRule, Authorizer, peer_id};
 pub use error::IdentityError;
 pub use expect::{ExpectedPeer, PeerRefusals, expecting_client_config};
 pub use id::{DEFAULT_TRUST_DOMAIN, PeerId, Role};
-pub use paths::TlsPaths;
+pub use paths::{DEFAULT_EXPIRY_WARNING, TlsPaths};
 pub use pki::{
     CA_CERT_FILE, CA_KEY_FILE, CA_VALIDITY, Ca, CaFiles, CertFiles, DEFAULT_CERT_VALIDITY, IssueRequest,
-    cert_not_after, ensure_ca, init_ca, issue, issue_in_memory, peer_id_from_der,
+    cert_not_after, certs_not_after, ensure_ca, init_ca, issue, issue_in_memory, peer_id_from_der,
 };
 pub use secret::Secret;
 pub use sign::{Signer, VerifyingKey, verify as verify_signature};

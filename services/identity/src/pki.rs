@@ -434,6 +434,24 @@ pub fn cert_not_after(cert_pem: &[u8]) -> Result<SystemTime, IdentityError> {
     Ok(unix_to_system_time(x509.validity().not_after.timestamp()))
 }
 
+/// Each certificate in `pem` (a CA bundle, say) by its subject, with when
+/// it expires.
+pub fn certs_not_after(pem: &[u8], source_name: &str) -> Result<Vec<(String, SystemTime)>, IdentityError> {
+    let mut out = Vec::new();
+    for der in CertificateDer::pem_slice_iter(pem) {
+        let der = der.map_err(|e| IdentityError::Pem {
+            source_name: source_name.to_owned(),
+            reason: pem_reason(&e),
+        })?;
+        let x509 = parse_x509(&der, source_name)?;
+        out.push((
+            x509.subject().to_string(),
+            unix_to_system_time(x509.validity().not_after.timestamp()),
+        ));
+    }
+    Ok(out)
+}
+
 /// The mesh identity in a DER certificate: its one `spiffe://` URI SAN.
 /// None, several, or a malformed one is an error.
 pub fn peer_id_from_der(der: &[u8]) -> Result<PeerId, IdentityError> {

@@ -213,12 +213,15 @@ fn no_certificate(source_name: &str) -> IdentityError {
 }
 
 impl TlsMaterial {
-    /// This certificate's identity URI and expiry (Unix seconds), for the
-    /// certificate-expiry metric.
-    pub fn expiry(&self) -> Option<(String, i64)> {
-        let not_after = crate::cert_not_after(&self.cert_pem).ok()?;
-        let secs = not_after.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-        Some((self.peer_id().ok()?.uri(), i64::try_from(secs).unwrap_or(i64::MAX)))
+    /// Every certificate this material holds with when it expires: its own
+    /// (named by its identity URI) first, then each CA certificate (named
+    /// `CA <subject>`).
+    pub fn expiries(&self) -> Result<Vec<(String, std::time::SystemTime)>, IdentityError> {
+        let mut out = vec![(self.peer_id()?.uri(), crate::cert_not_after(&self.cert_pem)?)];
+        for (subject, at) in crate::certs_not_after(&self.ca_pem, "the CA certificate PEM")? {
+            out.push((format!("CA {subject}"), at));
+        }
+        Ok(out)
     }
 }
 

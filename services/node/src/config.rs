@@ -684,11 +684,7 @@ mod tests {
         // With certificates, any address.
         let mut c = NodeConfig::new("320000");
         c.listen = "0.0.0.0:50051".parse().unwrap();
-        c.tls = Some(TlsPaths {
-            ca: "ca.pem".into(),
-            cert: "c.pem".into(),
-            key: "c.key".into(),
-        });
+        c.tls = Some(TlsPaths::new("ca.pem", "c.pem", "c.key"));
         c.validate("t.toml").unwrap();
     }
 
@@ -702,11 +698,11 @@ mod tests {
             let files = yrd_identity::issue(pki, &IssueRequest::local_server(id.clone())).unwrap();
             let mut c = NodeConfig::new("320000");
             c.trust_domain = trust_domain.to_owned();
-            c.tls = Some(TlsPaths {
-                ca: pki.join(yrd_identity::CA_CERT_FILE),
-                cert: files.cert,
-                key: files.key,
-            });
+            c.tls = Some(TlsPaths::new(
+                pki.join(yrd_identity::CA_CERT_FILE),
+                files.cert,
+                files.key,
+            ));
             c
         };
         let own = PeerId::node("yrd.mesh", "320000", "nj-1").unwrap();
@@ -753,11 +749,11 @@ mod tests {
         }
         // Missing files are named; insecure mode has no certificate to check.
         let mut c = NodeConfig::new("320000");
-        c.tls = Some(TlsPaths {
-            ca: pki.join("nope.pem"),
-            cert: pki.join("nope.pem"),
-            key: pki.join("nope.key"),
-        });
+        c.tls = Some(TlsPaths::new(
+            pki.join("nope.pem"),
+            pki.join("nope.pem"),
+            pki.join("nope.key"),
+        ));
         let e = c.check_certificate("t.toml").unwrap_err();
         assert!(e.key == "tls" && e.reason.contains("nope.pem"), "{e}");
         c.insecure = true;

@@ -157,9 +157,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         let material = paths.load()?;
         let server = yrd_identity::server_config(&material)?;
         signer = Some(yrd_identity::Signer::from_material(&material)?);
-        if let Some((id, at)) = material.expiry() {
-            yrd_telemetry::certificate_expiry(&id, at);
-        }
+        yrd_server::watch_certificate_expiry(material.clone(), paths.expiry_warning);
         (
             Some(server),
             Some(Arc::new(Authorizer::from_rules(&config.trust_domain, &config.allow)?)),

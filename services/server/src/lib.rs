@@ -40,6 +40,7 @@
 
 mod config_file;
 mod error;
+mod expiry;
 mod incoming;
 pub mod layers;
 mod limits;
@@ -49,6 +50,7 @@ mod signal;
 
 pub use config_file::{ConfigError, check_insecure_flag, check_loopback, own_identity, parse_toml, read_config};
 pub use error::ServerError;
+pub use expiry::{EXPIRY_CHECK_INTERVAL, check_certificate_expiry, watch_certificate_expiry};
 pub use incoming::{WARN_INTERVAL, tls_incoming, tls_incoming_with};
 pub use layers::{Deadline, DeadlinePolicy};
 pub use limits::{

@@ -33,9 +33,10 @@ pub use admin::{
 };
 pub use buffer::{MAX_ATTRIBUTE_BYTES, SpanBuffer, SpanRecord, TraceSummary, cap_span};
 pub use meters::{
-    BYTES_STREAMED_TOTAL, CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, OPEN_STREAMS, OpenStreamGuard,
+    BYTES_STREAMED_TOTAL, CERTIFICATE_EXPIRING, CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, OPEN_STREAMS, OpenStreamGuard,
     REGION_CALL_DURATION_SECONDS, REGION_CALLS_TOTAL, REQUEST_DURATION_SECONDS, REQUESTS_TOTAL, ROWS_STREAMED_TOTAL,
-    SPANS_DROPPED_TOTAL, certificate_expiry, metrics_handle, region_call_done, request_done, rows_streamed,
+    SPANS_DROPPED_TOTAL, certificate_expiring, certificate_expiry, metrics_handle, region_call_done, request_done,
+    rows_streamed,
 };
 pub use meters::{TLS_HANDSHAKES_REFUSED_TOTAL, handshake_refused};
 pub use propagation::{

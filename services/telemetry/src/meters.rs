@@ -26,6 +26,9 @@ pub const BYTES_STREAMED_TOTAL: &str = "yrd_bytes_streamed_total";
 pub const OPEN_STREAMS: &str = "yrd_open_streams";
 /// Gauge: when a certificate expires (Unix seconds), by `identity`.
 pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str = "yrd_certificate_expiry_timestamp_seconds";
+/// Gauge: 1 while a certificate is within its process's
+/// `tls.expiry_warning` of expiring (or has expired), else 0; by `identity`.
+pub const CERTIFICATE_EXPIRING: &str = "yrd_certificate_expiring";
 /// Counter: spans that did not reach the collector.
 pub const SPANS_DROPPED_TOTAL: &str = "yrd_spans_dropped_total";
 /// Counter: TCP connections whose TLS handshake was refused or failed, or
@@ -116,6 +119,11 @@ fn describe() {
         Unit::Seconds,
         "When a certificate of this process expires, in Unix seconds, by identity"
     );
+    metrics::describe_gauge!(
+        CERTIFICATE_EXPIRING,
+        Unit::Count,
+        "1 while a certificate of this process is within tls.expiry_warning of expiring (or has expired), by identity"
+    );
     metrics::describe_counter!(
         SPANS_DROPPED_TOTAL,
         Unit::Count,
@@ -176,6 +184,12 @@ pub fn certificate_expiry(identity: &str, not_after_unix_seconds: i64) {
     #[allow(clippy::cast_precision_loss)]
     let value = not_after_unix_seconds as f64;
     metrics::gauge!(CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, "identity" => identity.to_owned()).set(value);
+}
+
+/// Publishes whether the certificate of `identity` is within its warning
+/// window of expiring.
+pub fn certificate_expiring(identity: &str, expiring: bool) {
+    metrics::gauge!(CERTIFICATE_EXPIRING, "identity" => identity.to_owned()).set(if expiring { 1.0 } else { 0.0 });
 }
 
 /// Counts one open stream in `yrd_open_streams` for as long as it lives.
