@@ -334,15 +334,19 @@ pub fn reason_of(s: &Status) -> String {
 /// The state a failed call leaves its region in. "Rejected the request"
 /// is only a refusal a region's checks gave (it carries the mesh's
 /// `ErrorInfo`); the same codes from the transport are not. A failure of
-/// the HTTP/2 connection or stream (a protocol or flow-control error, a
-/// GOAWAY: `ENHANCE_YOUR_CALM` is `RESOURCE_EXHAUSTED` in gRPC) leaves
-/// the region unavailable.
+/// the connection or the stream under the call — a protocol or
+/// flow-control error, a GOAWAY (`ENHANCE_YOUR_CALM` is
+/// `RESOURCE_EXHAUSTED` in gRPC), a stream the node reset, a connection
+/// reset or closed with calls on it (`CANCELLED` in tonic) — leaves the
+/// region unavailable. `CANCELLED` without one is tonic's own timer: the
+/// deadline.
 pub fn region_state(s: &Status) -> RegionState {
     match s.code() {
         Code::Ok => RegionState::Ok,
-        Code::DeadlineExceeded | Code::Cancelled => RegionState::DeadlineExceeded,
-        Code::Unavailable => RegionState::Unavailable,
+        Code::DeadlineExceeded => RegionState::DeadlineExceeded,
         _ if from_transport(s) => RegionState::Unavailable,
+        Code::Cancelled => RegionState::DeadlineExceeded,
+        Code::Unavailable => RegionState::Unavailable,
         Code::PermissionDenied | Code::Unauthenticated => RegionState::PermissionDenied,
         Code::InvalidArgument | Code::NotFound | Code::ResourceExhausted | Code::FailedPrecondition if from_mesh(s) => {
             RegionState::InvalidArgument
@@ -351,12 +355,13 @@ pub fn region_state(s: &Status) -> RegionState {
     }
 }
 
-/// Whether HTTP/2 itself failed the call: an `h2` error in the status's
-/// source chain (tonic keeps it there when it makes the status).
+/// Whether the transport failed the call: an HTTP/2 (`h2`), `hyper` or
+/// I/O error in the status's source chain (tonic keeps the error it made
+/// the status from there).
 fn from_transport(s: &Status) -> bool {
     let mut cause = std::error::Error::source(s);
     while let Some(err) = cause {
-        if err.is::<h2::Error>() {
+        if err.is::<h2::Error>() || err.is::<hyper::Error>() || err.is::<std::io::Error>() {
             return true;
         }
         cause = err.source();
@@ -1054,8 +1059,22 @@ mod tests {
             assert!(!is_refusal(&s), "{s:?}");
             assert_eq!(region_state(&s), RegionState::Unavailable, "{s:?}");
         }
-        // A stream the node cancelled is still a deadline, not an outage.
+        // A stream the node reset, a connection reset under the call.
         let cancelled = Status::from_error(Box::new(h2::Error::from(h2::Reason::CANCEL)));
-        assert_eq!(region_state(&cancelled), RegionState::DeadlineExceeded);
+        assert_eq!(cancelled.code(), Code::Cancelled);
+        assert_eq!(region_state(&cancelled), RegionState::Unavailable);
+        let reset = Status::from_error(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        assert_eq!(region_state(&reset), RegionState::Unavailable, "{reset:?}");
+        // CANCELLED with no transport error under it: tonic's timer.
+        assert_eq!(
+            region_state(&Status::cancelled("Timeout expired")),
+            RegionState::DeadlineExceeded
+        );
+        assert_eq!(
+            region_state(&Status::deadline_exceeded(
+                "the region did not answer before the deadline"
+            )),
+            RegionState::DeadlineExceeded
+        );
     }
 }
