@@ -16,6 +16,10 @@ pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
 pub const DEFAULT_MAX_HANDSHAKES_PER_SOURCE: usize = 32;
 /// Default of `connections.max_concurrent_streams`.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// Default of `connections.max_pending_accept_resets`.
+pub const DEFAULT_MAX_PENDING_ACCEPT_RESETS: usize = 128;
+/// Upper bound of `connections.max_pending_accept_resets`.
+pub const MAX_PENDING_ACCEPT_RESETS_BOUND: usize = 1024;
 
 /// Bounds of `connections.handshake_timeout`.
 pub const HANDSHAKE_TIMEOUT_BOUNDS: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(60));
@@ -41,6 +45,7 @@ pub(crate) const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// | `max_handshakes` | 1024 | 1 ..= 10000 |
 /// | `max_handshakes_per_source` | 32 | 1 ..= `max_handshakes` |
 /// | `max_concurrent_streams` | 128 | 1 ..= 10000 |
+/// | `max_pending_accept_resets` | 128 | 1 ..= 1024 |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConnectionLimits {
@@ -62,6 +67,12 @@ pub struct ConnectionLimits {
     /// once; the server advertises it in its SETTINGS and refuses streams
     /// over it with `REFUSED_STREAM`.
     pub max_concurrent_streams: u32,
+    /// How many streams one connection may have reset by the client
+    /// before the server accepted them; one more and the connection is
+    /// closed with `ENHANCE_YOUR_CALM` (HTTP/2 rapid reset). h2's own 20
+    /// closed a gateway's connection whenever a busy node fell behind
+    /// accepting calls the gateway had cancelled (a page filled first).
+    pub max_pending_accept_resets: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -71,6 +82,7 @@ impl Default for ConnectionLimits {
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             max_handshakes_per_source: DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            max_pending_accept_resets: DEFAULT_MAX_PENDING_ACCEPT_RESETS,
         }
     }
 }
@@ -114,6 +126,15 @@ impl ConnectionLimits {
                 ),
             ));
         }
+        if !(1..=MAX_PENDING_ACCEPT_RESETS_BOUND).contains(&self.max_pending_accept_resets) {
+            return Err(err(
+                "max_pending_accept_resets",
+                format!(
+                    "{} is outside 1 ..= {MAX_PENDING_ACCEPT_RESETS_BOUND}",
+                    self.max_pending_accept_resets
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -139,7 +160,7 @@ mod tests {
     fn defaults_and_humantime() {
         assert_eq!(parse("").unwrap(), ConnectionLimits::default());
         assert_eq!(parse("[connections]\n").unwrap(), ConnectionLimits::default());
-        let c = parse("[connections]\nhandshake_timeout = \"500ms\"\nmax_handshakes = 64\nmax_handshakes_per_source = 8\nmax_concurrent_streams = 16\n").unwrap();
+        let c = parse("[connections]\nhandshake_timeout = \"500ms\"\nmax_handshakes = 64\nmax_handshakes_per_source = 8\nmax_concurrent_streams = 16\nmax_pending_accept_resets = 40\n").unwrap();
         assert_eq!(
             c,
             ConnectionLimits {
@@ -147,6 +168,7 @@ mod tests {
                 max_handshakes: 64,
                 max_handshakes_per_source: 8,
                 max_concurrent_streams: 16,
+                max_pending_accept_resets: 40,
             }
         );
         // It serializes back to what it reads.
@@ -190,6 +212,16 @@ mod tests {
                 "max_concurrent_streams = 20000",
                 "connections.max_concurrent_streams",
                 "1 ..= 10000",
+            ),
+            (
+                "max_pending_accept_resets = 0",
+                "connections.max_pending_accept_resets",
+                "1 ..= 1024",
+            ),
+            (
+                "max_pending_accept_resets = 5000",
+                "connections.max_pending_accept_resets",
+                "1 ..= 1024",
             ),
         ];
         for (line, key, bound) in cases {

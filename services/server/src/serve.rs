@@ -119,12 +119,6 @@ fn finished(done: Result<Result<(), tonic::transport::Error>, tokio::task::JoinE
     }
 }
 
-/// How many streams one connection may have reset before the server
-/// accepted them: its `max_concurrent_streams`.
-fn pending_accept_resets(limits: &ConnectionLimits) -> usize {
-    usize::try_from(limits.max_concurrent_streams.max(1)).unwrap_or(usize::MAX)
-}
-
 /// Binds `addr` and serves `routes` until shut down: over mutual TLS when
 /// `tls` is given, in plaintext otherwise, behind the layers of
 /// [`crate::layers`] (server span and status, drain, deadline).
@@ -133,12 +127,10 @@ fn pending_accept_resets(limits: &ConnectionLimits) -> usize {
 /// streams open (advertised in the server's SETTINGS; streams over it are
 /// refused with `REFUSED_STREAM`), and one that makes the server reset
 /// more than 1024 streams for its errors is closed (`ENHANCE_YOUR_CALM`).
-/// A connection may have as many streams reset by the client before the
-/// server accepted them as it may have open streams (rapid reset: one more
-/// and it is closed with `ENHANCE_YOUR_CALM`; h2's own 20 closed the
-/// gateway's connection whenever a busy node fell behind accepting the
-/// calls a gateway cancels when a page fills). Header lists are limited to
-/// hyper's 16 KiB and request messages to tonic's 4 MiB.
+/// A connection may have `connections.max_pending_accept_resets` streams
+/// reset by the client before the server accepted them (rapid reset: one
+/// more and it is closed with `ENHANCE_YOUR_CALM`). Header lists are
+/// limited to hyper's 16 KiB and request messages to tonic's 4 MiB.
 pub async fn serve(
     routes: Routes,
     addr: SocketAddr,
@@ -166,7 +158,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(KEEPALIVE))
         .max_concurrent_streams(Some(limits.max_concurrent_streams.max(1)))
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
-        .http2_max_pending_accept_reset_streams(Some(pending_accept_resets(&limits)))
+        .http2_max_pending_accept_reset_streams(Some(limits.max_pending_accept_resets.max(1)))
         .layer(layers)
         .add_routes(routes);
     let task = match tls {

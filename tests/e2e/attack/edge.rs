@@ -281,6 +281,22 @@ impl RawH2 {
         self.tls.flush().await.unwrap();
     }
 
+    /// Sends `frames` (kind, flags, stream, payload) in one write, so that
+    /// the server reads them all before it can act on any.
+    async fn send_all(&mut self, frames: &[(u8, u8, u32, Vec<u8>)]) {
+        use tokio::io::AsyncWriteExt;
+        let mut bytes = Vec::new();
+        for (kind, flags, stream, payload) in frames {
+            let len = u32::try_from(payload.len()).unwrap();
+            bytes.extend_from_slice(&len.to_be_bytes()[1..]);
+            bytes.extend_from_slice(&[*kind, *flags]);
+            bytes.extend_from_slice(&stream.to_be_bytes());
+            bytes.extend_from_slice(payload);
+        }
+        self.tls.write_all(&bytes).await.unwrap();
+        self.tls.flush().await.unwrap();
+    }
+
     /// The next frame, or `None` when none comes within `wait` or the
     /// connection ends. PINGs are answered and SETTINGS acknowledged here.
     async fn next(&mut self, wait: Duration) -> Option<Frame> {
@@ -434,6 +450,79 @@ async fn one_connection_cannot_open_more_streams_than_allowed() {
     }
     assert!(answered, "the first stream was answered once its request was complete");
     edge.stop().await;
+}
+
+/// Frames of `n` calls from stream `first` on, each reset (CANCEL) right
+/// after its headers: HTTP/2 rapid reset.
+fn rapid_resets(first: u32, n: u32) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    let headers = grpc_headers("/yrd.mesh.v1.Federation/ListRegions");
+    (0..n)
+        .flat_map(|i| {
+            let id = first + 2 * i;
+            [
+                (HEADERS, END_HEADERS, id, headers.clone()),
+                (RST_STREAM, 0, id, CANCEL.to_be_bytes().to_vec()),
+            ]
+        })
+        .collect()
+}
+
+const CANCEL: u32 = 0x8;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+/// The GOAWAY error code the server sends within `wait`, if any.
+async fn goaway_within(h2: &mut RawH2, wait: Duration) -> Option<u32> {
+    while let Some(f) = h2.next(wait).await {
+        if f.kind == GOAWAY {
+            return Some(u32::from_be_bytes([
+                f.payload[4],
+                f.payload[5],
+                f.payload[6],
+                f.payload[7],
+            ]));
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_is_cut_off_at_max_pending_accept_resets() {
+    let edge = Edge::start(|c| c.query.max_calls_per_application = 4096).await;
+    let limit = u32::try_from(edge_limits().max_pending_accept_resets).unwrap();
+    // Within the limit, in one burst: the connection stays.
+    let mut h2 = RawH2::connect(edge.gateway_addr(), &edge.material(&app())).await;
+    h2.send_all(&rapid_resets(1, limit - 8)).await;
+    let within = goaway_within(&mut h2, Duration::from_secs(1)).await;
+    h2.send(PING, 0, 0, &[7; 8]).await;
+    let mut pong = false;
+    while let Some(f) = h2.next(Duration::from_secs(2)).await {
+        if f.kind == PING && f.flags & ACK != 0 {
+            pong = true;
+            break;
+        }
+    }
+    // Far past it, in one burst: closed with ENHANCE_YOUR_CALM.
+    let mut flood = RawH2::connect(edge.gateway_addr(), &edge.material(&app())).await;
+    flood.send_all(&rapid_resets(1, limit * 8)).await;
+    let past = goaway_within(&mut flood, Duration::from_secs(5)).await;
+    println!(
+        "rapid reset: {} calls reset at once: goaway {within:?}, still answers pings: {pong}; {} at once: goaway {past:?}",
+        limit - 8,
+        limit * 8
+    );
+    assert_eq!(within, None, "within the limit the connection stays");
+    assert!(pong, "and answers");
+    assert_eq!(
+        past,
+        Some(ENHANCE_YOUR_CALM),
+        "a flood of reset calls closes the connection"
+    );
+    edge.stop().await;
+}
+
+/// The connection limits the edge's gateway runs with (the defaults).
+fn edge_limits() -> yrd_server::ConnectionLimits {
+    yrd_server::ConnectionLimits::default()
 }
 
 // --- (c) malformed protobuf -------------------------------------------------
