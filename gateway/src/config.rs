@@ -182,8 +182,11 @@ pub struct HealthConfig {
     /// How many checks in a row may go unanswered within `timeout` before
     /// a healthy endpoint is taken out of its region's balancer (3; 1 ..=
     /// [`MAX_UNHEALTHY_AFTER`]): a node busy for a moment keeps its
-    /// calls. A node that answers that it is not serving, a connection
-    /// refused, or a certificate refused takes the endpoint out at once.
+    /// calls. Any answer other than serving — not serving, an error, a
+    /// connection or certificate refused — takes the endpoint out at once.
+    /// A node that goes silent is taken out within `unhealthy_after ×
+    /// (interval + timeout)` (9 s by default); calls sent to it meanwhile
+    /// wait for their deadline.
     pub unhealthy_after: u32,
 }
 
