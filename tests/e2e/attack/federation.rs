@@ -169,9 +169,12 @@ async fn a_client_that_stops_reading_slows_no_one_and_holds_no_slot() {
         "steady client p99: {before:?} alone, {during:?} beside {allowance} unread 5,000-row streams ({:.2}x)",
         during.as_secs_f64() / before.as_secs_f64()
     );
+    // Not a speed test: what it catches is the finding's stall, queries
+    // that waited out their whole deadline (seconds), with a margin wide
+    // enough for a machine busy with other tests.
     assert!(
-        during <= before * 2 + Duration::from_millis(20),
-        "p99 {during:?} beside the stalled client is more than twice {before:?}"
+        during <= before * 4 + Duration::from_millis(250),
+        "p99 {during:?} beside the stalled client is far more than {before:?}"
     );
 
     // Past the stall timeout the attacker's region calls are cancelled: every
