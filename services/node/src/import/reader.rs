@@ -98,8 +98,16 @@ impl<R: BufRead> CsvReader<R> {
     fn skip_bom(&mut self) -> io::Result<()> {
         let (head, rest) = self.input.get_mut();
         let mut first = Vec::with_capacity(BOM.len());
-        while first.len() < BOM.len() {
-            let buf = rest.fill_buf()?;
+        while first.len() < BOM.len() && BOM.starts_with(&first) {
+            let buf = match rest.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Nothing read is lost, should the caller read on.
+                    *head = io::Cursor::new(first);
+                    return Err(e);
+                }
+            };
             if buf.is_empty() {
                 break;
             }
