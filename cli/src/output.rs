@@ -13,7 +13,8 @@
 //!   text. Backslashes are left as they are.
 //! - **CSV** cells that a spreadsheet would run as a formula (starting with
 //!   `=`, `+`, `-`, `@`, tab or CR, as OWASP's CSV-injection guidance
-//!   lists) get a leading `'` ([`csv_cell`]), except cells that are a plain
+//!   lists, also after leading whitespace or a BOM, which a spreadsheet may
+//!   trim) get a leading `'` ([`csv_cell`]), except cells that are a plain
 //!   number (`-12`, `+3.5`, `-1e-7`), which no spreadsheet runs: negative
 //!   numbers, of numeric fields or not, stay numbers. `yrdctl --csv-raw`
 //!   turns this off ([`set_csv_raw`]).
@@ -294,15 +295,19 @@ pub fn csv_raw() -> bool {
 }
 
 /// One CSV cell made safe to open in a spreadsheet: a cell starting with
-/// `=`, `+`, `-`, `@`, tab or CR — after any spaces, no-break spaces, line
-/// feeds or BOMs, which a spreadsheet may trim when it imports — gets a
-/// leading `'`, so that it is shown as text instead of run as a formula
-/// (`=cmd|' /C calc'!A0`), unless it is a plain number such as `-12.5`,
+/// tab or CR, or with `=`, `+`, `-` or `@` after any whitespace (Unicode's,
+/// the ideographic space included), BOMs or zero-width spaces, which a
+/// spreadsheet may trim when it imports, gets a leading `'`, so that it is
+/// shown as text instead of run as a formula (`=cmd|' /C calc'!A0`),
+/// unless what follows the whitespace is a plain number such as `-12.5`,
 /// which stays a number.
 pub fn csv_cell(text: &str) -> Cow<'_, str> {
-    let trimmed = text.trim_start_matches([' ', '\u{a0}', '\n', '\u{feff}']);
+    if text.starts_with(['\t', '\r']) {
+        return Cow::Owned(format!("'{text}"));
+    }
+    let trimmed = text.trim_start_matches(|c: char| c.is_whitespace() || matches!(c, '\u{feff}' | '\u{200b}'));
     match trimmed.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') if !is_plain_number(text) => Cow::Owned(format!("'{text}")),
+        Some('=' | '+' | '-' | '@') if !is_plain_number(trimmed) => Cow::Owned(format!("'{text}")),
         _ => Cow::Borrowed(text),
     }
 }
@@ -855,7 +860,10 @@ mod tests {
             (" =1+1", "' =1+1"),
             ("\u{feff}=1+1", "'\u{feff}=1+1"),
             ("\u{a0}\n@SUM(A1)", "'\u{a0}\n@SUM(A1)"),
-            (" -12", "' -12"),
+            (" -12", " -12"),
+            ("\u{3000}=1+1", "'\u{3000}=1+1"),
+            ("\u{200b}+cmd", "'\u{200b}+cmd"),
+            ("\t12", "'\t12"),
             ("  ", "  "),
         ] {
             assert_eq!(csv_cell(cell), out, "{cell:?}");
