@@ -537,6 +537,7 @@ fn host_of(address: &str) -> String {
 
 /// Checks one endpoint forever over `probes`; inserts its calls'
 /// connection `replica` into the region's balancer when it turns healthy
+/// (and `replica` answers a check too)
 /// and removes it when it stops serving: at once when the node says so or
 /// cannot be reached (refused connection or certificate), after
 /// `unhealthy_after` checks in a row without an answer otherwise.
@@ -563,29 +564,16 @@ async fn check_health(
     loop {
         state.refusals.clear();
         let started = Instant::now();
-        let result = tokio::time::timeout(
-            config.timeout,
-            client.check(HealthCheckRequest { service: String::new() }),
-        )
-        .await;
-        let answered = result.is_ok();
-        let (healthy, error) = match result {
-            Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => (true, None),
-            Ok(Ok(resp)) => (false, Some(format!("health status {}", resp.get_ref().status))),
-            Ok(Err(status)) => (
-                false,
-                Some(match state.refusals.last() {
-                    Some(reason) => format!("refused the node: {reason}"),
-                    None => format!("{}: {}", status.code(), status.message()),
-                }),
-            ),
+        let outcome = check_once(&mut client, &config, &state).await;
+        let answered = !matches!(outcome, Check::Missed(_));
+        let (healthy, error) = match outcome {
+            Check::Serving => (true, None),
+            Check::Failed(error) => (false, Some(error)),
             // A busy node may miss a check: an endpoint judged healthy
             // stays so until it has missed `unhealthy_after` in a row.
-            Err(_) => {
+            Check::Missed(error) => {
                 missed = missed.saturating_add(1);
-                let kept = judged_healthy && missed < config.unhealthy_after;
-                let error = format!("no answer within {:?}", config.timeout);
-                if kept {
+                if judged_healthy && missed < config.unhealthy_after {
                     (
                         true,
                         Some(format!(
@@ -597,6 +585,17 @@ async fn check_health(
                     (false, Some(error))
                 }
             }
+        };
+        // Before an endpoint goes in, its calls' connection answers a
+        // check too: it is dialled now rather than by the first call, and
+        // a certificate refused on it shows here.
+        let (healthy, error) = if healthy && !in_balancer {
+            match check_once(&mut HealthClient::new(replica.clone()), &config, &state).await {
+                Check::Serving => (true, error),
+                Check::Failed(e) | Check::Missed(e) => (false, Some(format!("the calls' connection: {e}"))),
+            }
+        } else {
+            (healthy, error)
         };
         if answered {
             missed = 0; // an answer, whatever it said
@@ -644,6 +643,31 @@ async fn check_health(
             return;
         }
         tokio::time::sleep(config.interval).await;
+    }
+}
+
+/// What one health check found.
+enum Check {
+    /// The node is serving.
+    Serving,
+    /// The node answered otherwise, or could not be reached: why.
+    Failed(String),
+    /// No answer within the timeout.
+    Missed(String),
+}
+
+/// One health check over `client`'s connection within `config.timeout`;
+/// a certificate the verifier refused is named from `state`'s refusals.
+async fn check_once(client: &mut HealthClient<Channel>, config: &HealthConfig, state: &RegionEndpoint) -> Check {
+    let check = client.check(HealthCheckRequest { service: String::new() });
+    match tokio::time::timeout(config.timeout, check).await {
+        Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => Check::Serving,
+        Ok(Ok(resp)) => Check::Failed(format!("health status {}", resp.get_ref().status)),
+        Ok(Err(status)) => Check::Failed(match state.refusals.last() {
+            Some(reason) => format!("refused the node: {reason}"),
+            None => format!("{}: {}", status.code(), status.message()),
+        }),
+        Err(_) => Check::Missed(format!("no answer within {:?}", config.timeout)),
     }
 }
 

@@ -157,6 +157,8 @@ struct Fixture {
     addr: std::net::SocketAddr,
     gateway: TlsMaterial,
     calls: Arc<AtomicUsize>,
+    /// TCP connections the node accepted.
+    connections: Arc<AtomicUsize>,
 }
 
 impl Fixture {
@@ -176,13 +178,19 @@ impl Fixture {
         });
         // Serving, for the gateway's registry's probes.
         let (_, health) = tonic_health::server::health_reporter();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
+        let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), move |c| {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            c
+        });
         tokio::spawn(async move {
             Server::builder()
                 .tls_config(tls)
                 .unwrap()
                 .add_service(health)
                 .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(listener))
+                .serve_with_incoming(incoming)
                 .await
                 .unwrap();
         });
@@ -191,6 +199,7 @@ impl Fixture {
             addr,
             gateway: TlsMaterial::load(&gw.ca, &gw.cert, &gw.key).unwrap(),
             calls,
+            connections,
         }
     }
 
@@ -459,6 +468,9 @@ async fn cancelled_calls_never_get_the_nodes_connection_closed() {
         registry.wait_healthy(Duration::from_secs(10)).await,
         "the node is healthy"
     );
+    // Two connections, both up before any call: the probes' and the
+    // calls' (checked once before the endpoint went in).
+    assert_eq!(fx.connections.load(Ordering::SeqCst), 2);
     let region = registry.get("310000").unwrap().clone();
 
     const ROUNDS: usize = 30;
@@ -491,4 +503,5 @@ async fn cancelled_calls_never_get_the_nodes_connection_closed() {
     assert!(region.healthy());
     client::call(&region, GetCatalogRequest {}, within(5000)).await.unwrap();
     assert_eq!(fx.calls(), ROUNDS * AT_ONCE);
+    assert_eq!(fx.connections.load(Ordering::SeqCst), 2, "and no reconnection");
 }
