@@ -470,6 +470,16 @@ fn rapid_resets(first: u32, n: u32) -> Vec<(u8, u8, u32, Vec<u8>)> {
 const CANCEL: u32 = 0x8;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 
+/// Reads frames up to the server's SETTINGS (acknowledged by `next`).
+async fn settings_of(h2: &mut RawH2) {
+    while let Some(f) = h2.next(Duration::from_secs(2)).await {
+        if f.kind == SETTINGS && f.flags & ACK == 0 {
+            return;
+        }
+    }
+    panic!("the server sent no SETTINGS");
+}
+
 /// The GOAWAY error code the server sends within `wait`, if any.
 async fn goaway_within(h2: &mut RawH2, wait: Duration) -> Option<u32> {
     while let Some(f) = h2.next(wait).await {
@@ -491,6 +501,9 @@ async fn rapid_reset_is_cut_off_at_max_pending_accept_resets() {
     let limit = u32::try_from(edge_limits().max_pending_accept_resets).unwrap();
     // Within the limit, in one burst: the connection stays.
     let mut h2 = RawH2::connect(edge.gateway_addr(), &edge.material(&app())).await;
+    // The server's SETTINGS are read (and acknowledged) first: afterwards
+    // the only frames to come are the server's answers.
+    settings_of(&mut h2).await;
     h2.send_all(&rapid_resets(1, limit - 8)).await;
     let within = goaway_within(&mut h2, Duration::from_secs(1)).await;
     h2.send(PING, 0, 0, &[7; 8]).await;
@@ -503,6 +516,7 @@ async fn rapid_reset_is_cut_off_at_max_pending_accept_resets() {
     }
     // Far past it, in one burst: closed with ENHANCE_YOUR_CALM.
     let mut flood = RawH2::connect(edge.gateway_addr(), &edge.material(&app())).await;
+    settings_of(&mut flood).await;
     flood.send_all(&rapid_resets(1, limit * 8)).await;
     let past = goaway_within(&mut flood, Duration::from_secs(5)).await;
     println!(
